@@ -1,0 +1,5 @@
+import sys
+
+from sci_fetch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,57 @@
+"""The ``sci-fetch`` command: one subcommand per file under sci_fetch/commands/.
+
+Errors sci_fetch raises on purpose become one line and exit code 2; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from sci_fetch import __version__
+from sci_fetch.commands import demo, download, status
+from sci_fetch.errors import SciFetchError
+
+COMMANDS = [download, status, demo]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sci-fetch",
+        description="Download the camera-trap images a COCO file names from S3, resumably and verified, "
+        "then crop every labelled box and write the crop-label CSV.",
+    )
+    parser.add_argument("--version", action="version", version=f"sci-fetch {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("botocore", "aiobotocore", "boto3", "aioboto3", "urllib3", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args)
+    except SciFetchError as exc:
+        print(f"sci-fetch: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sci-fetch: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""``sci-fetch download``: every image a COCO file names, from S3 to disk, verified and resumable."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from sci_fetch.commands.common import add_settings_flags, settings_from_args
+from sci_fetch.engine.run import EXIT_USAGE, RunResult, run_download
+from sci_fetch.errors import UsageError
+from sci_fetch.manifest.report import summary_text, write_failures
+from sci_fetch.manifest.store import Manifest
+from sci_fetch.settings import Settings
+from sci_fetch.storage.s3 import S3Storage
+
+HELP = "download the images a COCO file names from S3 (run it again to resume)"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "download", help=HELP,
+        description=HELP + ". Every option can also be set in settings.toml or as SCI_FETCH_<NAME>; "
+        "a flag wins over the environment, which wins over the file. Exit codes: 0 all done, 1 some images "
+        "failed/missing or records invalid (see failures.csv), 2 bad settings or input, 3 stopped on a credentials "
+        "or access error, 4 stopped on a disk error, 130/143 stopped by SIGINT/SIGTERM.",
+    )
+    add_settings_flags(parser, Settings, positional="coco")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    return download(settings)
+
+
+def check_inputs(settings: Settings) -> None:
+    if settings.coco is None:
+        raise UsageError("no COCO file given: sci-fetch download COCO.json (or set 'coco' in settings.toml)")
+    if not Path(settings.coco).is_file():
+        raise UsageError(f"COCO file {settings.coco} does not exist")
+
+
+def download(settings: Settings, storage_factory=S3Storage) -> int:
+    """Run the download, write failures.csv and print the summary; returns the exit code."""
+    check_inputs(settings)
+    result: RunResult = asyncio.run(run_download(settings, storage_factory))
+    failures_path = settings.state_dir / "failures.csv"
+    manifest = Manifest(settings.manifest_path)
+    try:
+        failures_count = write_failures(manifest, result.run_id, failures_path)
+    finally:
+        manifest.close()
+    print(summary_text(result.stats, result.counts, failures_path, failures_count, settings.manifest_path))
+    if result.message:
+        print(f"sci-fetch: {result.message}")
+    elif result.stop_reason in ("SIGINT", "SIGTERM"):
+        print(f"sci-fetch: stopped by {result.stop_reason}; run the same command again to continue")
+    if result.stop_reason in ("input", "usage"):
+        return EXIT_USAGE
+    return result.exit_code

@@ -1,0 +1,325 @@
+"""The asyncio producer-consumer engine: COCO records -> bounded queue -> N workers -> manifest.
+
+The producer reads and plans records in a thread, a batch at a time, and blocks on a bounded queue,
+so memory does not grow with the data set. Workers call the storage layer, which owns retries.
+Outcomes are written to the manifest in batches by one flusher. Stop requests (signals, a fatal
+credential or disk error) stop the producer at once, give in-flight downloads a bounded grace time,
+then cancel them; ``.partial`` files are removed as their tasks unwind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+import ijson
+
+from sci_fetch.coco.source import iter_images
+from sci_fetch.engine.progress import choose_mode, report
+from sci_fetch.engine.stats import Stats
+from sci_fetch.errors import DiskError, FatalError, FetchError, InputError, MissingError, RecordError, SciFetchError
+from sci_fetch.files.partial import OutputRoot, file_md5
+from sci_fetch.keys.mapping import UnsafePathError, make_task
+from sci_fetch.manifest.models import Action, Decision, Outcome, State
+from sci_fetch.manifest.store import Manifest
+from sci_fetch.settings import Settings
+from sci_fetch.storage.base import Storage
+
+log = logging.getLogger("sci_fetch")
+
+BATCH = 512
+
+# Exit codes, documented in README.md ("Exit codes").
+EXIT_OK = 0
+EXIT_INCOMPLETE = 1
+EXIT_USAGE = 2
+EXIT_FATAL = 3
+EXIT_DISK = 4
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+Reject = tuple[str, str, str | None, str | None, str | None, str]
+
+
+@dataclass
+class RunResult:
+    run_id: int
+    stats: Stats
+    exit_code: int
+    stop_reason: str | None
+    message: str | None
+    counts: dict[str, int]
+
+
+def count_images(path: Path) -> int | None:
+    """How many records ``images`` holds, for the ETA; a cheap pass that builds no objects."""
+    try:
+        with open(path, "rb") as fh:
+            return sum(1 for prefix, event, _ in ijson.parse(fh) if prefix == "images.item" and event in ("start_map", "start_array", "string", "number", "null", "boolean"))
+    except (OSError, ijson.JSONError):
+        return None
+
+
+class Engine:
+    def __init__(self, settings: Settings, storage: Storage, manifest: Manifest) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.manifest = manifest
+        self.root = OutputRoot(settings.output)
+        self.stats = Stats()
+        self.run_id = 0
+        self._queue: asyncio.Queue[Decision | None] = asyncio.Queue(maxsize=max(2 * settings.concurrency, BATCH))
+        self._outcomes: list[Outcome] = []
+        self._stop = asyncio.Event()
+        self._stop_reason: str | None = None
+        self._message: str | None = None
+        self._busy: set[asyncio.Task] = set()
+
+    # ---- stopping ---------------------------------------------------------------------------
+    def request_stop(self, reason: str, message: str | None = None) -> None:
+        """First reason wins: a fatal error during a SIGTERM shutdown is still reported as fatal."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+            self._message = message
+            if message:
+                log.error(message)
+            elif reason in ("SIGINT", "SIGTERM"):
+                log.warning("%s received: taking no new keys, %ss grace for %d in-flight downloads",
+                            reason, self.settings.grace_seconds, self.stats.in_flight)
+        self._stop.set()
+
+    # ---- producer ---------------------------------------------------------------------------
+    def _records(self) -> Iterator[tuple[list[Decision], list[Reject]]]:
+        """Runs in a thread: read, validate, map and plan one batch at a time."""
+        settings = self.settings
+        images = _numbered(iter_images(settings.coco), settings.limit)
+        while True:
+            chunk = list(islice(images, BATCH))
+            if not chunk:
+                return
+            tasks, rejects = [], []
+            for index, item in chunk:
+                if isinstance(item, RecordError):
+                    rejects.append(("invalid", f"images[{item.index}]", item.record_id, None, None, item.reason))
+                    continue
+                try:
+                    tasks.append(make_task(item, settings.variant, settings.key_template, settings.verify_id_md5))
+                except (UnsafePathError, ValueError, KeyError, IndexError) as exc:
+                    rejects.append(("invalid", f"images[{index}]", item.id, None, item.file_name, str(exc)))
+            decisions = self.manifest.plan(tasks, self.run_id, settings.output, settings.retry_missing)
+            for d in decisions:
+                if d.action in (Action.duplicate_id, Action.duplicate_dest):
+                    what = "id" if d.action is Action.duplicate_id else f"destination (already used by {d.other})"
+                    rejects.append(("duplicate", "images[]", d.task.image_id, d.task.key, d.task.dest, f"duplicate {what}; fetched once"))
+            self.manifest.add_rejects(self.run_id, rejects)
+            yield decisions, rejects
+
+    async def _produce(self) -> None:
+        batches = self._records()
+        sentinel = object()
+        try:
+            while not self._stop.is_set():
+                batch = await asyncio.to_thread(next, batches, sentinel)
+                if batch is sentinel:
+                    break
+                decisions, rejects = batch
+                self.stats.invalid += sum(1 for r in rejects if r[0] == "invalid")
+                self.stats.duplicates += sum(1 for r in rejects if r[0] == "duplicate")
+                for d in decisions:
+                    if d.action in (Action.duplicate_id, Action.duplicate_dest):
+                        continue
+                    self.stats.planned += 1
+                    if d.action is Action.skip_done:
+                        self.stats.skipped_done += 1
+                    elif d.action is Action.skip_missing:
+                        self.stats.skipped_missing += 1
+                    else:
+                        self.stats.to_fetch += 1
+                        await self._queue.put(d)
+                        if self._stop.is_set():
+                            break
+        except InputError as exc:
+            self.request_stop("input", str(exc))
+        except SciFetchError as exc:
+            self.request_stop("usage", str(exc))
+        finally:
+            if not self._stop.is_set():  # on a stop the workers are cancelled instead
+                for _ in range(self.settings.concurrency):
+                    await self._queue.put(None)
+
+    # ---- workers ----------------------------------------------------------------------------
+    async def _worker(self) -> None:
+        me = asyncio.current_task()
+        while not self._stop.is_set():
+            decision = await self._queue.get()
+            if decision is None or self._stop.is_set():
+                return
+            self._busy.add(me)
+            self.stats.in_flight += 1
+            try:
+                outcome = await self._process(decision)
+            finally:
+                self.stats.in_flight -= 1
+                self._busy.discard(me)
+            if outcome is not None:
+                self._outcomes.append(outcome)
+                self._count(outcome)
+
+    def _count(self, outcome: Outcome) -> None:
+        if outcome.state is State.done:
+            self.stats.bytes += outcome.bytes or 0
+            if outcome.attempts == 0:
+                self.stats.adopted += 1
+            else:
+                self.stats.done += 1
+        elif outcome.state is State.failed:
+            self.stats.failed += 1
+        elif outcome.state is State.missing:
+            self.stats.missing += 1
+
+    async def _process(self, decision: Decision) -> Outcome | None:
+        task = decision.task
+        try:
+            dest = self.root.path_for(task.dest)
+            if decision.action is Action.adopt:
+                adopted = await self._adopt(decision, dest)
+                if adopted is not None:
+                    return adopted
+            info = await self.storage.download(task.key, dest, task.expected_md5)
+            return Outcome(image_id=task.image_id, state=State.done, bytes=info.size, md5=info.md5, etag=info.etag, attempts=info.attempts)
+        except MissingError as exc:
+            return Outcome(image_id=task.image_id, state=State.missing, attempts=max(exc.attempts, 1), error=str(exc))
+        except FatalError as exc:
+            self.request_stop("fatal", f"stopping: {exc}")
+            return None  # the image stays pending: nothing is wrong with it
+        except DiskError as exc:
+            self.request_stop("disk", f"stopping: {exc}")
+            return None
+        except FetchError as exc:
+            return Outcome(image_id=task.image_id, state=State.failed, attempts=max(exc.attempts, 1), error=str(exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must fail this image loudly, not kill the worker silently
+            log.exception("internal error on %s", task.key)
+            return Outcome(image_id=task.image_id, state=State.failed, attempts=1, error=f"internal error: {type(exc).__name__}: {exc}")
+
+    async def _adopt(self, decision: Decision, dest: Path) -> Outcome | None:
+        """A file is already where the image belongs (an older tool, or a crash before the manifest
+        caught up): keep it when it verifies, against the id's md5 without a request, else against HEAD."""
+        task = decision.task
+        try:
+            size = dest.stat().st_size
+        except OSError:
+            return None
+        if task.expected_md5 is not None:
+            local = await asyncio.to_thread(file_md5, dest)
+            if local == task.expected_md5:
+                return Outcome(image_id=task.image_id, state=State.done, bytes=size, md5=local, attempts=0)
+            return None
+        head = await self.storage.head(task.key)
+        if head.size == size and head.md5 is not None:
+            local = await asyncio.to_thread(file_md5, dest)
+            if local == head.md5:
+                return Outcome(image_id=task.image_id, state=State.done, bytes=size, md5=local, etag=head.etag, attempts=0)
+        return None
+
+    # ---- manifest flushing ------------------------------------------------------------------
+    async def _flush(self) -> None:
+        if self._outcomes:
+            batch, self._outcomes = self._outcomes, []
+            await asyncio.to_thread(self.manifest.record, batch)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.flush_interval)
+            await self._flush()
+
+    async def _count_total(self) -> None:
+        total = await asyncio.to_thread(count_images, self.settings.coco)
+        if total is not None:
+            self.stats.total = min(total, self.settings.limit) if self.settings.limit else total
+
+    # ---- the run ----------------------------------------------------------------------------
+    async def run(self) -> RunResult:
+        settings = self.settings
+        self.run_id = await asyncio.to_thread(self.manifest.begin_run, settings.model_dump(mode="json"))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        helpers = [
+            asyncio.create_task(self._flush_loop()),
+            asyncio.create_task(self._count_total()),
+            asyncio.create_task(report(self.stats, choose_mode(settings.progress), settings.log_interval)),
+        ]
+        producer = asyncio.create_task(self._produce())
+        workers = [asyncio.create_task(self._worker()) for _ in range(settings.concurrency)]
+        everything = asyncio.gather(producer, *workers)
+        stopper = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait([everything, stopper], return_when=asyncio.FIRST_COMPLETED)
+            if self._stop.is_set():
+                await self._shutdown(producer, workers)
+            await asyncio.gather(everything, return_exceptions=True)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            stopper.cancel()
+            for h in helpers:
+                h.cancel()
+            await asyncio.gather(stopper, *helpers, return_exceptions=True)
+            await self._flush()
+        self.stats.requests = self.storage.requests
+        self.stats.retries = getattr(self.storage, "retries", self.stats.retries)
+        counts = await asyncio.to_thread(self.manifest.counts, self.run_id)
+        exit_code = self._exit_code(counts)
+        await asyncio.to_thread(self.manifest.end_run, self.run_id, exit_code, self.stats.as_dict())
+        return RunResult(self.run_id, self.stats, exit_code, self._stop_reason, self._message, counts)
+
+    async def _shutdown(self, producer: asyncio.Task, workers: list[asyncio.Task]) -> None:
+        """Idle workers go at once; busy ones get the grace time (none after a fatal error)."""
+        producer.cancel()
+        for w in workers:
+            if w not in self._busy:
+                w.cancel()
+        grace = self.settings.grace_seconds if self._stop_reason in ("SIGINT", "SIGTERM", "input", "usage") else 0.0
+        busy = [w for w in workers if not w.done()]
+        if busy:
+            _done, late = await asyncio.wait(busy, timeout=grace)
+            for w in late:
+                w.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+
+    def _exit_code(self, counts: dict[str, int]) -> int:
+        """From the manifest, not from what was printed: anything not done makes it non-zero."""
+        by_reason = {"fatal": EXIT_FATAL, "disk": EXIT_DISK, "SIGINT": EXIT_SIGINT, "SIGTERM": EXIT_SIGTERM,
+                     "input": EXIT_USAGE, "usage": EXIT_USAGE}
+        if self._stop_reason in by_reason:
+            return by_reason[self._stop_reason]
+        if counts.get("failed") or counts.get("missing") or counts.get("pending") or self.stats.invalid:
+            return EXIT_INCOMPLETE
+        return EXIT_OK
+
+
+def _numbered(records: Iterator[object], limit: int | None) -> Iterator[tuple[int, object]]:
+    """Number the records and stop after ``limit`` valid ones (invalid ones are still reported)."""
+    valid = 0
+    for index, record in enumerate(records):
+        if limit is not None and valid >= limit:
+            return
+        if not isinstance(record, RecordError):
+            valid += 1
+        yield index, record
+
+
+async def run_download(settings: Settings, storage_factory: Callable[..., Storage]) -> RunResult:
+    manifest = Manifest(settings.manifest_path)
+    try:
+        async with storage_factory(settings.storage_options()) as storage:
+            return await Engine(settings, storage, manifest).run()
+    finally:
+        manifest.close()

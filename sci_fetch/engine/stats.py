@@ -1,0 +1,77 @@
+"""This run's counters, and the figures people read off them (rates, ETA)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Stats:
+    started: float = field(default_factory=time.monotonic)
+    total: int | None = None  # images in the COCO file, once counted
+    planned: int = 0  # valid records seen so far
+    to_fetch: int = 0  # of those, handed to the workers
+    skipped_done: int = 0
+    skipped_missing: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    done: int = 0
+    adopted: int = 0
+    failed: int = 0
+    missing: int = 0
+    bytes: int = 0
+    in_flight: int = 0
+    requests: int = 0
+    retries: Counter[str] = field(default_factory=Counter)
+
+    def elapsed(self) -> float:
+        return max(time.monotonic() - self.started, 1e-9)
+
+    def finished(self) -> int:
+        return self.done + self.adopted + self.failed + self.missing
+
+    def images_per_second(self) -> float:
+        return (self.done + self.adopted) / self.elapsed()
+
+    def mb_per_second(self) -> float:
+        return self.bytes / 1e6 / self.elapsed()
+
+    def eta_seconds(self) -> float | None:
+        """Time left for the images still to fetch, at this run's average rate."""
+        if self.total is None:
+            return None
+        left = self.total - self.invalid - self.duplicates - self.skipped_done - self.skipped_missing - self.finished()
+        rate = self.finished() / self.elapsed()
+        if left <= 0:
+            return 0.0
+        return left / rate if rate > 0 else None
+
+    def line(self) -> str:
+        """One progress line, the same figures as the bar, for logs when there is no terminal."""
+        total = f"/{self.total}" if self.total is not None else ""
+        eta = self.eta_seconds()
+        eta_text = format_duration(eta) if eta is not None else "?"
+        retries = sum(self.retries.values())
+        return (
+            f"images {self.skipped_done + self.done + self.adopted}{total} done ({self.skipped_done} already), "
+            f"{self.images_per_second():.1f} img/s, {self.mb_per_second():.1f} MB/s, failed {self.failed}, "
+            f"missing {self.missing}, invalid {self.invalid}, retries {retries}, in flight {self.in_flight}, ETA {eta_text}"
+        )
+
+    def as_dict(self) -> dict:
+        return {
+            "total_records": self.total, "valid_records": self.planned, "fetched": self.done, "adopted": self.adopted,
+            "already_done": self.skipped_done, "failed": self.failed, "missing": self.missing,
+            "skipped_missing": self.skipped_missing, "duplicates": self.duplicates, "invalid": self.invalid,
+            "bytes": self.bytes, "seconds": round(self.elapsed(), 3), "images_per_second": round(self.images_per_second(), 2),
+            "mb_per_second": round(self.mb_per_second(), 2), "requests": self.requests, "retries": dict(self.retries),
+        }
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

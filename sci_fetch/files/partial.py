@@ -1,0 +1,124 @@
+"""Write a file so that a crash at any instant leaves either nothing or the whole file under its name.
+
+Bytes go to ``<dest>.partial`` beside the destination (same filesystem, so the rename is atomic), are
+fsynced, and only then renamed, as rclone does. A killed process leaves at most a ``.partial``, which
+the next attempt on that key overwrites.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from pathlib import Path
+
+import aiofiles
+import aiofiles.os
+
+from sci_fetch.errors import DiskError, PermanentError
+from sci_fetch.keys.mapping import PARTIAL_SUFFIX
+
+_FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EMFILE})
+
+
+def partial_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + PARTIAL_SUFFIX)
+
+
+def map_os_error(exc: OSError, op: str, path: Path) -> Exception:
+    """Disk full or no permission stops the run (DiskError); anything else fails just this file."""
+    text = f"{op} {path}: {exc.strerror or exc}"
+    if exc.errno in _FATAL_ERRNOS:
+        return DiskError(text + ("; free some space and run the same command again" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""))
+    return PermanentError(op, str(path), None, exc.strerror or str(exc), reason="local-file")
+
+
+class OutputRoot:
+    """The output dir: makes parent folders once each and refuses paths that leave it through a symlink."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.real = Path(os.path.realpath(root))
+        self._made: set[str] = set()
+
+    def path_for(self, rel: str) -> Path:
+        """The absolute destination for a checked relative path; creates its folder."""
+        dest = self.root / rel
+        parent = str(dest.parent)
+        if parent not in self._made:
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except OSError as exc:
+                raise map_os_error(exc, "mkdir", dest.parent) from exc
+            real_parent = os.path.realpath(parent)
+            if real_parent != str(self.real) and not real_parent.startswith(str(self.real) + os.sep):
+                raise PermanentError("write", rel, str(dest), f"folder {dest.parent} leads outside the output dir (symbolic link to {real_parent})", reason="unsafe-path")
+            self._made.add(parent)
+        return dest
+
+
+class PartialFile:
+    """Async writer of ``<dest>.partial`` that hashes as it writes and commits by rename."""
+
+    def __init__(self, dest: Path, fsync: bool = True) -> None:
+        self.dest = dest
+        self.partial = partial_path(dest)
+        self.fsync = fsync
+        self.size = 0
+        self._md5 = hashlib.md5()
+        self._fh = None
+        self._committed = False
+
+    async def __aenter__(self) -> PartialFile:
+        try:
+            self._fh = await aiofiles.open(self.partial, "wb")
+        except OSError as exc:
+            raise map_os_error(exc, "open", self.partial) from exc
+        return self
+
+    async def write(self, data: bytes) -> None:
+        self._md5.update(data)
+        self.size += len(data)
+        try:
+            await self._fh.write(data)
+        except OSError as exc:
+            raise map_os_error(exc, "write", self.partial) from exc
+
+    def md5(self) -> str:
+        return self._md5.hexdigest()
+
+    async def commit(self) -> None:
+        """Flush, fsync, close and rename: after this returns the file is complete under its name."""
+        try:
+            await self._fh.flush()
+            if self.fsync:
+                await aiofiles.os.wrap(os.fsync)(self._fh.fileno())
+            await self._fh.close()
+            self._fh = None
+            await aiofiles.os.replace(self.partial, self.dest)
+        except OSError as exc:
+            raise map_os_error(exc, "commit", self.dest) from exc
+        self._committed = True
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        if self._committed:
+            return
+        # Plain syscalls here: this also runs while the task is being cancelled at shutdown.
+        if self._fh is not None:
+            try:
+                self._fh._file.close()
+            except OSError:
+                pass
+        try:
+            os.unlink(self.partial)
+        except FileNotFoundError:
+            pass
+
+
+def file_md5(path: Path, chunk_size: int = 1 << 20) -> str:
+    """MD5 of a file on disk, for adopting files an older tool left (run in a thread)."""
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,137 @@
+"""Pure mapping from a COCO image record to the S3 key to read and the file to write.
+
+Everything here is a pure function of its arguments so it can be tested exhaustively; the one
+safety rule that matters most lives here too: no ``file_name`` may ever resolve outside the output dir.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from enum import Enum
+from pathlib import PurePosixPath
+
+from pydantic import BaseModel, ConfigDict
+
+from sci_fetch.coco.models import CocoImage
+
+# The folder under the output dir that holds sci_fetch's own state; no image may be written into it.
+STATE_DIR = ".sci-fetch"
+
+PARTIAL_SUFFIX = ".partial"
+
+_ANIML_ID = re.compile(r"^[^:/]+:([0-9a-f]{32})$")
+_TEMPLATE_FIELDS = frozenset({"id", "id_dash", "file_name", "stem", "ext", "variant"})
+
+
+class Variant(str, Enum):
+    original = "original"
+    medium = "medium"
+    small = "small"
+
+
+class Task(BaseModel):
+    """One object to fetch: the unit the engine, storage layer and manifest pass around."""
+
+    model_config = ConfigDict(frozen=True)
+
+    image_id: str
+    key: str
+    dest: str  # relative POSIX path under the output dir
+    expected_md5: str | None = None
+
+
+class UnsafePathError(ValueError):
+    """A file_name that could write outside the output dir or cannot be a file name."""
+
+
+def check_template(template: str) -> None:
+    """Reject a key template with unknown or positional fields before any record is read."""
+    for _text, field, _spec, _conv in string.Formatter().parse(template):
+        if field is None:
+            continue
+        if field not in _TEMPLATE_FIELDS:
+            known = ", ".join("{" + f + "}" for f in sorted(_TEMPLATE_FIELDS))
+            raise ValueError(f"unknown field {{{field}}} in key template; known: {known}")
+
+
+def extension(image: CocoImage) -> str:
+    """The file extension without the dot, as the export spells it (Animl keys keep the case)."""
+    for name in (image.serving_bucket_key, image.file_name):
+        if name:
+            suffix = PurePosixPath(name).suffix
+            if suffix:
+                return suffix[1:]
+    return "jpg"
+
+
+def object_key(image: CocoImage, variant: Variant = Variant.original, template: str | None = None) -> str:
+    """The S3 key holding ``image``'s bytes.
+
+    A template wins (other COCO Camera Traps sets keep the file under a prefix + file_name); then
+    Animl's own ``serving_bucket_key`` for originals; else Animl's naming ``<variant>/<id>-<variant>.<ext>``.
+    """
+    if template:
+        stem = PurePosixPath(image.file_name).stem
+        key = template.format(
+            id=image.id,
+            id_dash=image.id.replace(":", "-"),
+            file_name=image.file_name,
+            stem=stem,
+            ext=extension(image),
+            variant=variant.value,
+        )
+    elif variant is Variant.original and image.serving_bucket_key:
+        key = image.serving_bucket_key
+    else:
+        key = f"{variant.value}/{image.id}-{variant.value}.{extension(image)}"
+    if not key or key.startswith("/"):
+        raise UnsafePathError(f"key {key!r} is empty or absolute")
+    return key
+
+
+def safe_relative_path(file_name: str) -> str:
+    """``file_name`` as a normalised relative POSIX path, or UnsafePathError saying what is wrong.
+
+    Rejects rather than repairs: a silently rewritten path would not be where the user's notebooks look.
+    """
+    if "\x00" in file_name:
+        raise UnsafePathError("file_name contains a NUL byte")
+    if "\\" in file_name:
+        raise UnsafePathError("file_name contains a backslash")
+    if file_name.startswith("/"):
+        raise UnsafePathError("file_name is an absolute path")
+    if re.match(r"^[A-Za-z]:", file_name):
+        raise UnsafePathError("file_name starts with a drive letter")
+    parts = file_name.split("/")
+    for part in parts:
+        if part == "":
+            raise UnsafePathError("file_name has an empty path part (// or a trailing /)")
+        if part in (".", ".."):
+            raise UnsafePathError(f"file_name has a '{part}' path part")
+        if any(ord(c) < 32 for c in part):
+            raise UnsafePathError("file_name contains a control character")
+    if parts[0] == STATE_DIR:
+        raise UnsafePathError(f"file_name is inside sci_fetch's state folder {STATE_DIR}/")
+    if parts[-1].endswith(PARTIAL_SUFFIX):
+        raise UnsafePathError(f"file_name ends with {PARTIAL_SUFFIX}, which sci_fetch uses for unfinished files")
+    return "/".join(parts)
+
+
+def animl_md5(image_id: str) -> str | None:
+    """The md5 Animl puts in an image id (``<project>:<md5>``): the md5 of the original file's bytes."""
+    match = _ANIML_ID.match(image_id)
+    return match.group(1) if match else None
+
+
+def make_task(
+    image: CocoImage,
+    variant: Variant = Variant.original,
+    template: str | None = None,
+    verify_id_md5: bool = True,
+) -> Task:
+    """Everything the engine needs to fetch one image; raises UnsafePathError for a bad record."""
+    dest = safe_relative_path(image.file_name)
+    key = object_key(image, variant, template)
+    expected = animl_md5(image.id) if verify_id_md5 and variant is Variant.original else None
+    return Task(image_id=image.id, key=key, dest=dest, expected_md5=expected)

@@ -1,0 +1,287 @@
+"""The resume manifest: one SQLite row per image, in WAL mode so ``status`` can read during a run.
+
+SQLite is embedded (no server to run beside a download) and its transactions make each batch of
+outcomes land whole or not at all. Writes are batched by the engine: one transaction per few hundred
+images keeps the database far from being the bottleneck.
+
+Invariant kept by the engine: a row becomes ``done`` only after its file was renamed into place, so
+after a crash the manifest may lag the disk (those files are adopted next run) but never lead it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from sci_fetch.errors import UsageError
+from sci_fetch.keys.mapping import Task
+from sci_fetch.manifest.models import Action, Decision, ManifestRow, Outcome, State
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    image_id    TEXT PRIMARY KEY,
+    key         TEXT NOT NULL,
+    dest        TEXT NOT NULL UNIQUE,
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'done', 'failed', 'missing')),
+    bytes       INTEGER,
+    md5         TEXT,
+    etag        TEXT,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    run_id      INTEGER,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS images_state ON images (state);
+CREATE INDEX IF NOT EXISTS images_updated ON images (updated_at);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at  REAL NOT NULL,
+    ended_at    REAL,
+    exit_code   INTEGER,
+    settings    TEXT,
+    summary     TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS rejects (
+    run_id      INTEGER NOT NULL,
+    kind        TEXT NOT NULL,      -- 'invalid' record or 'duplicate' id/destination
+    record      TEXT NOT NULL,      -- where in the COCO file: images[123]
+    image_id    TEXT,
+    key         TEXT,
+    dest        TEXT,
+    reason      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rejects_run ON rejects (run_id);
+"""
+
+_COLUMNS = "image_id, key, dest, state, bytes, md5, etag, attempts, last_error, created_at, updated_at"
+
+
+def _row(values: tuple) -> ManifestRow:
+    return ManifestRow(**dict(zip([c.strip() for c in _COLUMNS.split(",")], values)))
+
+
+class Manifest:
+    """Thread-safe (one lock) so the engine can call it from worker threads with asyncio.to_thread."""
+
+    def __init__(self, path: Path, readonly: bool = False) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            if readonly:
+                if not path.exists():
+                    raise UsageError(f"no manifest at {path}; has a download been started with this output dir?")
+                self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=30)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level=None)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(_SCHEMA)
+                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        except sqlite3.DatabaseError as exc:
+            raise UsageError(f"manifest {path} cannot be opened: {exc}") from exc
+        except OSError as exc:
+            raise UsageError(f"manifest {path} cannot be created: {exc.strerror or exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ---- runs -------------------------------------------------------------------------------
+    def begin_run(self, settings: dict) -> int:
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO runs (started_at, settings) VALUES (?, ?)", (time.time(), json.dumps(settings, default=str))
+            )
+            self._heartbeat_locked()
+            return int(cur.lastrowid)
+
+    def end_run(self, run_id: int, exit_code: int, summary: dict) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE runs SET ended_at = ?, exit_code = ?, summary = ? WHERE run_id = ?",
+                (time.time(), exit_code, json.dumps(summary, default=str), run_id),
+            )
+            self._heartbeat_locked()
+
+    def _heartbeat_locked(self) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('heartbeat', ?)", (repr(time.time()),))
+
+    # ---- planning ---------------------------------------------------------------------------
+    def plan(self, tasks: list[Task], run_id: int, root: Path, retry_missing: bool = False) -> list[Decision]:
+        """Decide for each task whether to fetch it, and register new ones as ``pending``, in one transaction.
+
+        Touches the disk only to stat destinations: a done row is trusted when its file has its recorded size.
+        """
+        now = time.time()
+        decisions: list[Decision] = []
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for task in tasks:
+                    decisions.append(self._plan_one(db, task, run_id, root, retry_missing, now))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return decisions
+
+    @staticmethod
+    def _plan_one(db: sqlite3.Connection, task: Task, run_id: int, root: Path, retry_missing: bool, now: float) -> Decision:
+        row = db.execute(
+            "SELECT key, dest, state, bytes, run_id FROM images WHERE image_id = ?", (task.image_id,)
+        ).fetchone()
+        if row is not None and row[4] == run_id:
+            return Decision(task=task, action=Action.duplicate_id, other=task.image_id)
+        holder = db.execute("SELECT image_id, run_id FROM images WHERE dest = ? AND image_id != ?", (task.dest, task.image_id)).fetchone()
+        if holder is not None:
+            if holder[1] == run_id:
+                return Decision(task=task, action=Action.duplicate_dest, other=holder[0])
+            db.execute("DELETE FROM images WHERE image_id = ?", (holder[0],))  # a stale row from an older export
+        try:
+            size_on_disk = os.stat(root / task.dest).st_size
+        except OSError:
+            size_on_disk = None
+        if row is None:
+            db.execute(
+                "INSERT INTO images (image_id, key, dest, state, attempts, run_id, created_at, updated_at) "
+                "VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)",
+                (task.image_id, task.key, task.dest, run_id, now, now),
+            )
+            return Decision(task=task, action=Action.adopt if size_on_disk is not None else Action.fetch)
+        key, dest, state, size, _ = row
+        if key != task.key or dest != task.dest:
+            # Another variant or template than last time: the old row says nothing about this object.
+            db.execute(
+                "UPDATE images SET key = ?, dest = ?, state = 'pending', bytes = NULL, md5 = NULL, etag = NULL, "
+                "attempts = 0, last_error = NULL, run_id = ?, updated_at = ? WHERE image_id = ?",
+                (task.key, task.dest, run_id, now, task.image_id),
+            )
+            return Decision(task=task, action=Action.adopt if size_on_disk is not None else Action.fetch)
+        db.execute("UPDATE images SET run_id = ? WHERE image_id = ?", (run_id, task.image_id))
+        if state == State.done.value:
+            if size_on_disk is not None and size_on_disk == size:
+                return Decision(task=task, action=Action.skip_done)
+            db.execute(
+                "UPDATE images SET state = 'pending', last_error = ?, updated_at = ? WHERE image_id = ?",
+                ("file was done but is gone or changed on disk", now, task.image_id),
+            )
+            return Decision(task=task, action=Action.fetch)
+        if state == State.missing.value and not retry_missing:
+            return Decision(task=task, action=Action.skip_missing)
+        return Decision(task=task, action=Action.adopt if size_on_disk is not None else Action.fetch)
+
+    # ---- outcomes ---------------------------------------------------------------------------
+    def record(self, outcomes: Iterable[Outcome]) -> None:
+        """Apply a batch of outcomes in one transaction (the engine calls this every second or so)."""
+        now = time.time()
+        rows = [
+            (o.state.value, o.bytes, o.md5, o.etag, o.attempts, o.error, now, o.image_id)
+            for o in outcomes
+        ]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "UPDATE images SET state = ?, bytes = COALESCE(?, bytes), md5 = COALESCE(?, md5), "
+                    "etag = COALESCE(?, etag), attempts = attempts + ?, last_error = ?, updated_at = ? "
+                    "WHERE image_id = ?",
+                    rows,
+                )
+                self._heartbeat_locked()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def mark_pending(self, image_ids: Iterable[str], reason: str) -> int:
+        """Send images back to ``pending`` (``verify`` uses this for files that no longer check out)."""
+        now = time.time()
+        with self._lock:
+            cur = self._db.executemany(
+                "UPDATE images SET state = 'pending', last_error = ?, updated_at = ? WHERE image_id = ?",
+                [(reason, now, i) for i in image_ids],
+            )
+            return cur.rowcount
+
+    def add_rejects(self, run_id: int, rejects: list[tuple[str, str, str | None, str | None, str | None, str]]) -> None:
+        """Keep (kind, record, image_id, key, dest, reason) of records this run could not use."""
+        if not rejects:
+            return
+        with self._lock:
+            self._db.executemany("INSERT INTO rejects VALUES (?, ?, ?, ?, ?, ?, ?)", [(run_id, *r) for r in rejects])
+
+    def rejects(self, run_id: int) -> list[tuple[str, str, str | None, str | None, str | None, str]]:
+        with self._lock:
+            return self._db.execute(
+                "SELECT kind, record, image_id, key, dest, reason FROM rejects WHERE run_id = ? ORDER BY rowid", (run_id,)
+            ).fetchall()
+
+    # ---- reading ----------------------------------------------------------------------------
+    def counts(self, run_id: int | None = None) -> dict[str, int]:
+        """Rows per state; with ``run_id``, only the images that run's COCO file named."""
+        query = "SELECT state, COUNT(*) FROM images" + (" WHERE run_id = ?" if run_id is not None else "") + " GROUP BY state"
+        with self._lock:
+            rows = self._db.execute(query, (run_id,) if run_id is not None else ()).fetchall()
+        counts = {s.value: 0 for s in State}
+        counts.update({state: n for state, n in rows})
+        return counts
+
+    def bytes_done(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM images WHERE state = 'done'").fetchone()[0])
+
+    def rate(self, window: float = 60.0) -> tuple[float, float]:
+        """Images and bytes per second done over the last ``window`` seconds, from row times."""
+        since = time.time() - window
+        with self._lock:
+            n, b = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM images WHERE state = 'done' AND updated_at >= ?", (since,)
+            ).fetchone()
+        return n / window, b / window
+
+    def rows(self, states: Iterable[State] | None = None, run_id: int | None = None) -> Iterator[ManifestRow]:
+        wanted = [s.value for s in states] if states else [s.value for s in State]
+        marks = ",".join("?" * len(wanted))
+        where = f"state IN ({marks})" + (" AND run_id = ?" if run_id is not None else "")
+        params = [*wanted, run_id] if run_id is not None else wanted
+        with self._lock:
+            fetched = self._db.execute(f"SELECT {_COLUMNS} FROM images WHERE {where} ORDER BY dest", params).fetchall()
+        return (_row(r) for r in fetched)
+
+    def get(self, image_id: str) -> ManifestRow | None:
+        with self._lock:
+            r = self._db.execute(f"SELECT {_COLUMNS} FROM images WHERE image_id = ?", (image_id,)).fetchone()
+        return _row(r) if r else None
+
+    def last_errors(self, limit: int = 5) -> list[ManifestRow]:
+        with self._lock:
+            fetched = self._db.execute(
+                f"SELECT {_COLUMNS} FROM images WHERE last_error IS NOT NULL AND state != 'done' "
+                "ORDER BY updated_at DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [_row(r) for r in fetched]
+
+    def meta(self, name: str) -> str | None:
+        with self._lock:
+            r = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return r[0] if r else None
+
+    def last_run(self) -> dict | None:
+        with self._lock:
+            r = self._db.execute(
+                "SELECT run_id, started_at, ended_at, exit_code, summary FROM runs ORDER BY run_id DESC LIMIT 1"
+            ).fetchone()
+        if r is None:
+            return None
+        return {"run_id": r[0], "started_at": r[1], "ended_at": r[2], "exit_code": r[3], "summary": json.loads(r[4]) if r[4] else None}

@@ -1,0 +1,162 @@
+"""All options in one typed model, read once: CLI flag > ``SCI_FETCH_*`` env > settings.toml > defaults.
+
+Everything below reads these typed options; nothing else looks at flags or the environment, so a
+value is checked once, here, and a wrong one gets one line naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from sci_fetch.errors import UsageError
+from sci_fetch.keys.mapping import STATE_DIR, Variant, check_template
+from sci_fetch.storage.options import StorageOptions
+
+ENV_PREFIX = "SCI_FETCH_"
+DEFAULT_CONFIG = Path("settings.toml")
+
+
+class Settings(BaseSettings):
+    """Every option of ``sci-fetch download``; settings.toml documents each with its default."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    # What to fetch and where
+    coco: Path | None = Field(None, description="COCO Camera Traps JSON file (Animl export or LILA-style)")
+    output: Path = Field(Path("images"), description="folder the images are written under, as <output>/<file_name>")
+    manifest: Path | None = Field(None, description=f"resume manifest (SQLite); default <output>/{STATE_DIR}/manifest.sqlite")
+    variant: Variant = Field(Variant.original, description="Animl image variant: original, medium (fits 940x940) or small (fits 120x120)")
+    key_template: str | None = Field(None, description="S3 key template for other data sets, e.g. 'images/{file_name}'; fields {id} {id_dash} {file_name} {stem} {ext} {variant}")
+    verify_id_md5: bool = Field(True, description="check originals against the md5 inside Animl image ids (<project>:<md5>)")
+    limit: int | None = Field(None, ge=1, description="fetch only the first N images of the COCO file (for a trial run)")
+    retry_missing: bool = Field(False, description="ask again for keys that were 404 in an earlier run")
+
+    # Where the objects are
+    bucket: str = Field("animl-images-serving-prod", min_length=3, max_length=255, description="S3 bucket")
+    region: str | None = Field("us-west-2", description="AWS region of the bucket")
+    profile: str | None = Field(None, description="AWS profile in ~/.aws; empty means environment / instance credentials")
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. http://127.0.0.1:8333; empty means AWS")
+    anonymous: bool = Field(False, description="unsigned requests, for public buckets (LILA and similar)")
+
+    # How hard to push
+    concurrency: int = Field(64, ge=1, le=4096, description="downloads in flight at once")
+    max_requests_per_second: float | None = Field(None, gt=0, description="cap on request starts per second; empty means no cap")
+    max_attempts: int = Field(5, ge=1, le=100, description="attempts per key before it is recorded as failed")
+    retry_base_delay: float = Field(0.5, ge=0, description="first backoff delay in seconds (exponential, with jitter)")
+    retry_max_delay: float = Field(20.0, ge=0, description="longest backoff delay in seconds")
+    connect_timeout: float = Field(10.0, gt=0, description="seconds to open a connection")
+    read_timeout: float = Field(60.0, gt=0, description="seconds without a byte before a read is abandoned and retried")
+    chunk_size: int = Field(1 << 20, ge=4096, le=1 << 30, description="bytes per file write")
+    fsync: bool = Field(True, description="fsync each file before renaming it into place (crash safety on power loss)")
+
+    # Running it
+    grace_seconds: float = Field(10.0, ge=0, description="on SIGINT/SIGTERM, how long in-flight downloads may finish")
+    progress: Literal["auto", "bar", "log", "off"] = Field("auto", description="auto: a bar on a terminal, log lines otherwise")
+    log_interval: float = Field(30.0, gt=0, description="seconds between progress log lines when not on a terminal")
+    flush_interval: float = Field(1.0, gt=0, description="seconds between manifest writes (outcomes are batched)")
+
+    @field_validator("profile", "endpoint_url", "key_template", "region", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip() == "" else value
+
+    @field_validator("key_template")
+    @classmethod
+    def _template_fields(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_template(value)
+        return value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @model_validator(mode="after")
+    def _delays(self) -> Settings:
+        if self.retry_max_delay < self.retry_base_delay:
+            raise ValueError("retry_max_delay must be at least retry_base_delay")
+        return self
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.manifest or self.output / STATE_DIR / "manifest.sqlite"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.manifest_path.parent
+
+    def storage_options(self) -> StorageOptions:
+        return StorageOptions(
+            bucket=self.bucket, region=self.region, profile=self.profile, endpoint_url=self.endpoint_url,
+            anonymous=self.anonymous, pool_size=self.concurrency, connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout, max_attempts=self.max_attempts, retry_base_delay=self.retry_base_delay,
+            retry_max_delay=self.retry_max_delay, max_requests_per_second=self.max_requests_per_second,
+            chunk_size=self.chunk_size, fsync=self.fsync,
+        )
+
+
+def config_path(explicit: Path | None) -> Path | None:
+    """Which settings.toml to read: --config, else $SCI_FETCH_CONFIG, else ./settings.toml if present."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise UsageError(f"settings file {explicit} does not exist")
+        return explicit
+    env = os.environ.get(ENV_PREFIX + "CONFIG")
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise UsageError(f"settings file {path} (from {ENV_PREFIX}CONFIG) does not exist")
+        return path
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
+def _one_line(exc: ValidationError, config: Path | None) -> str:
+    lines = []
+    for err in exc.errors():
+        name = ".".join(str(p) for p in err["loc"]) or "settings"
+        got = err.get("input")
+        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        origin = f"flag --{name.replace('_', '-')}, env {ENV_PREFIX}{name.upper()}" + (f" or {config}" if config else "")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown setting '{name}' (from {origin}); see settings.toml for the known ones")
+        else:
+            lines.append(f"setting '{name}': {err['msg']}{got_text} (from {origin})")
+    return "\n".join(lines)
+
+
+def load_settings(config: Path | None = None, overrides: dict[str, Any] | None = None, use_files: bool = True) -> Settings:
+    """Build Settings with the documented precedence; ``overrides`` are the CLI flags that were given."""
+    toml = config_path(config) if use_files else None
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+
+    class _Layered(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if toml is not None:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+            return tuple(sources)
+
+    try:
+        layered = _Layered(**given)
+    except ValidationError as exc:
+        raise UsageError(_one_line(exc, toml)) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"settings file {toml} is not valid TOML: {exc}") from exc
+    return Settings.model_construct(**layered.model_dump())
