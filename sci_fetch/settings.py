@@ -61,7 +61,8 @@ class Settings(BaseSettings):
     log_interval: float = Field(30.0, gt=0, description="seconds between progress log lines when not on a terminal")
     flush_interval: float = Field(1.0, gt=0, description="seconds between manifest writes (outcomes are batched)")
 
-    @field_validator("profile", "endpoint_url", "key_template", "region", mode="before")
+    @field_validator("profile", "endpoint_url", "key_template", "region", "limit", "max_requests_per_second",
+                     "manifest", "coco", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and value.strip() == "" else value

@@ -28,6 +28,11 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _first_line(exc: Exception) -> str:
+    """ijson's messages quote the bad input over several lines; one line is enough to find it."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 def _check_array(path: Path, name: str) -> None:
     """Fail at once, with one line, when the file is not JSON or has no top-level ``name`` array."""
     try:
@@ -47,7 +52,7 @@ def _check_array(path: Path, name: str) -> None:
                 elif depth == 1 and event != "map_key" and prefix == name:
                     raise InputError(f"{path}: '{name}' is not an array")
     except ijson.JSONError as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from exc
+        raise InputError(f"{path}: not valid JSON ({_first_line(exc)})") from exc
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     raise InputError(f"{path}: has no '{name}' array; is this a COCO file?")
@@ -68,7 +73,7 @@ def _stream(path: Path, name: str, model: type[M]) -> Iterator[M | RecordError]:
                     raw_id = raw.get("id")
                     yield RecordError(index, _describe(exc), str(raw_id) if raw_id is not None else None, name)
     except ijson.JSONError as exc:
-        raise InputError(f"{path}: broken JSON inside '{name}' ({exc}); the file may be truncated") from exc
+        raise InputError(f"{path}: broken JSON inside '{name}' ({_first_line(exc)}); the file may be truncated") from exc
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
 

@@ -1,0 +1,56 @@
+"""Builders for test data: Animl-style objects whose ids carry the real md5 of their bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from sci_fetch.settings import Settings, load_settings
+
+
+def animl_image(project: str, data: bytes, camera: str = "CAM1", deployment: str = "dep1", **extra: Any) -> dict:
+    image_id = f"{project}:{hashlib.md5(data).hexdigest()}"
+    record = {
+        "id": image_id,
+        "file_name": f"{project}/{camera}/{deployment}/{image_id.replace(':', '-')}.jpg",
+        "serving_bucket_key": f"original/{image_id}-original.jpg",
+        "original_file_name": "IMG_0001.JPG",
+        "datetime": "2023-01-10T06:30:00.000Z",
+        "location": "Willows Camp",
+    }
+    record.update(extra)
+    return record
+
+
+def random_blobs(n: int, seed: int, sizes: list[int]) -> list[bytes]:
+    rng = random.Random(seed)
+    return [rng.randbytes(rng.choice(sizes) + i) for i in range(n)]
+
+
+def write_coco(path: Path, images: list[dict], annotations: list[dict] | None = None) -> Path:
+    path.write_text(json.dumps({
+        "info": {"version": "1.0"},
+        "images": images,
+        "annotations": annotations or [],
+        "categories": [{"id": 0, "name": "empty"}, {"id": 1, "name": "fox"}],
+    }))
+    return path
+
+
+def seed(s3, bucket: str, images: list[dict], blobs: list[bytes]) -> None:
+    client = s3.client()
+    for record, data in zip(images, blobs):
+        client.put_object(Bucket=bucket, Key=record["serving_bucket_key"], Body=data)
+
+
+def settings_for(s3, coco: Path, output: Path, **overrides: Any) -> Settings:
+    values = {
+        "coco": coco, "output": output, "bucket": "test-bucket", "endpoint_url": s3.endpoint_url,
+        "region": "us-west-2", "profile": "", "progress": "off", "concurrency": 16,
+        "retry_base_delay": 0.01, "retry_max_delay": 0.05, "flush_interval": 0.2,
+    }
+    values.update(overrides)
+    return load_settings(use_files=False, overrides=values)

@@ -1,0 +1,77 @@
+import pytest
+
+from sci_fetch.coco.models import CocoImage
+from sci_fetch.keys.mapping import (
+    UnsafePathError, Variant, animl_md5, check_template, make_task, object_key, safe_relative_path,
+)
+
+MD5 = "93d7cd6ce8ca79f85dcee05872e8059d"
+ANIML = CocoImage(
+    id=f"sci_demo:{MD5}",
+    file_name=f"sci_demo/X8114654/willows_camp/sci_demo-{MD5}.jpg",
+    serving_bucket_key=f"original/sci_demo:{MD5}-original.jpg",
+)
+LILA = CocoImage(id="loc_0001/seq_01/img_3.JPG", file_name="loc_0001/seq_01/img_3.JPG")
+
+
+def test_serving_bucket_key_is_used_for_originals():
+    assert object_key(ANIML) == f"original/sci_demo:{MD5}-original.jpg"
+
+
+@pytest.mark.parametrize("variant", [Variant.medium, Variant.small])
+def test_variants_follow_animl_naming(variant):
+    assert object_key(ANIML, variant) == f"{variant.value}/sci_demo:{MD5}-{variant.value}.jpg"
+
+
+def test_original_without_serving_bucket_key_is_derived_from_the_id():
+    image = CocoImage(id=f"p:{MD5}", file_name=f"p/c/d/p-{MD5}.JPG")
+    assert object_key(image) == f"original/p:{MD5}-original.JPG"
+
+
+def test_key_template_serves_other_data_sets():
+    assert object_key(LILA, template="public/cct/{file_name}") == "public/cct/loc_0001/seq_01/img_3.JPG"
+    assert object_key(ANIML, template="{variant}/{id_dash}.{ext}") == f"original/sci_demo-{MD5}.jpg"
+    assert object_key(LILA, template="x/{stem}") == "x/img_3"
+
+
+def test_unknown_template_field_is_rejected_with_its_name():
+    with pytest.raises(ValueError, match=r"\{idd\}"):
+        check_template("images/{idd}")
+
+
+@pytest.mark.parametrize("name,why", [
+    ("../evil.jpg", "'..'"),
+    ("a/../../evil.jpg", "'..'"),
+    ("/etc/passwd", "absolute"),
+    ("a//b.jpg", "empty path part"),
+    ("a/b/", "empty path part"),
+    ("a\\..\\b.jpg", "backslash"),
+    ("a/./b.jpg", "'.'"),
+    ("a\x00b.jpg", "NUL"),
+    ("C:/x.jpg", "drive letter"),
+    (".sci-fetch/manifest.sqlite", "state folder"),
+    ("a/b.jpg.partial", ".partial"),
+    ("a/\nb.jpg", "control character"),
+])
+def test_unsafe_file_names_are_rejected(name, why):
+    with pytest.raises(UnsafePathError, match=why):
+        safe_relative_path(name)
+
+
+def test_safe_file_name_is_kept_as_is():
+    assert safe_relative_path("sci_demo/X8114654/willows camp/a-b.jpg") == "sci_demo/X8114654/willows camp/a-b.jpg"
+
+
+def test_animl_md5_only_for_animl_ids():
+    assert animl_md5(f"sci_demo:{MD5}") == MD5
+    assert animl_md5("loc/img.jpg") is None
+    assert animl_md5(f"sci_demo:{MD5[:-1]}") is None
+    assert animl_md5(f"sci_demo:{MD5.upper()}") is None
+
+
+def test_task_carries_expected_md5_only_for_originals():
+    assert make_task(ANIML).expected_md5 == MD5
+    assert make_task(ANIML, Variant.medium).expected_md5 is None
+    assert make_task(ANIML, verify_id_md5=False).expected_md5 is None
+    task = make_task(ANIML)
+    assert task.dest == ANIML.file_name and task.image_id == ANIML.id

@@ -1,0 +1,106 @@
+import sqlite3
+
+from sci_fetch.keys.mapping import Task
+from sci_fetch.manifest.models import Action, Outcome, State
+from sci_fetch.manifest.store import Manifest
+
+
+def task(n: int, dest: str | None = None) -> Task:
+    return Task(image_id=f"p:{n}", key=f"original/p:{n}.jpg", dest=dest or f"p/{n}.jpg")
+
+
+def test_new_rows_are_pending_and_wal_mode(tmp_path):
+    m = Manifest(tmp_path / "m.sqlite")
+    run = m.begin_run({})
+    decisions = m.plan([task(1), task(2)], run, tmp_path)
+    assert [d.action for d in decisions] == [Action.fetch, Action.fetch]
+    assert m.counts() == {"pending": 2, "done": 0, "failed": 0, "missing": 0}
+    mode = sqlite3.connect(tmp_path / "m.sqlite").execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_state_changes_and_resume_decisions(tmp_path):
+    m = Manifest(tmp_path / "m.sqlite")
+    run = m.begin_run({})
+    m.plan([task(1), task(2), task(3), task(4)], run, tmp_path)
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p/1.jpg").write_bytes(b"12345")
+    m.record([
+        Outcome(image_id="p:1", state=State.done, bytes=5, md5="m1", etag="e1", attempts=1),
+        Outcome(image_id="p:2", state=State.failed, attempts=5, error="503 SlowDown"),
+        Outcome(image_id="p:3", state=State.missing, attempts=1, error="404"),
+    ])
+    row = m.get("p:1")
+    assert (row.state, row.bytes, row.md5, row.attempts) == (State.done, 5, "m1", 1)
+    assert m.get("p:2").last_error == "503 SlowDown" and m.get("p:2").attempts == 5
+    run2 = m.begin_run({})
+    actions = {d.task.image_id: d.action for d in m.plan([task(1), task(2), task(3), task(4)], run2, tmp_path)}
+    assert actions == {"p:1": Action.skip_done, "p:2": Action.fetch, "p:3": Action.skip_missing, "p:4": Action.fetch}
+    run3 = m.begin_run({})
+    assert m.plan([task(3)], run3, tmp_path, retry_missing=True)[0].action is Action.fetch
+
+
+def test_done_row_whose_file_changed_is_fetched_again(tmp_path):
+    m = Manifest(tmp_path / "m.sqlite")
+    run = m.begin_run({})
+    m.plan([task(1)], run, tmp_path)
+    m.record([Outcome(image_id="p:1", state=State.done, bytes=5, attempts=1)])
+    run2 = m.begin_run({})
+    assert m.plan([task(1)], run2, tmp_path)[0].action is Action.fetch  # file never written
+    assert m.get("p:1").state is State.pending
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p/1.jpg").write_bytes(b"123")  # wrong size
+    run3 = m.begin_run({})
+    assert m.plan([task(1)], run3, tmp_path)[0].action is Action.adopt
+
+
+def test_file_without_row_is_adopted_not_trusted(tmp_path):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p/1.jpg").write_bytes(b"x")
+    m = Manifest(tmp_path / "m.sqlite")
+    run = m.begin_run({})
+    assert m.plan([task(1)], run, tmp_path)[0].action is Action.adopt
+    assert m.get("p:1").state is State.pending
+
+
+def test_duplicates_in_one_run_are_reported_once_fetched(tmp_path):
+    m = Manifest(tmp_path / "m.sqlite")
+    run = m.begin_run({})
+    decisions = m.plan([task(1), task(1), Task(image_id="p:9", key="k", dest="p/1.jpg")], run, tmp_path)
+    assert [d.action for d in decisions] == [Action.fetch, Action.duplicate_id, Action.duplicate_dest]
+    assert decisions[2].other == "p:1"
+    assert m.counts()["pending"] == 1
+
+
+def test_changed_key_resets_the_row(tmp_path):
+    m = Manifest(tmp_path / "m.sqlite")
+    run = m.begin_run({})
+    m.plan([task(1)], run, tmp_path)
+    m.record([Outcome(image_id="p:1", state=State.done, bytes=1, attempts=1)])
+    run2 = m.begin_run({})
+    moved = Task(image_id="p:1", key="medium/p:1-medium.jpg", dest="p/1.jpg")
+    assert m.plan([moved], run2, tmp_path)[0].action is Action.fetch
+    row = m.get("p:1")
+    assert row.key == "medium/p:1-medium.jpg" and row.state is State.pending and row.attempts == 0
+
+
+def test_counts_per_run_and_rejects(tmp_path):
+    m = Manifest(tmp_path / "m.sqlite")
+    run = m.begin_run({})
+    m.plan([task(1), task(2)], run, tmp_path)
+    run2 = m.begin_run({})
+    m.plan([task(2)], run2, tmp_path)
+    assert m.counts(run2)["pending"] == 1 and m.counts()["pending"] == 2
+    m.add_rejects(run2, [("invalid", "images[3]", None, None, "../x.jpg", "file_name has a '..' path part")])
+    assert m.rejects(run2) == [("invalid", "images[3]", None, None, "../x.jpg", "file_name has a '..' path part")]
+    assert m.rejects(run) == []
+
+
+def test_readonly_open_sees_a_running_writer(tmp_path):
+    m = Manifest(tmp_path / "m.sqlite")
+    run = m.begin_run({})
+    m.plan([task(1)], run, tmp_path)
+    reader = Manifest(tmp_path / "m.sqlite", readonly=True)
+    assert reader.counts()["pending"] == 1
+    m.record([Outcome(image_id="p:1", state=State.done, bytes=3, attempts=1)])
+    assert reader.counts()["done"] == 1 and reader.bytes_done() == 3

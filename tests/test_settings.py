@@ -1,0 +1,91 @@
+from pathlib import Path
+
+import pytest
+
+from sci_fetch.errors import UsageError
+from sci_fetch.keys.mapping import Variant
+from sci_fetch.settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_without_any_source():
+    s = load_settings(use_files=False)
+    assert s.concurrency == 64 and s.bucket == "animl-images-serving-prod" and s.region == "us-west-2"
+    assert s.profile is None and s.variant is Variant.original and s.grace_seconds == 10
+    assert s.manifest_path == Path("images/.sci-fetch/manifest.sqlite")
+
+
+def test_precedence_flag_over_env_over_file_over_default(tmp_path, monkeypatch):
+    toml = tmp_path / "s.toml"
+    toml.write_text('concurrency = 8\nbucket = "from-file"\nregion = "eu-west-1"\nmax_attempts = 7\n')
+    monkeypatch.setenv("SCI_FETCH_CONCURRENCY", "16")
+    monkeypatch.setenv("SCI_FETCH_BUCKET", "from-env")
+    s = load_settings(toml, {"concurrency": 32})
+    assert s.concurrency == 32  # flag
+    assert s.bucket == "from-env"  # env beats file
+    assert s.region == "eu-west-1"  # file beats default
+    assert s.max_attempts == 7
+    assert s.read_timeout == 60.0  # default
+
+
+def test_settings_toml_in_the_working_dir_is_read(tmp_path):
+    (tmp_path / "settings.toml").write_text('profile = "animl"\n')
+    assert load_settings().profile == "animl"
+
+
+def test_config_from_env_variable(tmp_path, monkeypatch):
+    other = tmp_path / "other.toml"
+    other.write_text("concurrency = 3\n")
+    monkeypatch.setenv("SCI_FETCH_CONFIG", str(other))
+    assert load_settings().concurrency == 3
+
+
+def test_shipped_settings_toml_is_valid_and_uses_the_animl_profile():
+    s = load_settings(REPO / "settings.toml")
+    assert s.profile == "animl" and s.bucket == "animl-images-serving-prod" and s.region == "us-west-2"
+
+
+def test_shipped_settings_toml_documents_every_option():
+    text = (REPO / "settings.toml").read_text()
+    for name in Settings.model_fields:
+        assert f"{name} =" in text, f"settings.toml does not document {name}"
+
+
+@pytest.mark.parametrize("overrides,env,needle", [
+    ({"concurrency": 0}, {}, "setting 'concurrency'"),
+    ({}, {"SCI_FETCH_CONCURRENCY": "many"}, "setting 'concurrency'"),
+    ({"variant": "large"}, {}, "setting 'variant'"),
+    ({"endpoint_url": "127.0.0.1:8333"}, {}, "must start with http"),
+    ({"key_template": "x/{nope}"}, {}, "{nope}"),
+    ({"bucket": "ab"}, {}, "setting 'bucket'"),
+])
+def test_wrong_values_get_one_line_naming_the_setting(overrides, env, needle, monkeypatch):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(UsageError) as info:
+        load_settings(use_files=False, overrides=overrides)
+    assert needle in str(info.value) and len(str(info.value).splitlines()) == 1
+
+
+def test_unknown_key_in_file_is_named(tmp_path):
+    toml = tmp_path / "s.toml"
+    toml.write_text("concurrancy = 3\n")
+    with pytest.raises(UsageError, match="unknown setting 'concurrancy'"):
+        load_settings(toml)
+
+
+def test_broken_toml_is_named(tmp_path):
+    toml = tmp_path / "s.toml"
+    toml.write_text("concurrency = = 3\n")
+    with pytest.raises(UsageError, match="not valid TOML"):
+        load_settings(toml)
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(UsageError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_empty_profile_means_environment_credentials():
+    assert load_settings(use_files=False, overrides={"profile": ""}).profile is None
