@@ -1,0 +1,98 @@
+"""Crash and resume: a real ``sci-fetch download`` process, SIGKILLed or signalled mid-run."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from helpers import animl_image, random_blobs, seed, write_coco
+from sci_fetch.manifest.models import State
+from sci_fetch.manifest.store import Manifest
+
+KB = 1024
+
+
+@pytest.fixture(scope="module")
+def dataset(s3, tmp_path_factory):
+    project = "kill" + uuid.uuid4().hex[:6]
+    blobs = random_blobs(240, seed=11, sizes=[20 * KB, 150 * KB, 600 * KB])
+    images = [animl_image(project, b, camera=f"CAM{i % 3}") for i, b in enumerate(blobs)]
+    seed(s3, "test-bucket", images, blobs)
+    return write_coco(tmp_path_factory.mktemp("coco") / "coco.json", images), images, blobs
+
+
+def start(s3, coco, out, *extra: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCI_FETCH_", "AWS_PROFILE"))}
+    env.update(AWS_ACCESS_KEY_ID=s3.access_key, AWS_SECRET_ACCESS_KEY=s3.secret_key)
+    cmd = [sys.executable, "-m", "sci_fetch", "download", str(coco), "--output", str(out), "--bucket", "test-bucket",
+           "--endpoint-url", s3.endpoint_url, "--profile", "", "--progress", "off", "--flush-interval", "0.3", *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def check_consistent(out, images, blobs) -> dict[str, int]:
+    """No file under a final name is incomplete, and no done row lacks its file; returns done attempts."""
+    expected = {r["file_name"]: d for r, d in zip(images, blobs)}
+    for path in out.rglob("*.jpg"):
+        rel = path.relative_to(out).as_posix()
+        assert hashlib.md5(path.read_bytes()).digest() == hashlib.md5(expected[rel]).digest(), f"{rel} is incomplete"
+    m = Manifest(out / ".sci-fetch" / "manifest.sqlite", readonly=True)
+    try:
+        done = {r.image_id: r.attempts for r in m.rows([State.done])}
+        for row in m.rows([State.done]):
+            assert (out / row.dest).stat().st_size == row.bytes, f"manifest says done but {row.dest} is not on disk"
+    finally:
+        m.close()
+    return done
+
+
+def test_sigkill_at_random_moments_then_resume(s3_env, dataset, tmp_path):
+    coco, images, blobs = dataset
+    out = tmp_path / "out"
+    rng = random.Random(5)
+    done_before: dict[str, int] = {}
+    for round_ in range(4):
+        # Throttled so the run lasts a few seconds and the kill lands mid-run.
+        proc = start(s3_env, coco, out, "--concurrency", "8", "--max-requests-per-second", "40")
+        time.sleep(1.0 + rng.random() * 2.5)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        done_now = check_consistent(out, images, blobs)
+        if round_ == 0:
+            assert 0 < len(done_now) < len(images), "the first kill should land mid-run"
+        # An image done in an earlier round was not fetched again (its attempt count did not move).
+        assert {k: done_now[k] for k in done_before} == done_before, f"round {round_}: done images were fetched again"
+        done_before = done_now
+    proc = start(s3_env, coco, out, "--concurrency", "16")
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    done = check_consistent(out, images, blobs)
+    assert len(done) == len(images)
+    assert {k: done[k] for k in done_before} == done_before
+    assert not list(out.rglob("*.partial"))
+    for record, data in zip(images, blobs):
+        assert (out / record["file_name"]).read_bytes() == data
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_stops_within_grace_with_consistent_manifest(s3_env, dataset, tmp_path, sig, code):
+    coco, images, blobs = dataset
+    out = tmp_path / "out"
+    proc = start(s3_env, coco, out, "--concurrency", "8", "--max-requests-per-second", "20", "--grace-seconds", "2")
+    time.sleep(2.0)
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    output, _ = proc.communicate(timeout=30)
+    assert time.monotonic() - sent < 2 + 3, "did not stop within the grace time"
+    assert proc.returncode == code, output
+    assert f"stopped by {sig.name}" in output and "sci-fetch summary" in output
+    done = check_consistent(out, images, blobs)
+    assert 0 < len(done) < len(images)
+    assert not list(out.rglob("*.partial"))
