@@ -6,12 +6,12 @@ Errors sci_fetch raises on purpose become one line and exit code 2; a traceback 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from sci_fetch import __version__
 from sci_fetch.commands import demo, download, status
 from sci_fetch.errors import SciFetchError
+from sci_fetch.observe import logs
 
 COMMANDS = [download, status, demo]
 
@@ -33,13 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("botocore", "aiobotocore", "boto3", "aioboto3", "urllib3", "asyncio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.configure("text", args.verbose)
     if not getattr(args, "run", None):
         parser.print_help()
         return 2

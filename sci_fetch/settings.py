@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from sci_fetch.errors import UsageError
 from sci_fetch.keys.mapping import STATE_DIR, Variant, check_template
+from sci_fetch.keys.shard import index_from_environment
 from sci_fetch.storage.options import StorageOptions
 
 ENV_PREFIX = "SCI_FETCH_"
@@ -60,9 +61,17 @@ class Settings(BaseSettings):
     progress: Literal["auto", "bar", "log", "off"] = Field("auto", description="auto: a bar on a terminal, log lines otherwise")
     log_interval: float = Field(30.0, gt=0, description="seconds between progress log lines when not on a terminal")
     flush_interval: float = Field(1.0, gt=0, description="seconds between manifest writes (outcomes are batched)")
+    log_format: Literal["text", "json"] = Field("text", description="log lines as text, or one JSON object per line")
+    status_interval: float = Field(5.0, gt=0, description="seconds between rewrites of the status file <output>/.sci-fetch/status.json")
+    metrics_port: int | None = Field(None, ge=1, le=65535, description="serve Prometheus metrics on this port; empty means off")
+    metrics_host: str = Field("0.0.0.0", description="address the metrics endpoint listens on")
+
+    # Sharding over several machines
+    shard_count: int = Field(1, ge=1, le=100000, description="split the images into N disjoint shares (by a stable hash of the image id)")
+    shard_index: int | None = Field(None, ge=0, description="which share K (0..N-1) this process takes; empty means from JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX")
 
     @field_validator("profile", "endpoint_url", "key_template", "region", "limit", "max_requests_per_second",
-                     "manifest", "coco", mode="before")
+                     "manifest", "coco", "metrics_port", "shard_index", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and value.strip() == "" else value
@@ -87,13 +96,41 @@ class Settings(BaseSettings):
             raise ValueError("retry_max_delay must be at least retry_base_delay")
         return self
 
+    @model_validator(mode="after")
+    def _shard(self) -> Settings:
+        """Resolve the shard index once: a scheduler exports it, but never the count."""
+        if self.shard_count == 1:
+            self.shard_index = self.shard_index or 0
+            if self.shard_index != 0:
+                raise ValueError("shard_index must be 0 when shard_count is 1")
+            return self
+        if self.shard_index is None:
+            found = index_from_environment(os.environ)
+            if found is None:
+                raise ValueError(
+                    f"shard_count is {self.shard_count} but no shard index was given: use --shard K/{self.shard_count}, "
+                    f"{ENV_PREFIX}SHARD_INDEX, or run as a Kubernetes Indexed Job / AWS Batch array job"
+                )
+            self.shard_index = found[0]
+        if not 0 <= self.shard_index < self.shard_count:
+            raise ValueError(f"shard index {self.shard_index} is outside 0..{self.shard_count - 1}")
+        return self
+
+    @property
+    def shard_suffix(self) -> str:
+        return f"-shard-{self.shard_index}-of-{self.shard_count}" if self.shard_count > 1 else ""
+
     @property
     def manifest_path(self) -> Path:
-        return self.manifest or self.output / STATE_DIR / "manifest.sqlite"
+        return self.manifest or self.output / STATE_DIR / f"manifest{self.shard_suffix}.sqlite"
 
     @property
     def state_dir(self) -> Path:
         return self.manifest_path.parent
+
+    def state_file(self, stem: str, ext: str) -> Path:
+        """A per-shard file beside the manifest: failures.csv, status.json, ..."""
+        return self.state_dir / f"{stem}{self.shard_suffix}.{ext}"
 
     def storage_options(self) -> StorageOptions:
         return StorageOptions(
@@ -123,14 +160,18 @@ def config_path(explicit: Path | None) -> Path | None:
 def _one_line(exc: ValidationError, config: Path | None) -> str:
     lines = []
     for err in exc.errors():
-        name = ".".join(str(p) for p in err["loc"]) or "settings"
+        message = err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:  # a rule across several settings
+            lines.append(f"settings: {message}")
+            continue
+        name = ".".join(str(p) for p in err["loc"])
         got = err.get("input")
         got_text = "" if isinstance(got, dict) else f" (got {got!r})"
         origin = f"flag --{name.replace('_', '-')}, env {ENV_PREFIX}{name.upper()}" + (f" or {config}" if config else "")
         if err["type"] == "extra_forbidden":
             lines.append(f"unknown setting '{name}' (from {origin}); see settings.toml for the known ones")
         else:
-            lines.append(f"setting '{name}': {err['msg']}{got_text} (from {origin})")
+            lines.append(f"setting '{name}': {message}{got_text} (from {origin})")
     return "\n".join(lines)
 
 

@@ -10,7 +10,9 @@ from sci_fetch.commands.common import add_settings_flags, settings_from_args
 from sci_fetch.engine.run import EXIT_USAGE, RunResult, run_download
 from sci_fetch.errors import UsageError
 from sci_fetch.manifest.report import summary_text, write_failures
+from sci_fetch.keys.shard import parse_shard
 from sci_fetch.manifest.store import Manifest
+from sci_fetch.observe import logs
 from sci_fetch.settings import Settings
 from sci_fetch.storage.s3 import S3Storage
 
@@ -26,11 +28,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "or access error, 4 stopped on a disk error, 130/143 stopped by SIGINT/SIGTERM.",
     )
     add_settings_flags(parser, Settings, positional="coco")
+    parser.add_argument("--shard", default=None, metavar="K/N",
+                        help="take share K of N (sets shard_index and shard_count; e.g. 0/4)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.shard:
+        try:
+            args.shard_index, args.shard_count = parse_shard(args.shard)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
     settings = settings_from_args(args)
+    logs.configure(settings.log_format, getattr(args, "verbose", False))
     return download(settings)
 
 
@@ -45,7 +55,7 @@ def download(settings: Settings, storage_factory=S3Storage) -> int:
     """Run the download, write failures.csv and print the summary; returns the exit code."""
     check_inputs(settings)
     result: RunResult = asyncio.run(run_download(settings, storage_factory))
-    failures_path = settings.state_dir / "failures.csv"
+    failures_path = settings.state_file("failures", "csv")
     manifest = Manifest(settings.manifest_path)
     try:
         failures_count = write_failures(manifest, result.run_id, failures_path)

@@ -1,4 +1,8 @@
-"""``sci-fetch status``: what a download has done so far, read from its manifest (also while it runs)."""
+"""``sci-fetch status``: what a download has done so far, read from its manifests (also while it runs).
+
+All manifests in the output dir are merged, so N shards writing into one folder read as one job.
+``--health`` turns the heartbeat into an exit code for Docker's HEALTHCHECK.
+"""
 
 from __future__ import annotations
 
@@ -8,57 +12,119 @@ import time
 from pathlib import Path
 
 from sci_fetch.engine.stats import format_duration
+from sci_fetch.errors import UsageError
 from sci_fetch.keys.mapping import STATE_DIR
 from sci_fetch.manifest.store import Manifest
 
-HELP = "show the progress of a download from its manifest (safe while the download runs)"
+HELP = "show the progress of a download from its manifests (safe while the download runs)"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("status", help=HELP, description=HELP + ". Exit code 0 when every image is done, 1 otherwise.")
+    parser = subparsers.add_parser(
+        "status", help=HELP,
+        description=HELP + ". Exit code 0 when every image is done, 1 otherwise; with --health, 0 while the "
+        "run is alive (fresh heartbeat) or ended well, 1 when it stalled or failed.",
+    )
     parser.add_argument("output", nargs="?", type=Path, default=Path("images"),
-                        help="the download's output dir (default: images)")
-    parser.add_argument("--manifest", type=Path, default=None, help=f"manifest file (default: OUTPUT/{STATE_DIR}/manifest.sqlite)")
+                        help="the download's output dir; every manifest in OUTPUT/.sci-fetch/ is read (default: images)")
+    parser.add_argument("--manifest", type=Path, action="append", default=None,
+                        help="read this manifest file instead (may be given several times)")
     parser.add_argument("--errors", type=int, default=5, help="how many of the latest errors to show (default: 5)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument("--health", action="store_true",
+                        help="print one line and exit 0 if the run is alive or ended with exit code 0, else 1")
+    parser.add_argument("--max-age", type=float, default=120.0,
+                        help="with --health: seconds without a manifest write after which a running job counts as stalled (default: 120)")
     parser.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    path = args.manifest or args.output / STATE_DIR / "manifest.sqlite"
+def find_manifests(output: Path) -> list[Path]:
+    found = sorted((output / STATE_DIR).glob("manifest*.sqlite"))
+    if not found:
+        raise UsageError(f"no manifest in {output / STATE_DIR}; has a download been started with this output dir?")
+    return found
+
+
+def read_one(path: Path, errors: int) -> dict:
     manifest = Manifest(path, readonly=True)
     try:
-        counts = manifest.counts()
-        done_bytes = manifest.bytes_done()
-        img_rate, byte_rate = manifest.rate(60.0)
         heartbeat = manifest.meta("heartbeat")
-        errors = manifest.last_errors(args.errors)
-        last = manifest.last_run()
+        return {
+            "path": str(path), "counts": manifest.counts(), "bytes": manifest.bytes_done(),
+            "rate": manifest.rate(60.0), "heartbeat": float(heartbeat) if heartbeat else None,
+            "errors": manifest.last_errors(errors), "last_run": manifest.last_run(),
+        }
     finally:
         manifest.close()
+
+
+def merge(parts: list[dict]) -> dict:
+    counts = {state: sum(p["counts"][state] for p in parts) for state in parts[0]["counts"]}
+    errors = sorted((e for p in parts for e in p["errors"]), key=lambda r: r.updated_at or 0, reverse=True)
+    heartbeats = [p["heartbeat"] for p in parts if p["heartbeat"]]
+    return {
+        "counts": counts, "bytes": sum(p["bytes"] for p in parts),
+        "images_per_second": sum(p["rate"][0] for p in parts), "bytes_per_second": sum(p["rate"][1] for p in parts),
+        "heartbeat": max(heartbeats) if heartbeats else None, "errors": errors,
+        "runs": [p["last_run"] for p in parts], "manifests": [p["path"] for p in parts],
+    }
+
+
+def health(part: dict, max_age: float, now: float) -> tuple[bool, str]:
+    """One manifest's health: alive if running with a fresh heartbeat, or finished with exit 0."""
+    last = part["last_run"]
+    name = Path(part["path"]).name
+    if last is None:
+        return False, f"{name}: no run recorded"
+    if last["ended_at"] is None:
+        age = now - part["heartbeat"] if part["heartbeat"] else float("inf")
+        if age <= max_age:
+            return True, f"{name}: running, last manifest write {age:.0f}s ago"
+        return False, f"{name}: stalled, no manifest write for {age:.0f}s (limit {max_age:.0f}s)"
+    if last["exit_code"] == 0:
+        return True, f"{name}: finished, all images done"
+    return False, f"{name}: last run ended with exit code {last['exit_code']}"
+
+
+def run(args: argparse.Namespace) -> int:
+    paths = args.manifest or find_manifests(args.output)
+    parts = [read_one(p, args.errors) for p in paths]
+    now = time.time()
+    if args.health:
+        verdicts = [health(p, args.max_age, now) for p in parts]
+        ok = all(v[0] for v in verdicts)
+        print(("healthy: " if ok else "unhealthy: ") + "; ".join(v[1] for v in verdicts))
+        return 0 if ok else 1
+    job = merge(parts)
+    counts = job["counts"]
     total = sum(counts.values())
     left = counts["pending"] + counts["failed"]
-    eta = left / img_rate if img_rate > 0 else None
-    age = time.time() - float(heartbeat) if heartbeat else None
-    running = bool(last and last["ended_at"] is None)
+    eta = left / job["images_per_second"] if job["images_per_second"] > 0 else None
+    age = now - job["heartbeat"] if job["heartbeat"] else None
+    running = any(r and r["ended_at"] is None for r in job["runs"])
     if args.json:
         print(json.dumps({
-            "manifest": str(path), "counts": counts, "images": total, "bytes_done": done_bytes,
-            "images_per_second_last_minute": round(img_rate, 2), "bytes_per_second_last_minute": round(byte_rate),
-            "eta_seconds": round(eta) if eta is not None else None, "heartbeat_age_seconds": round(age, 1) if age is not None else None,
-            "running": running, "last_run": last,
-            "last_errors": [{"key": r.key, "state": r.state.value, "error": r.last_error} for r in errors],
+            "manifests": job["manifests"], "counts": counts, "images": total, "bytes_done": job["bytes"],
+            "images_per_second_last_minute": round(job["images_per_second"], 2),
+            "bytes_per_second_last_minute": round(job["bytes_per_second"]),
+            "eta_seconds": round(eta) if eta is not None else None,
+            "heartbeat_age_seconds": round(age, 1) if age is not None else None,
+            "running": running, "last_run": job["runs"][0] if len(job["runs"]) == 1 else None, "last_runs": job["runs"],
+            "last_errors": [{"key": r.key, "state": r.state.value, "error": r.last_error} for r in job["errors"][: args.errors]],
         }, default=str))
     else:
-        print(f"manifest {path}")
+        print("manifest " + ", ".join(job["manifests"]))
         print(f"  images {total}: done {counts['done']}, pending {counts['pending']}, failed {counts['failed']}, missing {counts['missing']}")
-        print(f"  {done_bytes / 1e6:.1f} MB on disk; last minute: {img_rate:.1f} images/s, {byte_rate / 1e6:.1f} MB/s"
-              + (f", ETA {format_duration(eta)}" if eta is not None else ""))
-        if last:
-            state = "running" if running else f"ended with exit code {last['exit_code']}"
-            print(f"  last run #{last['run_id']}: {state}" + (f"; last manifest write {age:.0f}s ago" if age is not None else ""))
-        if errors:
+        print(f"  {job['bytes'] / 1e6:.1f} MB on disk; last minute: {job['images_per_second']:.1f} images/s, "
+              f"{job['bytes_per_second'] / 1e6:.1f} MB/s" + (f", ETA {format_duration(eta)}" if eta is not None else ""))
+        for last in job["runs"]:
+            if last:
+                state = "running" if last["ended_at"] is None else f"ended with exit code {last['exit_code']}"
+                print(f"  last run #{last['run_id']}: {state}")
+        if age is not None:
+            print(f"  last manifest write {age:.0f}s ago")
+        if job["errors"]:
             print("  latest errors:")
-            for r in errors:
+            for r in job["errors"][: args.errors]:
                 print(f"    {r.state.value}: {r.key}: {r.last_error}")
     return 0 if counts["done"] == total and total > 0 else 1

@@ -30,7 +30,7 @@ async def report(stats: Stats, mode: str, log_interval: float) -> None:
         try:
             while True:
                 await asyncio.sleep(log_interval)
-                log.info(stats.line())
+                log.info(stats.line(), extra={"progress": stats.as_dict()})
         except asyncio.CancelledError:
             return
     bar = tqdm(total=stats.total, unit="img", dynamic_ncols=True, smoothing=0.05, mininterval=0.5, file=sys.stderr)

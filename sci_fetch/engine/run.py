@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -25,8 +26,11 @@ from sci_fetch.engine.stats import Stats
 from sci_fetch.errors import DiskError, FatalError, FetchError, InputError, MissingError, RecordError, SciFetchError
 from sci_fetch.files.partial import OutputRoot, file_md5
 from sci_fetch.keys.mapping import UnsafePathError, make_task
+from sci_fetch.keys.shard import shard_of
 from sci_fetch.manifest.models import Action, Decision, Outcome, State
 from sci_fetch.manifest.store import Manifest
+from sci_fetch.observe.metrics import serve as serve_metrics
+from sci_fetch.observe.status_file import RateWindow, snapshot, write_atomic
 from sci_fetch.settings import Settings
 from sci_fetch.storage.base import Storage
 
@@ -79,6 +83,13 @@ class Engine:
         self._stop_reason: str | None = None
         self._message: str | None = None
         self._busy: set[asyncio.Task] = set()
+        self._last_errors: deque[str] = deque(maxlen=10)
+        self.stats.retries = getattr(storage, "retries", self.stats.retries)  # the storage layer's live counter
+
+    def live_stats(self) -> Stats:
+        """Stats with the request count brought up to date (read by the status file and metrics)."""
+        self.stats.requests = self.storage.requests
+        return self.stats
 
     # ---- stopping ---------------------------------------------------------------------------
     def request_stop(self, reason: str, message: str | None = None) -> None:
@@ -105,7 +116,10 @@ class Engine:
             tasks, rejects = [], []
             for index, item in chunk:
                 if isinstance(item, RecordError):
-                    rejects.append(("invalid", f"images[{item.index}]", item.record_id, None, None, item.reason))
+                    if settings.shard_index == 0:  # shard 0 reports bad records, so N shards do not list them N times
+                        rejects.append(("invalid", f"images[{item.index}]", item.record_id, None, None, item.reason))
+                    continue
+                if settings.shard_count > 1 and shard_of(item.id, settings.shard_count) != settings.shard_index:
                     continue
                 try:
                     tasks.append(make_task(item, settings.variant, settings.key_template, settings.verify_id_md5))
@@ -169,6 +183,8 @@ class Engine:
             if outcome is not None:
                 self._outcomes.append(outcome)
                 self._count(outcome)
+                if outcome.error:
+                    self._last_errors.append(f"{outcome.state.value}: {outcome.error}")
 
     def _count(self, outcome: Outcome) -> None:
         if outcome.state is State.done:
@@ -239,20 +255,43 @@ class Engine:
             await asyncio.sleep(self.settings.flush_interval)
             await self._flush()
 
+    async def _status_loop(self) -> None:
+        """Rewrite the status file every few seconds; the last one is written as the run ends."""
+        window = RateWindow()
+        path = self.settings.state_file("status", "json")
+        shard = f"{self.settings.shard_index}/{self.settings.shard_count}"
+        while True:
+            data = snapshot(self.live_stats(), window.add(self.stats), list(self._last_errors), "running", shard)
+            await asyncio.to_thread(write_atomic, path, data)
+            await asyncio.sleep(self.settings.status_interval)
+
+    def _final_status(self, exit_code: int) -> None:
+        shard = f"{self.settings.shard_index}/{self.settings.shard_count}"
+        state = self._stop_reason or "finished"
+        data = snapshot(self.live_stats(), (0.0, 0.0), list(self._last_errors), state, shard)
+        data["exit_code"] = exit_code
+        write_atomic(self.settings.state_file("status", "json"), data)
+
     async def _count_total(self) -> None:
         total = await asyncio.to_thread(count_images, self.settings.coco)
         if total is not None:
-            self.stats.total = min(total, self.settings.limit) if self.settings.limit else total
+            total = min(total, self.settings.limit) if self.settings.limit else total
+            self.stats.total = total // self.settings.shard_count if self.settings.shard_count > 1 else total
 
     # ---- the run ----------------------------------------------------------------------------
     async def run(self) -> RunResult:
         settings = self.settings
+        stop_metrics = None
+        if settings.metrics_port:
+            stop_metrics = serve_metrics(settings.metrics_port, settings.metrics_host, self.live_stats,
+                                         f"{settings.shard_index}/{settings.shard_count}")
         self.run_id = await asyncio.to_thread(self.manifest.begin_run, settings.model_dump(mode="json"))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
         helpers = [
             asyncio.create_task(self._flush_loop()),
+            asyncio.create_task(self._status_loop()),
             asyncio.create_task(self._count_total()),
             asyncio.create_task(report(self.stats, choose_mode(settings.progress), settings.log_interval)),
         ]
@@ -273,10 +312,12 @@ class Engine:
                 h.cancel()
             await asyncio.gather(stopper, *helpers, return_exceptions=True)
             await self._flush()
-        self.stats.requests = self.storage.requests
-        self.stats.retries = getattr(self.storage, "retries", self.stats.retries)
+        self.live_stats()
         counts = await asyncio.to_thread(self.manifest.counts, self.run_id)
         exit_code = self._exit_code(counts)
+        await asyncio.to_thread(self._final_status, exit_code)
+        if stop_metrics is not None:
+            stop_metrics()
         await asyncio.to_thread(self.manifest.end_run, self.run_id, exit_code, self.stats.as_dict())
         return RunResult(self.run_id, self.stats, exit_code, self._stop_reason, self._message, counts)
 

@@ -130,6 +130,7 @@ class Manifest:
             try:
                 for task in tasks:
                     decisions.append(self._plan_one(db, task, run_id, root, retry_missing, now))
+                self._heartbeat_locked()
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")

@@ -71,6 +71,9 @@ def classify(exc: BaseException, op: str, src: str, dst: str | None, where: str)
             reason = "slowdown" if code in ("SlowDown", "503") or status in (429, 503) else "server-error"
             return TransientError(op, src, dst, message, reason=reason)
         return PermanentError(op, src, dst, message)
+    if isinstance(exc, bce.NoCredentialsError):
+        return FatalError(op, src, dst, f"{exc}; {where}: set 'profile' to a profile in ~/.aws, or export "
+                          "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use --anonymous for a public bucket")
     if isinstance(exc, _CREDENTIAL_ERRORS):
         return FatalError(op, src, dst, f"{exc}; {where}: check that the profile exists in ~/.aws and has credentials")
     if isinstance(exc, _NETWORK_ERRORS):

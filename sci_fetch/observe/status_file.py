@@ -1,0 +1,67 @@
+"""The status file: a JSON snapshot of the run, atomically replaced every few seconds.
+
+Anything outside the process (a sidecar, ``cat`` in ``docker exec``, a cron check) can read it without
+touching SQLite; a reader never sees a half-written file because it is renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import deque
+from pathlib import Path
+
+from sci_fetch.engine.stats import Stats
+
+
+class RateWindow:
+    """Current rate over the last snapshots (the average since start hides a recent stall)."""
+
+    def __init__(self, span: float = 30.0) -> None:
+        self.span = span
+        self._points: deque[tuple[float, int, int]] = deque()
+
+    def add(self, stats: Stats) -> tuple[float, float]:
+        now = time.monotonic()
+        self._points.append((now, stats.done + stats.adopted, stats.bytes))
+        while len(self._points) > 2 and now - self._points[0][0] > self.span:
+            self._points.popleft()
+        t0, n0, b0 = self._points[0]
+        dt = now - t0
+        if dt <= 0:
+            return 0.0, 0.0
+        return (stats.done + stats.adopted - n0) / dt, (stats.bytes - b0) / dt
+
+
+def snapshot(stats: Stats, current: tuple[float, float], last_errors: list[str], state: str, shard: str) -> dict:
+    eta = stats.eta_seconds()
+    return {
+        "time": time.time(),
+        "state": state,
+        "shard": shard,
+        "images": {
+            "total": stats.total, "done": stats.skipped_done + stats.done + stats.adopted, "fetched": stats.done,
+            "adopted": stats.adopted, "already_done": stats.skipped_done, "failed": stats.failed,
+            "missing": stats.missing + stats.skipped_missing, "invalid": stats.invalid, "duplicates": stats.duplicates,
+            "in_flight": stats.in_flight,
+        },
+        "bytes": stats.bytes,
+        "rates": {
+            "images_per_second": round(current[0], 2), "bytes_per_second": round(current[1]),
+            "average_images_per_second": round(stats.images_per_second(), 2),
+            "average_bytes_per_second": round(stats.bytes / stats.elapsed()),
+        },
+        "eta_seconds": round(eta) if eta is not None else None,
+        "elapsed_seconds": round(stats.elapsed(), 1),
+        "requests": stats.requests,
+        "retries": dict(stats.retries),
+        "last_errors": last_errors,
+    }
+
+
+def write_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=1)
+    os.replace(tmp, path)
