@@ -9,11 +9,11 @@ import argparse
 import sys
 
 from sci_fetch import __version__
-from sci_fetch.commands import demo, download, status
+from sci_fetch.commands import crops, demo, download, filter, status
 from sci_fetch.errors import SciFetchError
 from sci_fetch.observe import logs
 
-COMMANDS = [download, status, demo]
+COMMANDS = [download, status, crops, filter, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

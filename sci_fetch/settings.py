@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError, TomlConfigSettingsSource
 
+from sci_fetch.crops.options import CropOptions
 from sci_fetch.errors import UsageError
 from sci_fetch.keys.mapping import STATE_DIR, Variant, check_template
 from sci_fetch.keys.shard import index_from_environment
@@ -26,7 +27,7 @@ DEFAULT_CONFIG = Path("settings.toml")
 class Settings(BaseSettings):
     """Every option of ``sci-fetch download``; settings.toml documents each with its default."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True)
 
     # What to fetch and where
     coco: Path | None = Field(None, description="COCO Camera Traps JSON file (Animl export or LILA-style)")
@@ -69,6 +70,9 @@ class Settings(BaseSettings):
     # Sharding over several machines
     shard_count: int = Field(1, ge=1, le=100000, description="split the images into N disjoint shares (by a stable hash of the image id)")
     shard_index: int | None = Field(None, ge=0, description="which share K (0..N-1) this process takes; empty means from JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX")
+
+    # The post-stage ([crops] table, SCI_FETCH_CROPS__<NAME>); last, since TOML tables follow the plain keys
+    crops: CropOptions = Field(default_factory=CropOptions, description="crops and the crop-label CSV")
 
     @field_validator("profile", "endpoint_url", "key_template", "region", "limit", "max_requests_per_second",
                      "manifest", "coco", "metrics_port", "shard_index", mode="before")
@@ -164,10 +168,11 @@ def _one_line(exc: ValidationError, config: Path | None) -> str:
         if not err["loc"]:  # a rule across several settings
             lines.append(f"settings: {message}")
             continue
-        name = ".".join(str(p) for p in err["loc"])
+        parts = [str(p) for p in err["loc"]]
+        name = ".".join(parts)
         got = err.get("input")
         got_text = "" if isinstance(got, dict) else f" (got {got!r})"
-        origin = f"flag --{name.replace('_', '-')}, env {ENV_PREFIX}{name.upper()}" + (f" or {config}" if config else "")
+        origin = f"flag --{parts[-1].replace('_', '-')}, env {ENV_PREFIX}{'__'.join(parts).upper()}" + (f" or {config}" if config else "")
         if err["type"] == "extra_forbidden":
             lines.append(f"unknown setting '{name}' (from {origin}); see settings.toml for the known ones")
         else:
@@ -201,4 +206,6 @@ def load_settings(config: Path | None = None, overrides: dict[str, Any] | None =
         raise UsageError(_one_line(exc, toml)) from exc
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"settings file {toml} is not valid TOML: {exc}") from exc
-    return Settings.model_construct(**layered.model_dump())
+    except SettingsError as exc:  # e.g. an environment value that should be JSON and is not
+        raise UsageError(f"{exc}; check the {ENV_PREFIX}* variables") from exc
+    return Settings.model_construct(**dict(layered))  # a plain Settings, nested models kept as models

@@ -232,3 +232,34 @@ def test_status_reads_the_manifest(s3_env, mixed, tmp_path, capsys):
     assert report["last_run"]["exit_code"] == 0 and report["running"] is False
     assert main(["status", str(tmp_path / "nowhere")]) == 2
     assert "no manifest" in capsys.readouterr().err
+
+
+def test_download_then_crops_writes_the_crop_csv(s3_env, tmp_path):
+    import io
+
+    import pandas as pd
+    from PIL import Image
+
+    project = "crop" + uuid.uuid4().hex[:6]
+    img = Image.new("RGB", (200, 100), (0, 0, 255))
+    img.paste((255, 0, 0), (10, 20, 60, 70))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=95)
+    data = buf.getvalue()
+    image = animl_image(project, data, width=200, height=100)
+    seed(s3_env, "test-bucket", [image], [data])
+    coco = write_coco(tmp_path / "c.json", [image], [
+        {"id": "a1", "image_id": image["id"], "category_id": 1, "bbox": [10, 20, 50, 50]},
+        {"id": "a0", "image_id": image["id"], "category_id": 0, "bbox": [0, 0, 0, 0]},
+    ])
+    out = tmp_path / "out"
+    code = main(["download", str(coco), "--output", str(out), "--endpoint-url", s3_env.endpoint_url, "--bucket", "test-bucket",
+                 "--profile", "", "--progress", "off", "--crops"])
+    assert code == 0
+    table = pd.read_csv(Path("crops") / "crops.csv")
+    assert list(table.columns[:2]) == ["image_path", "species_label"]
+    assert table["species_label"].tolist() == ["fox"] and table["annotation_id"].tolist() == ["a1"]
+    crop = Image.open(table["image_path"][0])
+    assert crop.size == (50, 50)
+    r, g, b = crop.convert("RGB").getpixel((25, 25))
+    assert r > 200 and g < 60 and b < 60

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import signal
@@ -37,6 +38,22 @@ def start(s3, coco, out, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def wait_running(out, proc, minimum: int = 1, timeout: float = 60) -> None:
+    """Until the run has installed its signal handlers and finished ``minimum`` images (status.json says so)."""
+    status = out / ".sci-fetch" / "status.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[0]
+        try:
+            data = json.loads(status.read_text())
+        except (OSError, ValueError):
+            data = None
+        if data and data["state"] == "running" and data["images"]["done"] >= minimum:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the download did not start")
+
+
 def check_consistent(out, images, blobs) -> dict[str, int]:
     """No file under a final name is incomplete, and no done row lacks its file; returns done attempts."""
     expected = {r["file_name"]: d for r, d in zip(images, blobs)}
@@ -60,8 +77,10 @@ def test_sigkill_at_random_moments_then_resume(s3_env, dataset, tmp_path):
     done_before: dict[str, int] = {}
     for round_ in range(4):
         # Throttled so the run lasts a few seconds and the kill lands mid-run.
-        proc = start(s3_env, coco, out, "--concurrency", "8", "--max-requests-per-second", "40")
-        time.sleep(1.0 + rng.random() * 2.5)
+        proc = start(s3_env, coco, out, "--concurrency", "8", "--max-requests-per-second", "40", "--status-interval", "0.1")
+        if round_ == 0:
+            wait_running(out, proc)
+        time.sleep(rng.random() * 2.5)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         done_now = check_consistent(out, images, blobs)
@@ -85,8 +104,9 @@ def test_sigkill_at_random_moments_then_resume(s3_env, dataset, tmp_path):
 def test_signal_stops_within_grace_with_consistent_manifest(s3_env, dataset, tmp_path, sig, code):
     coco, images, blobs = dataset
     out = tmp_path / "out"
-    proc = start(s3_env, coco, out, "--concurrency", "8", "--max-requests-per-second", "20", "--grace-seconds", "2")
-    time.sleep(2.0)
+    proc = start(s3_env, coco, out, "--concurrency", "8", "--max-requests-per-second", "20", "--grace-seconds", "2",
+                 "--status-interval", "0.1")
+    wait_running(out, proc, minimum=10)
     sent = time.monotonic()
     proc.send_signal(sig)
     output, _ = proc.communicate(timeout=30)

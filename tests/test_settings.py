@@ -49,7 +49,12 @@ def test_shipped_settings_toml_is_valid_and_uses_the_animl_profile():
 def test_shipped_settings_toml_documents_every_option():
     text = (REPO / "settings.toml").read_text()
     for name in Settings.model_fields:
-        assert f"{name} =" in text, f"settings.toml does not document {name}"
+        if name == "crops":
+            assert "\n[crops]" in text
+            for sub in Settings.model_fields["crops"].annotation.model_fields:
+                assert f"# {sub} =" in text.split("[crops]")[1], f"settings.toml does not document crops.{sub}"
+        else:
+            assert f"{name} =" in text.split("[crops]")[0], f"settings.toml does not document {name}"
 
 
 @pytest.mark.parametrize("overrides,env,needle", [
@@ -89,3 +94,20 @@ def test_missing_config_file_is_named(tmp_path):
 
 def test_empty_profile_means_environment_credentials():
     assert load_settings(use_files=False, overrides={"profile": ""}).profile is None
+
+
+def test_crop_settings_nest_under_crops_with_the_same_precedence(tmp_path, monkeypatch):
+    toml = tmp_path / "s.toml"
+    toml.write_text('concurrency = 4\n[crops]\npadding = 0.1\nsquare = true\nexclude = ["empty", "person"]\n')
+    monkeypatch.setenv("SCI_FETCH_CROPS__PADDING", "0.2")
+    monkeypatch.setenv("SCI_FETCH_CROPS__KEEP", "fox,skunk")
+    s = load_settings(toml, {"crops": {"jpeg_quality": 80}})
+    assert s.crops.padding == 0.2 and s.crops.square is True and s.crops.jpeg_quality == 80
+    assert s.crops.exclude == ["empty", "person"] and s.crops.keep == ["fox", "skunk"]
+    assert s.concurrency == 4
+
+
+def test_wrong_crop_setting_names_the_env_variable(monkeypatch):
+    monkeypatch.setenv("SCI_FETCH_CROPS__PADDING", "wide")
+    with pytest.raises(UsageError, match="SCI_FETCH_CROPS__PADDING"):
+        load_settings(use_files=False)

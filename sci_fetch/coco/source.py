@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import ijson
 from pydantic import BaseModel, ValidationError
@@ -58,24 +58,28 @@ def _check_array(path: Path, name: str) -> None:
     raise InputError(f"{path}: has no '{name}' array; is this a COCO file?")
 
 
-def _stream(path: Path, name: str, model: type[M]) -> Iterator[M | RecordError]:
-    """Yield each element of ``name`` validated as ``model``, or a RecordError saying why not."""
+def iter_raw(path: Path, name: str, model: type[M]) -> Iterator[tuple[Any, M | RecordError]]:
+    """Each element of ``name`` as read (to write back unchanged) and validated as ``model`` (to decide on)."""
     _check_array(path, name)
     try:
         with open(path, "rb") as fh:
             for index, raw in enumerate(ijson.items(fh, f"{name}.item", use_float=True)):
                 if not isinstance(raw, dict):
-                    yield RecordError(index, f"not an object but {type(raw).__name__}", None, name)
+                    yield raw, RecordError(index, f"not an object but {type(raw).__name__}", None, name)
                     continue
                 try:
-                    yield model.model_validate(raw)
+                    yield raw, model.model_validate(raw)
                 except ValidationError as exc:
                     raw_id = raw.get("id")
-                    yield RecordError(index, _describe(exc), str(raw_id) if raw_id is not None else None, name)
+                    yield raw, RecordError(index, _describe(exc), str(raw_id) if raw_id is not None else None, name)
     except ijson.JSONError as exc:
         raise InputError(f"{path}: broken JSON inside '{name}' ({_first_line(exc)}); the file may be truncated") from exc
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+
+def _stream(path: Path, name: str, model: type[M]) -> Iterator[M | RecordError]:
+    return (item for _raw, item in iter_raw(path, name, model))
 
 
 def iter_images(path: Path) -> Iterator[CocoImage | RecordError]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import types
 import typing
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from sci_fetch.settings import ENV_PREFIX, Settings, load_settings
 def _flag_type(annotation: typing.Any) -> tuple[typing.Any, list[str] | None]:
     """The argparse type and choices of a field; Optional[X] is X (empty means unset)."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    base = args[0] if typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType")) and args else annotation
+    base = args[0] if typing.get_origin(annotation) in (typing.Union, types.UnionType) and args else annotation
     if typing.get_origin(base) is typing.Literal:
         return str, list(typing.get_args(base))
     if isinstance(base, type) and issubclass(base, enum.Enum):
@@ -46,6 +47,11 @@ def add_settings_flags(parser: argparse.ArgumentParser, model: type[BaseModel], 
         parser.add_argument(flag, dest=name, type=kind, choices=choices, default=None, metavar=name.upper() if not choices else None, help=help_text)
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
+def settings_from_args(args: argparse.Namespace, **sections: dict) -> Settings:
+    """Settings from the flags that were given; ``sections`` carry nested ones such as crops={...}."""
     overrides = {name: getattr(args, name) for name in Settings.model_fields if getattr(args, name, None) is not None}
+    for name, values in sections.items():
+        given = {k: v for k, v in values.items() if v is not None}
+        if given:
+            overrides[name] = given
     return load_settings(getattr(args, "config", None), overrides)

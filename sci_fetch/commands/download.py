@@ -7,7 +7,8 @@ import asyncio
 from pathlib import Path
 
 from sci_fetch.commands.common import add_settings_flags, settings_from_args
-from sci_fetch.engine.run import EXIT_USAGE, RunResult, run_download
+from sci_fetch.commands.crops import for_download, run_and_report
+from sci_fetch.engine.run import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, RunResult, run_download
 from sci_fetch.errors import UsageError
 from sci_fetch.manifest.report import summary_text, write_failures
 from sci_fetch.keys.shard import parse_shard
@@ -28,6 +29,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "or access error, 4 stopped on a disk error, 130/143 stopped by SIGINT/SIGTERM.",
     )
     add_settings_flags(parser, Settings, positional="coco")
+    parser.add_argument("--crops", dest="after_download", action=argparse.BooleanOptionalAction, default=None,
+                        help="make the crops and the crop-label CSV when the download ends (settings: [crops] table; "
+                        "env SCI_FETCH_CROPS__AFTER_DOWNLOAD)")
     parser.add_argument("--shard", default=None, metavar="K/N",
                         help="take share K of N (sets shard_index and shard_count; e.g. 0/4)")
     parser.set_defaults(run=run)
@@ -39,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
             args.shard_index, args.shard_count = parse_shard(args.shard)
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
-    settings = settings_from_args(args)
+    settings = settings_from_args(args, crops={"after_download": args.after_download})
     logs.configure(settings.log_format, getattr(args, "verbose", False))
     return download(settings)
 
@@ -68,4 +72,15 @@ def download(settings: Settings, storage_factory=S3Storage) -> int:
         print(f"sci-fetch: stopped by {result.stop_reason}; run the same command again to continue")
     if result.stop_reason in ("input", "usage"):
         return EXIT_USAGE
-    return result.exit_code
+    return then_crops(settings, result.exit_code)
+
+
+def then_crops(settings: Settings, code: int) -> int:
+    """The post-stage, when asked for and the download ended on its own (not stopped)."""
+    if not settings.crops.after_download or code not in (EXIT_OK, EXIT_INCOMPLETE):
+        return code
+    if settings.shard_count > 1:
+        print("sci-fetch: crops are not made per shard; run `sci-fetch crops` once every shard is done")
+        return code
+    crop_code = run_and_report(settings.coco, settings.output, for_download(settings), settings.manifest_path)
+    return code or crop_code

@@ -1,0 +1,178 @@
+"""``sci-fetch crops``: every labelled box of a COCO file as a JPEG crop, plus the crop-label CSV.
+
+Exit codes (as ``download``'s where they overlap): 0 every box was cropped or left out by the
+options (exclude, keep, min-confidence, min-size); 1 some boxes got no crop for another reason
+(null box, not downloaded, corrupt image, ...: each is in the rejects CSV) or a worker died;
+2 bad options or input; 4 a disk error stopped the run; 130 interrupted. Crops already written are
+kept in every case, and running the same command again resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from sci_fetch.crops.options import CropOptions
+from sci_fetch.crops.run import run_crops
+from sci_fetch.errors import DiskError, InputError, SciFetchError, UsageError
+from sci_fetch.keys.mapping import STATE_DIR, Variant
+from sci_fetch.settings import Settings, load_settings
+
+HELP = "crop every labelled box of a COCO file from the downloaded images and write the crop-label CSV"
+
+EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_DISK = 0, 1, 2, 4
+ENV = "SCI_FETCH_CROPS__"
+
+# Per-field argparse details; help text comes from the CropOptions field descriptions.
+_FLAGS: dict[str, dict[str, Any]] = {
+    "crops_dir": {"type": Path, "metavar": "DIR"},
+    "csv": {"type": Path, "metavar": "CSV"},
+    "rejects_csv": {"type": Path, "metavar": "CSV"},
+    "padding": {"type": float, "metavar": "FRACTION"},
+    "min_size": {"type": float, "metavar": "PIXELS"},
+    "jpeg_quality": {"type": int, "metavar": "1-100"},
+    "exclude": {"action": "append", "metavar": "NAMES", "extra": " Comma-separated or repeated; --exclude '' excludes nothing."},
+    "min_confidence": {"type": float, "metavar": "0-1"},
+    "naming": {"choices": ["nested", "flat"]},
+    "label_map": {"metavar": "FILE|sci"},
+    "keep": {"action": "append", "metavar": "LABELS", "extra": " Comma-separated or repeated."},
+    "workers": {"type": int, "metavar": "N"},
+    "variant": {"choices": [v.value for v in Variant]},
+}
+_SKIP = {"after_download"}  # a `download` option, not one of this command's
+
+
+def _default_text(name: str) -> str:
+    field = CropOptions.model_fields[name]
+    value = field.default
+    if value is None:
+        return "unset"
+    if isinstance(value, list):
+        return ",".join(value) or "none"
+    return str(value.value if hasattr(value, "value") else value)
+
+
+def add_crop_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per CropOptions field; every default is None so an unset flag overrides nothing."""
+    for name, field in CropOptions.model_fields.items():
+        if name in _SKIP:
+            continue
+        spec = dict(_FLAGS.get(name, {}))
+        extra = spec.pop("extra", "")
+        default = "" if "default" in (field.description or "") else f"default: {_default_text(name)}; "
+        help_text = f"{field.description}.{extra} ({default}env {ENV}{name.upper()})".replace("%", "%%")
+        flag = "--" + name.replace("_", "-")
+        if field.annotation is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, default=None, help=help_text, **spec)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "crops", help=HELP,
+        description=HELP + ". Run it again to resume: a crop that is already right is not made again. "
+        "Exit codes: 0 every box cropped or left out by the options, 1 some boxes had no crop for another "
+        "reason (see the rejects CSV), 2 bad options or input, 4 disk error, 130 interrupted.",
+    )
+    parser.add_argument("coco", nargs="?", type=Path, default=None, help="COCO Camera Traps JSON file (Animl export); default the settings' coco")
+    parser.add_argument("--config", type=Path, default=None, metavar="TOML",
+                        help="settings file with a [crops] table (default: $SCI_FETCH_CONFIG, else ./settings.toml if present)")
+    parser.add_argument("--output", "--images-dir", dest="output", type=Path, default=None, metavar="DIR",
+                        help="folder the images were downloaded to, as <output>/<file_name> (download's --output; default: images)")
+    parser.add_argument("--manifest", type=Path, default=None,
+                        help=f"the download's manifest, to tell images not downloaded yet (default: OUTPUT/{STATE_DIR}/manifest.sqlite if present)")
+    add_crop_flags(parser)
+    parser.set_defaults(run=run)
+
+
+def crop_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The crop flags that were given, as a dict for ``CropOptions`` (or ``Settings(crops=...)``)."""
+    given: dict[str, Any] = {}
+    for name in CropOptions.model_fields:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if isinstance(value, list):  # append-flags: each may itself be comma-separated
+            value = [part for item in value for part in item.split(",")]
+        given[name] = value
+    return given
+
+
+def options_from(values: dict[str, Any]) -> CropOptions:
+    try:
+        return CropOptions(**values)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "crops"
+            got = err.get("input")
+            flag = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "crops"
+            lines.append(f"option {flag} ({ENV}{name.upper()}): {err['msg']} (got {got!r})")
+        raise UsageError("; ".join(lines)) from exc
+
+
+class Progress:
+    """A bar on a terminal; otherwise a line every ``interval`` seconds, for the logs of long runs."""
+
+    def __init__(self, interval: float = 30.0) -> None:
+        self.tty = sys.stderr.isatty()
+        self.interval = interval
+        self.last = time.monotonic()
+        self.bar: tqdm | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.tty:
+            if self.bar is None:
+                self.bar = tqdm(total=total, unit="img", desc="crops", file=sys.stderr, leave=False)
+            self.bar.update(done - self.bar.n)
+        elif time.monotonic() - self.last >= self.interval:
+            self.last = time.monotonic()
+            print(f"crops: {done}/{total} images", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_and_report(coco: Path, images_dir: Path, options: CropOptions, manifest: Path | None = None) -> int:
+    """Run the crops, print the summary, return the exit code: what `download` calls when it ends.
+
+    UsageError/InputError propagate (the CLI prints them); a disk error or a dead worker is printed here.
+    """
+    progress = Progress()
+    try:
+        summary = run_crops(coco, images_dir, options, manifest, progress=progress)
+    except DiskError as exc:
+        print(f"sci-fetch: error: {exc}; crops made so far are kept, run the same command again", file=sys.stderr)
+        return EXIT_DISK
+    except (UsageError, InputError):
+        raise
+    except SciFetchError as exc:  # a worker process died: incomplete, resumable
+        print(f"sci-fetch: error: {exc}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    finally:
+        progress.close()
+    print("\n".join(summary.lines()))
+    return summary.exit_code
+
+
+def run(args: argparse.Namespace) -> int:
+    """Flags over SCI_FETCH_CROPS__* over the [crops] table of settings.toml, as for download."""
+    settings = load_settings(args.config, {"coco": args.coco, "output": args.output, "manifest": args.manifest,
+                                           "crops": crop_overrides(args)})
+    if settings.coco is None:
+        raise UsageError("no COCO file given: sci-fetch crops COCO.json [--output IMAGES_DIR]")
+    manifest = settings.manifest_path if settings.manifest_path.exists() else None
+    return run_and_report(settings.coco, settings.output, for_download(settings), manifest)
+
+
+def for_download(settings: Settings) -> CropOptions:
+    """The crop options with the variant defaulting to the one the images were downloaded as."""
+    return settings.crops.model_copy(update={"variant": settings.crops.variant or settings.variant})

@@ -1,0 +1,338 @@
+"""Orchestrate a crop run: join the COCO file, hand images to the process pool, write both CSVs.
+
+Results are taken back in submission order from a bounded queue of in-flight chunks, so the CSVs
+come out in COCO order (images, then annotation index) while memory stays flat: at most
+``4 × workers`` chunks are decoded or waiting at any time.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sci_fetch.coco.source import read_categories
+from sci_fetch.crops.boxes import Geometry, Reject, coco_box
+from sci_fetch.crops.cropper import BoxJob, BoxResult, ImageJob, WorkerParams, crop_chunk
+from sci_fetch.crops.join import Ann, Joined, group_annotations, join
+from sci_fetch.crops.labels import Labels, build_labels
+from sci_fetch.crops.naming import crop_relpath, flat_key
+from sci_fetch.crops.options import CropOptions
+from sci_fetch.crops.reasons import FILTER_REASONS, Reason
+from sci_fetch.crops.table import CROP_COLUMNS, REJECT_COLUMNS, CsvSink, number
+from sci_fetch.errors import InputError, SciFetchError, UsageError
+from sci_fetch.keys.mapping import STATE_DIR, UnsafePathError, Variant, safe_relative_path
+from sci_fetch.manifest.models import State
+from sci_fetch.manifest.store import Manifest
+
+MAX_CHUNK = 16  # images decoded per pool task
+MAX_BATCH = 256  # image entries per queue slot, with or without work
+
+
+@dataclass
+class CropSummary:
+    crops_csv: Path
+    rejects_csv: Path
+    images: int = 0  # images that have at least one annotation
+    boxes: int = 0  # annotations in the COCO file
+    written: int = 0  # crops made this run
+    kept: int = 0  # crops already there and right
+    remade: int = 0  # crops there but stale, truncated or foreign, made again
+    clipped: int = 0  # boxes that stuck out of the image and were cut to it
+    rejected: Counter = field(default_factory=Counter)  # reason code -> boxes
+    seconds: float = 0.0
+
+    @property
+    def crops(self) -> int:
+        return self.written + self.kept + self.remade
+
+    @property
+    def problems(self) -> int:
+        """Boxes with no crop for a reason other than the user's own filters."""
+        return sum(n for reason, n in self.rejected.items() if reason not in FILTER_REASONS)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.problems else 0
+
+    def lines(self) -> list[str]:
+        out = [
+            f"crops: {self.crops} of {self.boxes} boxes on {self.images} images "
+            f"({self.written} made, {self.kept} already there, {self.remade} remade; {self.clipped} clipped to the image) "
+            f"in {self.seconds:.1f}s"
+        ]
+        if self.rejected:
+            out.append(f"no crop for {sum(self.rejected.values())} boxes:")
+            for reason, n in sorted(self.rejected.items(), key=lambda kv: (-kv[1], kv[0])):
+                kind = "filtered" if reason in FILTER_REASONS else "problem"
+                out.append(f"  {reason:<20} {n:>8}  ({kind})")
+        out.append(f"crop CSV:    {self.crops_csv}")
+        out.append(f"rejects CSV: {self.rejects_csv}")
+        return out
+
+
+class _InlineExecutor(Executor):
+    """workers=1: no pool, no pickling, plain tracebacks; same interface as the pool."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
+        fut: Future = Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
+            fut.set_exception(exc)
+        return fut
+
+
+def _executor(workers: int) -> Executor:
+    if workers == 1:
+        return _InlineExecutor()
+    # fork is the cheapest start, but forking while other threads run (after `download`, say) can
+    # deadlock on a lock one of them held; then forkserver forks workers from a clean process instead.
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        method = "fork"
+    else:
+        method = "forkserver" if "forkserver" in methods else "spawn"
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One image id's boxes on their way through the pool, with what the main process decided."""
+
+    joined: Joined
+    source: str
+    early: dict[int, Reject]  # annotation index -> why no crop, decided without opening the file
+    labels: dict[int, str]
+    crop_paths: dict[int, str]
+    job: ImageJob | None = None
+
+
+def _manifest_states(images_dir: Path, manifest: Path | None) -> dict[str, bool] | None:
+    """image id -> row is done; None when there is no manifest (then only the file's presence counts)."""
+    path = manifest or images_dir / STATE_DIR / "manifest.sqlite"
+    if manifest is None and not path.exists():
+        return None
+    store = Manifest(path, readonly=True)
+    try:
+        return {row.image_id: row.state is State.done for row in store.rows()}
+    finally:
+        store.close()
+
+
+class _Planner:
+    """Main-process decisions per image: the ones that need no pixels (labels, nulls, paths, manifest)."""
+
+    def __init__(self, options: CropOptions, images_dir: Path, labels: Labels, categories: dict[int, str],
+                 states: dict[str, bool] | None) -> None:
+        self.options = options
+        self.images_dir = images_dir
+        self.labels = labels
+        self.categories = categories
+        self.states = states
+        self.flat_owner: dict[str, str] = {}
+
+    def _box_verdict(self, ann: Ann) -> tuple[str, Reject | None]:
+        name = self.categories.get(ann.category_id)
+        if name is None:
+            return "", Reject(Reason.unknown_category, f"category_id {ann.category_id} is not in the COCO categories")
+        label, reason = self.labels.verdict(name)
+        if reason is Reason.excluded_category:
+            return label, Reject(reason, f"category '{name}' is excluded")
+        if reason is Reason.not_kept:
+            return label, Reject(reason, f"label '{label}' is not in the keep-list")
+        threshold = self.options.min_confidence
+        if threshold is not None and ann.confidence is not None and ann.confidence < threshold:
+            return label, Reject(Reason.low_confidence, f"confidence {ann.confidence:g} is below {threshold:g}")
+        box = coco_box(ann.bbox)
+        return label, box if isinstance(box, Reject) else None
+
+    def _image_problem(self, joined: Joined) -> Reject | None:
+        image = joined.image
+        if image is None:
+            reason, detail = joined.problem or (Reason.unknown_image, "")
+            return Reject(reason, detail)
+        try:
+            safe_relative_path(image.file_name)
+        except UnsafePathError as exc:
+            return Reject(Reason.unsafe_path, f"file_name {image.file_name!r}: {exc}")
+        if self.options.naming == "flat":
+            owner = self.flat_owner.setdefault(flat_key(image.file_name), image.id)
+            if owner != image.id:
+                return Reject(Reason.name_collision, f"flat naming: image {owner!r} has the same file stem")
+        if self.states is not None and self.states.get(image.id) is False:
+            return Reject(Reason.not_downloaded, "the manifest has not recorded this image as downloaded yet")
+        return None
+
+    def plan(self, joined: Joined) -> _Entry:
+        image = joined.image
+        source = str(self.images_dir / image.file_name) if image is not None else ""
+        entry = _Entry(joined, source, {}, {}, {})
+        problem = self._image_problem(joined)
+        jobs: list[BoxJob] = []
+        for ann in joined.boxes:
+            label, reject = self._box_verdict(ann)
+            entry.labels[ann.index] = label
+            # The box's own verdict (filtered, null, unknown category) wins over its image's problem:
+            # downloading the image would not give a null box a crop.
+            reject = reject or problem
+            if reject is not None:
+                entry.early[ann.index] = reject
+                continue
+            assert image is not None
+            path = str(self.options.crops_dir / crop_relpath(image.file_name, ann.index, self.options.naming))
+            entry.crop_paths[ann.index] = path
+            jobs.append(BoxJob(ann.index, ann.bbox, path))
+        if jobs:
+            assert image is not None
+            done = self.states.get(image.id) if self.states is not None else None
+            absent = Reason.missing_file if done or self.states is None else Reason.not_downloaded
+            entry.job = ImageJob(source, (image.width, image.height), tuple(jobs), absent)
+        return entry
+
+
+class _Writer:
+    """Turns finished entries into CSV rows and counts."""
+
+    def __init__(self, crops: CsvSink, rejects: CsvSink, summary: CropSummary, categories: dict[int, str]) -> None:
+        self.crops = crops
+        self.rejects = rejects
+        self.summary = summary
+        self.categories = categories
+
+    def entry(self, entry: _Entry, results: list[BoxResult]) -> None:
+        by_index = {r.index: r for r in results}
+        image = entry.joined.image
+        for ann in entry.joined.boxes:
+            bbox = tuple(number(v) for v in ann.bbox) if ann.bbox is not None else (None,) * 4
+            label = entry.labels.get(ann.index, "")
+            early = entry.early.get(ann.index)
+            result = by_index.get(ann.index)
+            if early is None and result is not None and result.outcome != "rejected":
+                assert image is not None
+                self.summary.clipped += result.clipped
+                if result.outcome == "new":
+                    self.summary.written += 1
+                elif result.outcome == "kept":
+                    self.summary.kept += 1
+                else:
+                    self.summary.remade += 1
+                self.crops.add((
+                    entry.crop_paths[ann.index], label, image.id, ann.id, ann.category_id, entry.source,
+                    *bbox, result.width, result.height, image.location, image.datetime,
+                ))
+                continue
+            if early is not None:
+                reason, detail = early.reason, early.detail
+            else:
+                assert result is not None
+                reason, detail = result.reason, result.detail
+            self.reject(entry.joined.image_id, ann.id, ann.category_id, label, entry.source, bbox, reason, detail)
+
+    def reject(self, image_id: str, ann_id: str, category_id: int | None, label: str, source: str,
+               bbox: tuple, reason: Reason, detail: str) -> None:
+        self.summary.rejected[reason.value] += 1
+        category = self.categories.get(category_id, "") if category_id is not None else ""
+        self.rejects.add((image_id, ann_id, category_id, category, label, source, *bbox, reason.value, detail))
+
+
+def _chunks(entries: Iterator[_Entry], size: int) -> Iterator[list[_Entry]]:
+    """Groups of entries carrying at most ``size`` images to decode; entries with nothing to decode
+    (all boxes filtered or not downloaded) ride along, up to a cap so they never pile up."""
+    batch: list[_Entry] = []
+    jobs = 0
+    for entry in entries:
+        batch.append(entry)
+        jobs += entry.job is not None
+        if jobs >= size or len(batch) >= MAX_BATCH:
+            yield batch
+            batch, jobs = [], 0
+    if batch:
+        yield batch
+
+
+def run_crops(
+    coco: Path,
+    images_dir: Path,
+    options: CropOptions,
+    manifest: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> CropSummary:
+    """Crop every labelled box of ``coco`` from the images under ``images_dir`` and write both CSVs.
+
+    ``manifest``: the download's manifest; default ``<images_dir>/.sci-fetch/manifest.sqlite`` when it
+    exists. ``progress(images_done, images_total)`` is called as results come in. Raises UsageError/InputError
+    before any crop is written when an option or the COCO file is unusable, DiskError when the disk is.
+    """
+    started = time.monotonic()
+    if not coco.is_file():
+        raise InputError(f"COCO file {coco} does not exist")
+    if not images_dir.is_dir():
+        raise UsageError(f"images dir {images_dir} does not exist; give the folder `download` wrote to")
+    csv_path, rejects_path = options.csv_path(), options.rejects_path()
+    if csv_path.resolve() == rejects_path.resolve():
+        raise UsageError(f"the crop CSV and the rejects CSV are the same file {csv_path}")
+    labels = build_labels(options.label_map, options.exclude, options.keep)
+    categories = {c.id: c.name for c in read_categories(coco)}
+    states = _manifest_states(images_dir, manifest)
+    groups = group_annotations(coco)
+
+    variant = options.variant or Variant.original
+    params = WorkerParams(
+        Geometry(options.padding, options.square, options.min_size), options.jpeg_quality,
+        variant is Variant.original, options.recheck,
+    )
+    summary = CropSummary(csv_path, rejects_path, boxes=groups.total)
+    planner = _Planner(options, images_dir, labels, categories, states)
+    images_total = len(groups.by_image)  # image ids with boxes (a few may turn out to have no record)
+    chunk = max(1, min(MAX_CHUNK, images_total // (options.workers * 4)))
+    max_inflight = 4 * options.workers
+    images_done = 0
+
+    with CsvSink(csv_path, CROP_COLUMNS) as crops_sink, CsvSink(rejects_path, REJECT_COLUMNS) as rejects_sink:
+        writer = _Writer(crops_sink, rejects_sink, summary, categories)
+        inflight: deque[tuple[Future | None, list[_Entry]]] = deque()
+
+        def drain_one() -> None:
+            nonlocal images_done
+            future, batch = inflight.popleft()
+            results = iter(future.result() if future is not None else [])
+            for entry in batch:
+                writer.entry(entry, next(results) if entry.job is not None else [])
+                images_done += entry.joined.image is not None
+            if progress is not None:
+                progress(images_done, images_total)
+
+        executor = _executor(options.workers)
+        try:
+            for batch in _chunks((planner.plan(j) for j in join(coco, groups)), chunk):
+                jobs = [e.job for e in batch if e.job is not None]
+                inflight.append((executor.submit(crop_chunk, jobs, params) if jobs else None, batch))
+                while len(inflight) > max_inflight:
+                    drain_one()
+            while inflight:
+                drain_one()
+        except BrokenProcessPool as exc:
+            executor.shutdown(wait=True, cancel_futures=True)
+            raise SciFetchError(
+                "a crop worker process died (out of memory? try fewer --workers); "
+                "crops made so far are kept and the same command resumes"
+            ) from exc
+        except BaseException:
+            executor.shutdown(wait=True, cancel_futures=True)
+            raise
+        executor.shutdown(wait=True)
+
+        summary.images = images_done
+        for err in groups.invalid:
+            writer.reject("", err.record_id or "", None, "", "", (None,) * 4, Reason.invalid_annotation, str(err))
+        crops_sink.commit()
+        rejects_sink.commit()
+    summary.seconds = time.monotonic() - started
+    return summary
