@@ -7,9 +7,11 @@ record written back out (``sci-fetch filter``) loses nothing.
 from __future__ import annotations
 
 import math
+import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+_CONTROL = re.compile(r"[\x00-\x1f]")
 _RECORD = ConfigDict(extra="allow", coerce_numbers_to_str=True, str_strip_whitespace=False)
 
 
@@ -31,7 +33,7 @@ class CocoImage(BaseModel):
     @classmethod
     def _no_control_chars(cls, value: str | None) -> str | None:
         # A NUL or newline in a key or path is never legitimate and breaks logs and CSVs.
-        if value is not None and any(ord(c) < 32 for c in value):
+        if value is not None and _CONTROL.search(value):
             raise ValueError("contains a control character (NUL, newline, ...)")
         return value
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 
 from pydantic import BaseModel, ConfigDict
@@ -41,8 +42,9 @@ class Action(str, Enum):
     duplicate_dest = "duplicate_dest"
 
 
-class Decision(BaseModel):
-    model_config = ConfigDict(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Internal, one per image per run: a dataclass, as cheap to make as the Task it wraps."""
 
     task: Task
     action: Action

@@ -10,6 +10,7 @@ after a crash the manifest may lag the disk (those files are adopted next run) b
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -18,7 +19,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from sci_fetch.errors import UsageError
+from sci_fetch.errors import DiskError, UsageError
 from sci_fetch.keys.mapping import Task
 from sci_fetch.manifest.models import Action, Decision, ManifestRow, Outcome, State
 
@@ -65,6 +66,29 @@ CREATE INDEX IF NOT EXISTS rejects_run ON rejects (run_id);
 _COLUMNS = "image_id, key, dest, state, bytes, md5, etag, attempts, last_error, created_at, updated_at"
 
 
+def _disk_error(path: Path, exc: sqlite3.Error) -> DiskError | None:
+    """SQLITE_FULL / SQLITE_IOERR as sci_fetch's DiskError, which stops a run like a full image disk (exit 4)."""
+    if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+        return DiskError(f"manifest {path} cannot be written: {exc}; free some space and run the same command again")
+    return None
+
+
+def _disk_errors(method):
+    """Decorates the methods that write: a full or failing disk raises DiskError, not sqlite3's error."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            mapped = _disk_error(self.path, exc)
+            if mapped is not None:
+                raise mapped from exc
+            raise
+
+    return wrapper
+
+
 def _row(values: tuple) -> ManifestRow:
     return ManifestRow(**dict(zip([c.strip() for c in _COLUMNS.split(",")], values)))
 
@@ -88,7 +112,7 @@ class Manifest:
                 self._db.executescript(_SCHEMA)
                 self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as exc:
-            raise UsageError(f"manifest {path} cannot be opened: {exc}") from exc
+            raise (_disk_error(path, exc) or UsageError(f"manifest {path} cannot be opened: {exc}")) from exc
         except OSError as exc:
             raise UsageError(f"manifest {path} cannot be created: {exc.strerror or exc}") from exc
 
@@ -97,6 +121,7 @@ class Manifest:
             self._db.close()
 
     # ---- runs -------------------------------------------------------------------------------
+    @_disk_errors
     def begin_run(self, settings: dict) -> int:
         with self._lock:
             cur = self._db.execute(
@@ -105,6 +130,7 @@ class Manifest:
             self._heartbeat_locked()
             return int(cur.lastrowid)
 
+    @_disk_errors
     def end_run(self, run_id: int, exit_code: int, summary: dict) -> None:
         with self._lock:
             self._db.execute(
@@ -117,19 +143,20 @@ class Manifest:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('heartbeat', ?)", (repr(time.time()),))
 
     # ---- planning ---------------------------------------------------------------------------
+    @_disk_errors
     def plan(self, tasks: list[Task], run_id: int, root: Path, retry_missing: bool = False) -> list[Decision]:
         """Decide for each task whether to fetch it, and register new ones as ``pending``, in one transaction.
 
-        Touches the disk only to stat destinations: a done row is trusted when its file has its recorded size.
+        One query per batch for the rows and one for the destinations, then plain dict look-ups: a resume
+        of 110,000 images must cost seconds, not a query per image. Touches the disk only to stat
+        destinations: a done row is trusted when its file has its recorded size.
         """
         now = time.time()
-        decisions: list[Decision] = []
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                for task in tasks:
-                    decisions.append(self._plan_one(db, task, run_id, root, retry_missing, now))
+                decisions = _Planner(db, tasks, run_id, str(root), retry_missing, now).run()
                 self._heartbeat_locked()
                 db.execute("COMMIT")
             except BaseException:
@@ -137,52 +164,8 @@ class Manifest:
                 raise
         return decisions
 
-    @staticmethod
-    def _plan_one(db: sqlite3.Connection, task: Task, run_id: int, root: Path, retry_missing: bool, now: float) -> Decision:
-        row = db.execute(
-            "SELECT key, dest, state, bytes, run_id FROM images WHERE image_id = ?", (task.image_id,)
-        ).fetchone()
-        if row is not None and row[4] == run_id:
-            return Decision(task=task, action=Action.duplicate_id, other=task.image_id)
-        holder = db.execute("SELECT image_id, run_id FROM images WHERE dest = ? AND image_id != ?", (task.dest, task.image_id)).fetchone()
-        if holder is not None:
-            if holder[1] == run_id:
-                return Decision(task=task, action=Action.duplicate_dest, other=holder[0])
-            db.execute("DELETE FROM images WHERE image_id = ?", (holder[0],))  # a stale row from an older export
-        try:
-            size_on_disk = os.stat(root / task.dest).st_size
-        except OSError:
-            size_on_disk = None
-        if row is None:
-            db.execute(
-                "INSERT INTO images (image_id, key, dest, state, attempts, run_id, created_at, updated_at) "
-                "VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)",
-                (task.image_id, task.key, task.dest, run_id, now, now),
-            )
-            return Decision(task=task, action=Action.adopt if size_on_disk is not None else Action.fetch)
-        key, dest, state, size, _ = row
-        if key != task.key or dest != task.dest:
-            # Another variant or template than last time: the old row says nothing about this object.
-            db.execute(
-                "UPDATE images SET key = ?, dest = ?, state = 'pending', bytes = NULL, md5 = NULL, etag = NULL, "
-                "attempts = 0, last_error = NULL, run_id = ?, updated_at = ? WHERE image_id = ?",
-                (task.key, task.dest, run_id, now, task.image_id),
-            )
-            return Decision(task=task, action=Action.adopt if size_on_disk is not None else Action.fetch)
-        db.execute("UPDATE images SET run_id = ? WHERE image_id = ?", (run_id, task.image_id))
-        if state == State.done.value:
-            if size_on_disk is not None and size_on_disk == size:
-                return Decision(task=task, action=Action.skip_done)
-            db.execute(
-                "UPDATE images SET state = 'pending', last_error = ?, updated_at = ? WHERE image_id = ?",
-                ("file was done but is gone or changed on disk", now, task.image_id),
-            )
-            return Decision(task=task, action=Action.fetch)
-        if state == State.missing.value and not retry_missing:
-            return Decision(task=task, action=Action.skip_missing)
-        return Decision(task=task, action=Action.adopt if size_on_disk is not None else Action.fetch)
-
     # ---- outcomes ---------------------------------------------------------------------------
+    @_disk_errors
     def record(self, outcomes: Iterable[Outcome]) -> None:
         """Apply a batch of outcomes in one transaction (the engine calls this every second or so)."""
         now = time.time()
@@ -202,9 +185,11 @@ class Manifest:
                 self._heartbeat_locked()
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite already rolled back after SQLITE_FULL; keep that error
+                    self._db.execute("ROLLBACK")
                 raise
 
+    @_disk_errors
     def mark_pending(self, image_ids: Iterable[str], reason: str) -> int:
         """Send images back to ``pending`` (``verify`` uses this for files that no longer check out)."""
         now = time.time()
@@ -215,6 +200,7 @@ class Manifest:
             )
             return cur.rowcount
 
+    @_disk_errors
     def add_rejects(self, run_id: int, rejects: list[tuple[str, str, str | None, str | None, str | None, str]]) -> None:
         """Keep (kind, record, image_id, key, dest, reason) of records this run could not use."""
         if not rejects:
@@ -286,3 +272,79 @@ class Manifest:
         if r is None:
             return None
         return {"run_id": r[0], "started_at": r[1], "ended_at": r[2], "exit_code": r[3], "summary": json.loads(r[4]) if r[4] else None}
+
+
+class _Planner:
+    """One batch of planning: rows and destination holders read up front, writes collected and applied at the end."""
+
+    def __init__(self, db: sqlite3.Connection, tasks: list[Task], run_id: int, root: str, retry_missing: bool, now: float) -> None:
+        self.db, self.tasks, self.run_id, self.root, self.retry_missing, self.now = db, tasks, run_id, root, retry_missing, now
+        ids = list({t.image_id for t in tasks})
+        dests = list({t.dest for t in tasks})
+        self.rows = {r[0]: r for r in self._select("SELECT image_id, key, dest, state, bytes, run_id FROM images WHERE image_id IN ({})", ids)}
+        self.holders = {r[1]: (r[0], r[2]) for r in self._select("SELECT image_id, dest, run_id FROM images WHERE dest IN ({})", dests)}
+        self.inserts: list[tuple] = []
+        self.touched: list[tuple] = []
+        self.reset: list[tuple] = []
+
+    def _select(self, query: str, values: list[str]) -> list[tuple]:
+        out: list[tuple] = []
+        for i in range(0, len(values), 900):  # stay under SQLite's bound-parameter limit on old builds
+            chunk = values[i : i + 900]
+            out.extend(self.db.execute(query.format(",".join("?" * len(chunk))), chunk).fetchall())
+        return out
+
+    def run(self) -> list[Decision]:
+        decisions = [self._one(task) for task in self.tasks]
+        db = self.db
+        db.executemany(
+            "INSERT INTO images (image_id, key, dest, state, attempts, run_id, created_at, updated_at) "
+            "VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)", self.inserts)
+        db.executemany("UPDATE images SET run_id = ? WHERE image_id = ?", self.touched)
+        db.executemany("UPDATE images SET state = 'pending', last_error = ?, updated_at = ? WHERE image_id = ?", self.reset)
+        return decisions
+
+    def _size_on_disk(self, dest: str) -> int | None:
+        try:
+            return os.stat(self.root + "/" + dest).st_size
+        except OSError:
+            return None
+
+    def _one(self, task: Task) -> Decision:
+        image_id, run_id = task.image_id, self.run_id
+        row = self.rows.get(image_id)
+        if row is not None and row[5] == run_id:
+            return Decision(task=task, action=Action.duplicate_id, other=image_id)
+        holder = self.holders.get(task.dest)
+        if holder is not None and holder[0] != image_id:
+            if holder[1] == run_id:
+                return Decision(task=task, action=Action.duplicate_dest, other=holder[0])
+            self.db.execute("DELETE FROM images WHERE image_id = ?", (holder[0],))  # a stale row from an older export
+            self.rows.pop(holder[0], None)
+        size_on_disk = self._size_on_disk(task.dest)
+        found = Action.adopt if size_on_disk is not None else Action.fetch
+        self.holders[task.dest] = (image_id, run_id)
+        if row is None:
+            self.inserts.append((image_id, task.key, task.dest, run_id, self.now, self.now))
+            self.rows[image_id] = (image_id, task.key, task.dest, State.pending.value, None, run_id)
+            return Decision(task=task, action=found)
+        _, key, dest, state, size, _ = row
+        self.rows[image_id] = (image_id, key, dest, state, size, run_id)
+        if key != task.key or dest != task.dest:
+            # Another variant or template than last time: the old row says nothing about this object.
+            self.holders.pop(dest, None)
+            self.db.execute(
+                "UPDATE images SET key = ?, dest = ?, state = 'pending', bytes = NULL, md5 = NULL, etag = NULL, "
+                "attempts = 0, last_error = NULL, run_id = ?, updated_at = ? WHERE image_id = ?",
+                (task.key, task.dest, run_id, self.now, image_id),
+            )
+            return Decision(task=task, action=found)
+        self.touched.append((run_id, image_id))
+        if state == State.done.value:
+            if size_on_disk is not None and size_on_disk == size:
+                return Decision(task=task, action=Action.skip_done)
+            self.reset.append(("file was done but is gone or changed on disk", self.now, image_id))
+            return Decision(task=task, action=Action.fetch)
+        if state == State.missing.value and not self.retry_missing:
+            return Decision(task=task, action=Action.skip_missing)
+        return Decision(task=task, action=found)
