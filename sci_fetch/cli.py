@@ -1,6 +1,7 @@
 """The ``sci-fetch`` command: one subcommand per file under sci_fetch/commands/.
 
-Errors sci_fetch raises on purpose become one line and exit code 2; a traceback means a bug.
+Errors sci_fetch raises on purpose become one line and exit code 2 (4 for a disk error); a traceback
+means a bug.
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ import argparse
 import sys
 
 from sci_fetch import __version__
-from sci_fetch.commands import crops, demo, download, filter, status
-from sci_fetch.errors import SciFetchError
+from sci_fetch.commands import crops, demo, download, filter, status, verify
+from sci_fetch.errors import DiskError, SciFetchError
 from sci_fetch.observe import logs
 
-COMMANDS = [download, status, crops, filter, demo]
+COMMANDS = [download, status, verify, crops, filter, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(args)
+    except DiskError as exc:  # e.g. the manifest cannot even be created: same code as a download stopped by it
+        print(f"sci-fetch: error: {exc}", file=sys.stderr)
+        return 4
     except SciFetchError as exc:
         print(f"sci-fetch: error: {exc}", file=sys.stderr)
         return 2

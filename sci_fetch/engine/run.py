@@ -25,6 +25,7 @@ from sci_fetch.engine.progress import choose_mode, report
 from sci_fetch.engine.stats import Stats
 from sci_fetch.errors import DiskError, FatalError, FetchError, InputError, MissingError, RecordError, SciFetchError
 from sci_fetch.files.partial import OutputRoot, file_md5
+from sci_fetch.files.verify import content_problem, read_head
 from sci_fetch.keys.mapping import UnsafePathError, make_task
 from sci_fetch.keys.shard import shard_of
 from sci_fetch.manifest.models import Action, Decision, Outcome, State
@@ -159,8 +160,13 @@ class Engine:
                             break
         except InputError as exc:
             self.request_stop("input", str(exc))
+        except DiskError as exc:  # the manifest cannot be written while planning (disk full)
+            self.request_stop("disk", f"stopping: {exc}")
         except SciFetchError as exc:
             self.request_stop("usage", str(exc))
+        except Exception as exc:  # a bug or an unmapped error: loud, and a partly planned run never exits 0
+            log.exception("internal error while planning")
+            self.request_stop("internal", f"stopping: internal error while planning: {type(exc).__name__}: {exc}")
         finally:
             if not self._stop.is_set():  # on a stop the workers are cancelled instead
                 for _ in range(self.settings.concurrency):
@@ -230,6 +236,8 @@ class Engine:
         task = decision.task
         try:
             size = dest.stat().st_size
+            if content_problem(await asyncio.to_thread(read_head, dest), size) is not None:
+                return None  # empty or an HTML page: fetch it, which fails it with the reason
         except OSError:
             return None
         if task.expected_md5 is not None:
@@ -248,7 +256,11 @@ class Engine:
     async def _flush(self) -> None:
         if self._outcomes:
             batch, self._outcomes = self._outcomes, []
-            await asyncio.to_thread(self.manifest.record, batch)
+            try:
+                await asyncio.to_thread(self.manifest.record, batch)
+            except DiskError as exc:  # disk full: keep the batch (its files are on disk) and stop
+                self._outcomes = batch + self._outcomes
+                self.request_stop("disk", f"stopping: {exc}")
 
     async def _flush_loop(self) -> None:
         while True:
@@ -262,7 +274,10 @@ class Engine:
         shard = f"{self.settings.shard_index}/{self.settings.shard_count}"
         while True:
             data = snapshot(self.live_stats(), window.add(self.stats), list(self._last_errors), "running", shard)
-            await asyncio.to_thread(write_atomic, path, data)
+            try:
+                await asyncio.to_thread(write_atomic, path, data)
+            except OSError as exc:  # disk full for a moment: the next snapshot tries again
+                log.debug("status file not written: %s", exc)
             await asyncio.sleep(self.settings.status_interval)
 
     def _final_status(self, exit_code: int) -> None:
@@ -315,10 +330,16 @@ class Engine:
         self.live_stats()
         counts = await asyncio.to_thread(self.manifest.counts, self.run_id)
         exit_code = self._exit_code(counts)
-        await asyncio.to_thread(self._final_status, exit_code)
+        try:
+            await asyncio.to_thread(self._final_status, exit_code)
+        except OSError as exc:  # disk full: the status file is a convenience, the run's result is not
+            log.warning("status file not written: %s", exc.strerror or exc)
         if stop_metrics is not None:
             stop_metrics()
-        await asyncio.to_thread(self.manifest.end_run, self.run_id, exit_code, self.stats.as_dict())
+        try:
+            await asyncio.to_thread(self.manifest.end_run, self.run_id, exit_code, self.stats.as_dict())
+        except DiskError as exc:
+            log.error("%s", exc)
         return RunResult(self.run_id, self.stats, exit_code, self._stop_reason, self._message, counts)
 
     async def _shutdown(self, producer: asyncio.Task, workers: list[asyncio.Task]) -> None:
@@ -338,7 +359,7 @@ class Engine:
     def _exit_code(self, counts: dict[str, int]) -> int:
         """From the manifest, not from what was printed: anything not done makes it non-zero."""
         by_reason = {"fatal": EXIT_FATAL, "disk": EXIT_DISK, "SIGINT": EXIT_SIGINT, "SIGTERM": EXIT_SIGTERM,
-                     "input": EXIT_USAGE, "usage": EXIT_USAGE}
+                     "input": EXIT_USAGE, "usage": EXIT_USAGE, "internal": EXIT_INCOMPLETE}
         if self._stop_reason in by_reason:
             return by_reason[self._stop_reason]
         if counts.get("failed") or counts.get("missing") or counts.get("pending") or self.stats.invalid:

@@ -7,6 +7,7 @@ the next attempt on that key overwrites.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hashlib
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import aiofiles
 import aiofiles.os
+import aiofiles.threadpool
 
 from sci_fetch.errors import DiskError, PermanentError
 from sci_fetch.keys.mapping import PARTIAL_SUFFIX
@@ -70,8 +72,10 @@ class PartialFile:
         self._committed = False
 
     async def __aenter__(self) -> PartialFile:
+        # Created here, not in a worker thread: with no await between creating the file and owning it, a
+        # cancellation (shutdown, fatal stop) cannot leave a .partial that no __aexit__ removes.
         try:
-            self._fh = await aiofiles.open(self.partial, "wb")
+            self._fh = aiofiles.threadpool.wrap(_create(self.partial), loop=asyncio.get_running_loop())
         except OSError as exc:
             raise map_os_error(exc, "open", self.partial) from exc
         return self
@@ -113,6 +117,18 @@ class PartialFile:
             os.unlink(self.partial)
         except FileNotFoundError:
             pass
+
+
+def _create(path: Path):
+    """A new empty file at ``path``, opened for writing. Whatever was there is removed first (an old
+    .partial, or a symbolic link planted to make sci_fetch write elsewhere); O_EXCL refuses to follow
+    a link that appears in between."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    return os.fdopen(fd, "wb")
 
 
 def file_md5(path: Path, chunk_size: int = 1 << 20) -> str:

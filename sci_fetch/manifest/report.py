@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from pathlib import Path
 
@@ -10,25 +11,32 @@ from sci_fetch.engine.stats import Stats, format_duration
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.store import Manifest
 
+log = logging.getLogger("sci_fetch")
+
 FAILURE_COLUMNS = ["key", "destination", "reason", "attempts", "image_id", "state", "record"]
 
 
 def write_failures(manifest: Manifest, run_id: int, path: Path) -> int:
     """Every image of this run that is not done, and every record it could not use; atomic replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     count = 0
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(FAILURE_COLUMNS)
-        for row in manifest.rows([State.failed, State.missing, State.pending], run_id=run_id):
-            reason = row.last_error or ("not attempted (the run was stopped)" if row.state is State.pending else row.state.value)
-            writer.writerow([row.key, row.dest, reason, row.attempts, row.image_id, row.state.value, ""])
-            count += 1
-        for kind, record, image_id, key, dest, reason in manifest.rejects(run_id):
-            writer.writerow([key or "", dest or "", reason, 0, image_id or "", kind, record])
-            count += 1
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(FAILURE_COLUMNS)
+            for row in manifest.rows([State.failed, State.missing, State.pending], run_id=run_id):
+                reason = row.last_error or ("not attempted (the run was stopped)" if row.state is State.pending else row.state.value)
+                writer.writerow([row.key, row.dest, reason, row.attempts, row.image_id, row.state.value, ""])
+                count += 1
+            for kind, record, image_id, key, dest, reason in manifest.rejects(run_id):
+                writer.writerow([key or "", dest or "", reason, 0, image_id or "", kind, record])
+                count += 1
+        os.replace(tmp, path)
+    except OSError as exc:  # disk full: say so, leave no half-written file, keep the run's exit code
+        tmp.unlink(missing_ok=True)
+        log.error("%s not written: %s; 'sci-fetch status' shows the same from the manifest", path, exc.strerror or exc)
+        return 0
     return count
 
 

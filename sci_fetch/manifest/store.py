@@ -160,7 +160,10 @@ class Manifest:
                 self._heartbeat_locked()
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.OperationalError:
+                    pass  # SQLite already rolled back (it does after SQLITE_FULL): keep the original error
                 raise
         return decisions
 
@@ -185,8 +188,10 @@ class Manifest:
                 self._heartbeat_locked()
                 self._db.execute("COMMIT")
             except BaseException:
-                if self._db.in_transaction:  # SQLite already rolled back after SQLITE_FULL; keep that error
+                try:
                     self._db.execute("ROLLBACK")
+                except sqlite3.OperationalError:
+                    pass  # SQLite already rolled back (it does after SQLITE_FULL): keep the original error
                 raise
 
     @_disk_errors

@@ -62,6 +62,10 @@ def snapshot(stats: Stats, current: tuple[float, float], last_errors: list[str],
 
 def write_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1)
+        os.replace(tmp, path)
+    except OSError:  # disk full: leave no half-written .tmp behind
+        tmp.unlink(missing_ok=True)
+        raise

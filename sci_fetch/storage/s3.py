@@ -17,8 +17,9 @@ from aiobotocore.config import AioConfig
 from asyncio_throttle import Throttler
 from botocore import UNSIGNED
 
-from sci_fetch.errors import FetchError, IntegrityError, SciFetchError, UsageError
+from sci_fetch.errors import FetchError, IntegrityError, PermanentError, SciFetchError, UsageError
 from sci_fetch.files.partial import PartialFile
+from sci_fetch.files.verify import HEAD_BYTES, content_problem
 from sci_fetch.storage.base import ObjectInfo
 from sci_fetch.storage.options import StorageOptions
 from sci_fetch.storage.retry import classify, retrying
@@ -123,7 +124,10 @@ class S3Storage:
             async with body:
                 async with PartialFile(dest, fsync=self.options.fsync) as out:
                     pending = bytearray()
+                    head = b""  # the first bytes, for content_problem()
                     while chunk := await body.read(chunk_size):
+                        if len(head) < HEAD_BYTES:
+                            head += chunk[: HEAD_BYTES - len(head)]
                         pending += chunk
                         if len(pending) >= chunk_size:
                             await out.write(bytes(pending))
@@ -138,6 +142,9 @@ class S3Storage:
                         raise IntegrityError("get", src, str(dest), f"MD5 {md5} does not match ETag {etag_md5}", reason="etag-mismatch")
                     if expected_md5 is not None and expected_md5 != md5:
                         raise IntegrityError("get", src, str(dest), f"MD5 {md5} does not match the md5 in the image id ({expected_md5})", reason="id-md5-mismatch")
+                    problem = content_problem(head, out.size)
+                    if problem is not None:  # the stored object itself is not an image: no retry fixes it
+                        raise PermanentError("get", src, str(dest), problem, reason="not-an-image")
                     await out.commit()
         except SciFetchError:
             raise  # already typed: integrity, disk, local file

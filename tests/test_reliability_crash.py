@@ -1,0 +1,136 @@
+"""Crashes and stops: SIGKILL at five random moments compared to a clean run, signals while downloads
+hang mid-body, and cancellation at the first await of a file write."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+import uuid
+
+import pytest
+from fault_proxy import FaultProxy
+from helpers import animl_image, random_blobs, settings_for, write_coco
+from test_reliability_support import (
+    KB,
+    check_manifest_equals_disk,
+    check_manifest_never_leads,
+    leftovers,
+    rows,
+    seed_parallel,
+    start,
+    tree,
+)
+
+from sci_fetch.commands.download import download
+from sci_fetch.files.partial import PartialFile
+from sci_fetch.files.verify import check_rows
+from sci_fetch.manifest.models import State
+
+N = 300
+
+
+@pytest.fixture(scope="module")
+def dataset(s3, tmp_path_factory):
+    project = "crash" + uuid.uuid4().hex[:6]
+    blobs = random_blobs(N, seed=41, sizes=[4 * KB, 24 * KB, 64 * KB, 160 * KB])
+    images = [animl_image(project, b, camera=f"CAM{i % 5}") for i, b in enumerate(blobs)]
+    seed_parallel(s3, images, blobs)
+    return write_coco(tmp_path_factory.mktemp("coco") / "coco.json", images), images, blobs
+
+
+def comparable(manifest_path) -> dict:
+    """The manifest rows without what legitimately differs between runs: times, attempt counts, and the
+    ETag, which a file adopted after a crash does not get (it is checked against its id's md5, no request)."""
+    by_id = rows(manifest_path)
+    assert all(r.etag in (None, r.md5) for r in by_id.values())
+    return {i: (r.key, r.dest, r.state, r.bytes, r.md5, r.last_error) for i, r in by_id.items()}
+
+
+def test_five_sigkills_then_resume_ends_byte_identical_to_a_clean_run(s3_env, dataset, tmp_path):
+    coco, images, blobs = dataset
+    expected = {r["file_name"]: b for r, b in zip(images, blobs)}
+    clean = settings_for(s3_env, coco, tmp_path / "clean")
+    assert download(clean) == 0
+
+    out = tmp_path / "out"
+    manifest = out / ".sci-fetch" / "manifest.sqlite"
+    rng = random.Random(2024)
+    done_before: dict[str, int] = {}
+    moments = []
+    for round_ in range(5):
+        # Throttled so a whole run would last 10 s; the kill lands anywhere from start-up to near the end.
+        proc = start(s3_env, coco, out, "--concurrency", "8", "--max-requests-per-second", "30")
+        moment = rng.uniform(0.4, 3.5)
+        time.sleep(moment)
+        proc.kill()
+        proc.wait(timeout=30)
+        done = {k: r.attempts for k, r in check_manifest_never_leads(out, manifest, expected).items()}
+        moments.append((round(moment, 2), len(done)))
+        # What an earlier round finished is never fetched again (its attempt count does not move).
+        assert {k: done[k] for k in done_before} == done_before, f"round {round_}: done images were fetched again"
+        done_before = done
+    assert 0 < len(done_before) < N, f"the kills should land mid-run: {moments}"
+
+    proc = start(s3_env, coco, out, "--concurrency", "16")
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    print(f"\nkills at (seconds, images done): {moments}")
+
+    assert tree(out) == tree(tmp_path / "clean") == expected  # byte for byte, and no other file
+    assert leftovers(out) == []  # no .partial, no .tmp (failures.csv, status.json) anywhere
+    check_manifest_equals_disk(out, manifest)
+    assert comparable(manifest) == comparable(clean.manifest_path)
+    assert {k: rows(manifest)[k].attempts for k in done_before} == done_before
+    assert check_rows(out, rows(manifest).values()) == (N, [])
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_while_downloads_hang_mid_body_ends_within_grace(s3_env, dataset, tmp_path, sig, code):
+    """The grace time is a bound, not a hope: eight downloads stuck mid-body are cancelled when it ends."""
+    coco, images, blobs = dataset
+    expected = {r["file_name"]: b for r, b in zip(images, blobs)}
+    out = tmp_path / "out"
+    with FaultProxy(s3_env.endpoint_url, stall_seconds=60) as proxy:
+        proc = start(s3_env, coco, out, "--concurrency", "8", "--grace-seconds", "1.5", "--read-timeout", "30",
+                     "--chunk-size", "4096", endpoint=proxy.url)
+        deadline = time.monotonic() + 30
+        while proxy.forwarded < 40 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proxy.set_rates(stall=1.0)  # from now on every body stops half-way
+        while proxy.injected["stall"] < 8 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        assert len(list(out.rglob("*.partial"))) == 8  # eight downloads hang with half a file written
+        sent = time.monotonic()
+        proc.send_signal(sig)
+        output, _ = proc.communicate(timeout=30)
+        took = time.monotonic() - sent
+    assert 1.5 <= took < 1.5 + 2.5, f"stopped {took:.1f}s after the signal; grace was 1.5s"
+    assert proc.returncode == code, output
+    assert f"stopped by {sig.name}" in output and "sci-fetch summary" in output
+    assert leftovers(out) == []
+    done = check_manifest_never_leads(out, out / ".sci-fetch" / "manifest.sqlite", expected)
+    states = [r.state for r in rows(out / ".sci-fetch" / "manifest.sqlite").values()]
+    assert states.count(State.failed) == 0  # the hung images are not blamed: they stay pending
+    assert len(done) == states.count(State.done) and 40 <= len(done) < N
+
+
+async def test_cancelled_at_the_first_await_of_a_write_leaves_no_partial(tmp_path):
+    """What a shutdown does to an in-flight download, at the earliest point it can."""
+    dest = tmp_path / "a.jpg"
+
+    async def write() -> None:
+        async with PartialFile(dest) as out:
+            await out.write(b"x" * 10)
+            await asyncio.sleep(10)
+
+    for _ in range(20):
+        task = asyncio.create_task(write())
+        await asyncio.sleep(0)  # the task runs to its first await
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    await asyncio.sleep(0.3)  # a worker thread still opening a file would have created it by now
+    assert list(tmp_path.iterdir()) == []

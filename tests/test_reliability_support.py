@@ -1,0 +1,94 @@
+"""Shared helpers of the reliability tests (no tests here): seeding, reading the run's results, disk checks."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from sci_fetch.keys.mapping import STATE_DIR
+from sci_fetch.manifest.models import ManifestRow, State
+from sci_fetch.manifest.store import Manifest
+
+KB = 1024
+BUCKET = "test-bucket"
+
+
+def seed_parallel(s3, images: list[dict], blobs: list[bytes], key_field: str = "serving_bucket_key") -> None:
+    client = s3.client()
+    with ThreadPoolExecutor(8) as pool:  # boto3 keeps 10 connections
+        list(pool.map(lambda rb: client.put_object(Bucket=BUCKET, Key=rb[0][key_field], Body=rb[1]), zip(images, blobs)))
+
+
+def last_summary(settings) -> dict:
+    m = Manifest(settings.manifest_path, readonly=True)
+    try:
+        return m.last_run()["summary"]
+    finally:
+        m.close()
+
+
+def rows(manifest_path: Path) -> dict[str, ManifestRow]:
+    m = Manifest(manifest_path, readonly=True)
+    try:
+        return {r.image_id: r for r in m.rows()}
+    finally:
+        m.close()
+
+
+def failures(settings) -> list[dict]:
+    with open(settings.state_file("failures", "csv"), newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def tree(out: Path) -> dict[str, bytes]:
+    """Every file under ``out`` except sci_fetch's state folder, by relative path."""
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and STATE_DIR not in p.relative_to(out).parts}
+
+
+def leftovers(out: Path) -> list[str]:
+    """Temporary files anywhere under ``out``, the state folder included."""
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.name.endswith((".partial", ".tmp")))
+
+
+def check_manifest_never_leads(out: Path, manifest_path: Path, expected: dict[str, bytes]) -> dict[str, ManifestRow]:
+    """Crash-safety invariants: no file under a final name is incomplete, and every done row's file is on
+    disk with the recorded size and MD5. Returns the done rows."""
+    for rel, data in tree(out).items():
+        if rel.endswith(".partial"):
+            continue  # a SIGKILL mid-write leaves one; it is not a final name, and the next attempt replaces it
+        assert rel in expected, f"unexpected file {rel}"
+        assert data == expected[rel], f"{rel} is on disk under its final name but incomplete or wrong"
+    done = {}
+    if manifest_path.exists():
+        for row in rows(manifest_path).values():
+            if row.state is State.done:
+                data = (out / row.dest).read_bytes()
+                assert len(data) == row.bytes and hashlib.md5(data).hexdigest() == row.md5, f"done row {row.dest} leads the disk"
+                done[row.image_id] = row
+    return done
+
+
+def check_manifest_equals_disk(out: Path, manifest_path: Path) -> None:
+    """After a complete run: the done rows and the files on disk are the same set, with the same sizes and MD5s."""
+    on_disk = {rel: (len(data), hashlib.md5(data).hexdigest()) for rel, data in tree(out).items()}
+    recorded = {r.dest: (r.bytes, r.md5) for r in rows(manifest_path).values() if r.state is State.done}
+    assert recorded == on_disk
+    assert all(r.state is State.done for r in rows(manifest_path).values())
+
+
+def start(s3, coco: Path, out: Path, *extra: str, endpoint: str | None = None, env: dict | None = None,
+          verbose: bool = False) -> subprocess.Popen:
+    """``python -m sci_fetch download`` as a real process (for signals and SIGKILL)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("SCI_FETCH_", "AWS_"))}
+    environ.update(AWS_ACCESS_KEY_ID=s3.access_key, AWS_SECRET_ACCESS_KEY=s3.secret_key, AWS_EC2_METADATA_DISABLED="true",
+                   AWS_CONFIG_FILE=str(out.parent / "no-aws-config"), AWS_SHARED_CREDENTIALS_FILE=str(out.parent / "no-aws-credentials"))
+    environ.update(env or {})
+    cmd = [sys.executable, "-m", "sci_fetch", *(["-v"] if verbose else []), "download", str(coco), "--output", str(out), "--bucket", BUCKET,
+           "--endpoint-url", endpoint or s3.endpoint_url, "--profile", "", "--progress", "off", "--flush-interval", "0.3", *extra]
+    return subprocess.Popen(cmd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
