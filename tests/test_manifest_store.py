@@ -104,3 +104,13 @@ def test_readonly_open_sees_a_running_writer(tmp_path):
     assert reader.counts()["pending"] == 1
     m.record([Outcome(image_id="p:1", state=State.done, bytes=3, attempts=1)])
     assert reader.counts()["done"] == 1 and reader.bytes_done() == 3
+
+
+def test_rows_are_paged_in_destination_order(tmp_path):
+    m = Manifest(tmp_path / "m.sqlite")
+    run = m.begin_run({})
+    m.plan([task(n) for n in range(25)], run, tmp_path)
+    m.record([Outcome(image_id=f"p:{n}", state=State.failed, attempts=1, error="x") for n in range(0, 25, 2)])
+    dests = [r.dest for r in m.rows([State.failed], page=4)]
+    assert dests == sorted(f"p/{n}.jpg" for n in range(0, 25, 2))
+    assert len(list(m.rows(page=3))) == 25

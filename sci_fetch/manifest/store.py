@@ -242,14 +242,23 @@ class Manifest:
             ).fetchone()
         return n / window, b / window
 
-    def rows(self, states: Iterable[State] | None = None, run_id: int | None = None) -> Iterator[ManifestRow]:
+    def rows(self, states: Iterable[State] | None = None, run_id: int | None = None, page: int = 2000) -> Iterator[ManifestRow]:
+        """Rows in destination order, a page at a time (keyset on the unique dest), so a million failed
+        images can be listed in flat memory and the lock is never held for long."""
         wanted = [s.value for s in states] if states else [s.value for s in State]
         marks = ",".join("?" * len(wanted))
         where = f"state IN ({marks})" + (" AND run_id = ?" if run_id is not None else "")
         params = [*wanted, run_id] if run_id is not None else wanted
-        with self._lock:
-            fetched = self._db.execute(f"SELECT {_COLUMNS} FROM images WHERE {where} ORDER BY dest", params).fetchall()
-        return (_row(r) for r in fetched)
+        after = ""
+        while True:
+            with self._lock:
+                fetched = self._db.execute(
+                    f"SELECT {_COLUMNS} FROM images WHERE {where} AND dest > ? ORDER BY dest LIMIT ?", [*params, after, page]
+                ).fetchall()
+            yield from (_row(r) for r in fetched)
+            if len(fetched) < page:
+                return
+            after = fetched[-1][2]
 
     def get(self, image_id: str) -> ManifestRow | None:
         with self._lock:
