@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import random
 from pathlib import Path
 from typing import Any
 
+from sci_fetch.manifest.store import Manifest
 from sci_fetch.settings import Settings, load_settings
 
 
@@ -54,3 +56,17 @@ def settings_for(s3, coco: Path, output: Path, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return load_settings(use_files=False, overrides=values)
+
+
+def last_summary(settings: Settings) -> dict:
+    """The summary the last run stored in its manifest (counts, requests, retries by reason)."""
+    m = Manifest(settings.manifest_path, readonly=True)
+    try:
+        return m.last_run()["summary"]
+    finally:
+        m.close()
+
+
+def failures(settings: Settings) -> list[dict]:
+    with open(settings.state_file("failures", "csv"), newline="") as fh:
+        return list(csv.DictReader(fh))

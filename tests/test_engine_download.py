@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import time
@@ -11,26 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers import animl_image, random_blobs, seed, settings_for, write_coco
+from helpers import animl_image, failures, last_summary, random_blobs, seed, settings_for, write_coco
 from sci_fetch.cli import main
 from sci_fetch.commands.download import download
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.store import Manifest
 
 KB = 1024
-
-
-def failures(settings) -> list[dict]:
-    with open(settings.state_dir / "failures.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def last_summary(settings) -> dict:
-    m = Manifest(settings.manifest_path, readonly=True)
-    try:
-        return m.last_run()["summary"]
-    finally:
-        m.close()
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 import subprocess
@@ -10,6 +9,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from helpers import failures, last_summary  # noqa: F401  (re-exported for the reliability tests)
 from sci_fetch.keys.mapping import STATE_DIR
 from sci_fetch.manifest.models import ManifestRow, State
 from sci_fetch.manifest.store import Manifest
@@ -24,25 +24,12 @@ def seed_parallel(s3, images: list[dict], blobs: list[bytes], key_field: str = "
         list(pool.map(lambda rb: client.put_object(Bucket=BUCKET, Key=rb[0][key_field], Body=rb[1]), zip(images, blobs)))
 
 
-def last_summary(settings) -> dict:
-    m = Manifest(settings.manifest_path, readonly=True)
-    try:
-        return m.last_run()["summary"]
-    finally:
-        m.close()
-
-
 def rows(manifest_path: Path) -> dict[str, ManifestRow]:
     m = Manifest(manifest_path, readonly=True)
     try:
         return {r.image_id: r for r in m.rows()}
     finally:
         m.close()
-
-
-def failures(settings) -> list[dict]:
-    with open(settings.state_file("failures", "csv"), newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def tree(out: Path) -> dict[str, bytes]:
