@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     verify_id_md5: bool = Field(True, description="check originals against the md5 inside Animl image ids (<project>:<md5>)")
     limit: int | None = Field(None, ge=1, description="fetch only the first N images of the COCO file (for a trial run)")
     retry_missing: bool = Field(False, description="ask again for keys that were 404 in an earlier run")
+    dry_run: bool = Field(False, description="read and plan everything (manifest rows included) but send no request: how much is left to fetch")
 
     # Where the objects are
     bucket: str = Field("animl-images-serving-prod", min_length=3, max_length=255, description="S3 bucket")

@@ -249,3 +249,17 @@ def test_download_then_crops_writes_the_crop_csv(s3_env, tmp_path):
     assert crop.size == (50, 50)
     r, g, b = crop.convert("RGB").getpixel((25, 25))
     assert r > 200 and g < 60 and b < 60
+
+
+def test_dry_run_plans_without_a_request(s3_env, mixed, tmp_path, capsys):
+    coco, images, blobs = mixed
+    out = tmp_path / "out"
+    first = images[0]
+    (out / first["file_name"]).parent.mkdir(parents=True)
+    (out / first["file_name"]).write_bytes(blobs[0])
+    settings = settings_for(s3_env, coco, out, dry_run=True, limit=50)
+    assert download(settings) == 0
+    summary = last_summary(settings)
+    assert summary["requests"] == 0 and summary["to_fetch"] == 50 and summary["fetched"] == 0
+    assert "dry run: 50 images would be fetched or verified" in capsys.readouterr().out
+    assert [p.name for p in out.rglob("*.jpg")] == [Path(first["file_name"]).name]

@@ -65,7 +65,7 @@ def download(settings: Settings, storage_factory=S3Storage) -> int:
         failures_count = write_failures(manifest, result.run_id, failures_path)
     finally:
         manifest.close()
-    print(summary_text(result.stats, result.counts, failures_path, failures_count, settings.manifest_path))
+    print(summary_text(result.stats, result.counts, failures_path, failures_count, settings.manifest_path, settings.dry_run))
     if result.message:
         print(f"sci-fetch: {result.message}")
     elif result.stop_reason in ("SIGINT", "SIGTERM"):
@@ -77,7 +77,7 @@ def download(settings: Settings, storage_factory=S3Storage) -> int:
 
 def then_crops(settings: Settings, code: int) -> int:
     """The post-stage, when asked for and the download ended on its own (not stopped)."""
-    if not settings.crops.after_download or code not in (EXIT_OK, EXIT_INCOMPLETE):
+    if not settings.crops.after_download or settings.dry_run or code not in (EXIT_OK, EXIT_INCOMPLETE):
         return code
     if settings.shard_count > 1:
         print("sci-fetch: crops are not made per shard; run `sci-fetch crops` once every shard is done")

@@ -155,6 +155,8 @@ class Engine:
                         self.stats.skipped_missing += 1
                     else:
                         self.stats.to_fetch += 1
+                        if self.settings.dry_run:
+                            continue
                         await self._queue.put(d)
                         if self._stop.is_set():
                             break
@@ -362,6 +364,8 @@ class Engine:
                      "input": EXIT_USAGE, "usage": EXIT_USAGE, "internal": EXIT_INCOMPLETE}
         if self._stop_reason in by_reason:
             return by_reason[self._stop_reason]
+        if self.settings.dry_run:
+            return EXIT_INCOMPLETE if self.stats.invalid else EXIT_OK
         if counts.get("failed") or counts.get("missing") or counts.get("pending") or self.stats.invalid:
             return EXIT_INCOMPLETE
         return EXIT_OK

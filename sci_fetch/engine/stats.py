@@ -62,7 +62,7 @@ class Stats:
 
     def as_dict(self) -> dict:
         return {
-            "total_records": self.total, "valid_records": self.planned, "fetched": self.done, "adopted": self.adopted,
+            "total_records": self.total, "valid_records": self.planned, "to_fetch": self.to_fetch, "fetched": self.done, "adopted": self.adopted,
             "already_done": self.skipped_done, "failed": self.failed, "missing": self.missing,
             "skipped_missing": self.skipped_missing, "duplicates": self.duplicates, "invalid": self.invalid,
             "bytes": self.bytes, "seconds": round(self.elapsed(), 3), "images_per_second": round(self.images_per_second(), 2),

@@ -40,7 +40,8 @@ def write_failures(manifest: Manifest, run_id: int, path: Path) -> int:
     return count
 
 
-def summary_text(stats: Stats, counts: dict[str, int], failures: Path, failures_count: int, manifest: Path) -> str:
+def summary_text(stats: Stats, counts: dict[str, int], failures: Path, failures_count: int, manifest: Path,
+                 dry_run: bool = False) -> str:
     retries = ", ".join(f"{k} {v}" for k, v in sorted(stats.retries.items())) or "none"
     lines = [
         "sci-fetch summary",
@@ -54,4 +55,6 @@ def summary_text(stats: Stats, counts: dict[str, int], failures: Path, failures_
     ]
     if failures_count:
         lines.append(f"  failures: {failures_count} listed in {failures}")
+    if dry_run:
+        lines.append(f"  dry run: {stats.to_fetch} images would be fetched or verified; no request was sent")
     return "\n".join(lines)
