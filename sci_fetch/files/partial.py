@@ -69,6 +69,7 @@ class PartialFile:
         self.size = 0
         self._md5 = hashlib.md5()
         self._fh = None
+        self._held = b""
         self._committed = False
 
     async def __aenter__(self) -> PartialFile:
@@ -88,20 +89,24 @@ class PartialFile:
         except OSError as exc:
             raise map_os_error(exc, "write", self.partial) from exc
 
+    def hold(self, data: bytes) -> None:
+        """Count and hash the last bytes now (they are verified before commit) and write them in commit's
+        one thread hop: an object smaller than a chunk then costs a single hop to the thread pool."""
+        self._md5.update(data)
+        self.size += len(data)
+        self._held = data
+
     def md5(self) -> str:
         return self._md5.hexdigest()
 
     async def commit(self) -> None:
-        """Flush, fsync, close and rename: after this returns the file is complete under its name."""
+        """Write what is held, flush, fsync, close and rename, in one hop: after this the file is complete
+        under its name."""
         try:
-            await self._fh.flush()
-            if self.fsync:
-                await aiofiles.os.wrap(os.fsync)(self._fh.fileno())
-            await self._fh.close()
-            self._fh = None
-            await aiofiles.os.replace(self.partial, self.dest)
+            await aiofiles.os.wrap(_finish)(self._fh._file, self._held, self.fsync, self.partial, self.dest)
         except OSError as exc:
             raise map_os_error(exc, "commit", self.dest) from exc
+        self._fh = None
         self._committed = True
 
     async def __aexit__(self, exc_type, exc, tb) -> None:
@@ -117,6 +122,16 @@ class PartialFile:
             os.unlink(self.partial)
         except FileNotFoundError:
             pass
+
+
+def _finish(raw, tail: bytes, fsync: bool, partial: Path, dest: Path) -> None:
+    if tail:
+        raw.write(tail)
+    raw.flush()
+    if fsync:
+        os.fsync(raw.fileno())
+    raw.close()
+    os.replace(partial, dest)
 
 
 def _create(path: Path):

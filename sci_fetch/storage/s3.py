@@ -132,8 +132,7 @@ class S3Storage:
                         if len(pending) >= chunk_size:
                             await out.write(bytes(pending))
                             pending.clear()
-                    if pending:
-                        await out.write(bytes(pending))
+                    out.hold(bytes(pending))
                     md5 = out.md5()
                     if out.size != length:
                         raise IntegrityError("get", src, str(dest), f"short body: got {out.size} of {length} bytes", reason="short-body")
