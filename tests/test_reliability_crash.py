@@ -102,7 +102,9 @@ def test_signal_while_downloads_hang_mid_body_ends_within_grace(s3_env, dataset,
         while proxy.injected["stall"] < 8 and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(0.3)
-        assert len(list(out.rglob("*.partial"))) == 8  # eight downloads hang with half a file written
+        assert proxy.injected["stall"] >= 8  # eight downloads hang half-way through their bodies
+        # those past one chunk have a .partial on disk; smaller ones are still held in memory
+        assert len(list(out.rglob("*.partial"))) <= 8
         sent = time.monotonic()
         proc.send_signal(sig)
         output, _ = proc.communicate(timeout=30)

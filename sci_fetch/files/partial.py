@@ -60,50 +60,61 @@ class OutputRoot:
 
 
 class PartialFile:
-    """Async writer of ``<dest>.partial`` that hashes as it writes and commits by rename."""
+    """Async writer of ``<dest>.partial`` that hashes as it writes and commits by rename.
 
-    def __init__(self, dest: Path, fsync: bool = True) -> None:
+    Bytes are held in memory up to ``spill_at`` (one chunk): an object smaller than that (most camera-trap
+    originals) touches the disk only in commit, in a single hop to the thread pool that creates, writes,
+    fsyncs and renames. Larger objects spill to the file chunk by chunk.
+    """
+
+    def __init__(self, dest: Path, fsync: bool = True, spill_at: int = 1 << 20) -> None:
         self.dest = dest
         self.partial = partial_path(dest)
         self.fsync = fsync
+        self.spill_at = spill_at
         self.size = 0
         self._md5 = hashlib.md5()
-        self._fh = None
-        self._held = b""
+        self._buf = bytearray()  # received, not yet on disk
+        self._fh = None  # the open .partial, once spilled
         self._committed = False
 
     async def __aenter__(self) -> PartialFile:
-        # Created here, not in a worker thread: with no await between creating the file and owning it, a
-        # cancellation (shutdown, fatal stop) cannot leave a .partial that no __aexit__ removes.
-        try:
-            self._fh = aiofiles.threadpool.wrap(_create(self.partial), loop=asyncio.get_running_loop())
-        except OSError as exc:
-            raise map_os_error(exc, "open", self.partial) from exc
         return self
 
     async def write(self, data: bytes) -> None:
         self._md5.update(data)
         self.size += len(data)
+        self._buf += data
+        if len(self._buf) < self.spill_at:
+            return
+        if self._fh is None:
+            # Created on the loop, not in a worker thread: with no await between creating the file and
+            # owning it, a cancellation (shutdown, fatal stop) cannot leave a .partial no __aexit__ removes.
+            try:
+                self._fh = aiofiles.threadpool.wrap(_create(self.partial), loop=asyncio.get_running_loop())
+            except OSError as exc:
+                raise map_os_error(exc, "open", self.partial) from exc
+        chunk = bytes(self._buf)
+        self._buf.clear()
         try:
-            await self._fh.write(data)
+            await self._fh.write(chunk)
         except OSError as exc:
             raise map_os_error(exc, "write", self.partial) from exc
-
-    def hold(self, data: bytes) -> None:
-        """Count and hash the last bytes now (they are verified before commit) and write them in commit's
-        one thread hop: an object smaller than a chunk then costs a single hop to the thread pool."""
-        self._md5.update(data)
-        self.size += len(data)
-        self._held = data
 
     def md5(self) -> str:
         return self._md5.hexdigest()
 
     async def commit(self) -> None:
         """Write what is held, flush, fsync, close and rename, in one hop: after this the file is complete
-        under its name."""
+        under its name. The thread either renames or removes the .partial itself, so a cancel that lands
+        while it runs leaves no temporary file behind."""
+        tail = bytes(self._buf)
+        self._buf.clear()
         try:
-            await aiofiles.os.wrap(_finish)(self._fh._file, self._held, self.fsync, self.partial, self.dest)
+            if self._fh is None:
+                await aiofiles.os.wrap(_write_whole)(tail, self.fsync, self.partial, self.dest)
+            else:
+                await aiofiles.os.wrap(_finish)(self._fh._file, tail, self.fsync, self.partial, self.dest)
         except OSError as exc:
             raise map_os_error(exc, "commit", self.dest) from exc
         self._fh = None
@@ -118,10 +129,23 @@ class PartialFile:
                 self._fh._file.close()
             except OSError:
                 pass
-        try:
+        try:  # also a stale .partial a killed run left for this key
             os.unlink(self.partial)
         except FileNotFoundError:
             pass
+
+
+def _write_whole(data: bytes, fsync: bool, partial: Path, dest: Path) -> None:
+    raw = _create(partial)
+    try:
+        _finish(raw, data, fsync, partial, dest)
+    except BaseException:
+        raw.close()
+        try:
+            os.unlink(partial)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 def _finish(raw, tail: bytes, fsync: bool, partial: Path, dest: Path) -> None:

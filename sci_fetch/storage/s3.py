@@ -122,17 +122,12 @@ class S3Storage:
         chunk_size = self.options.chunk_size
         try:
             async with body:
-                async with PartialFile(dest, fsync=self.options.fsync) as out:
-                    pending = bytearray()
+                async with PartialFile(dest, fsync=self.options.fsync, spill_at=chunk_size) as out:
                     head = b""  # the first bytes, for content_problem()
                     while chunk := await body.read(chunk_size):
                         if len(head) < HEAD_BYTES:
                             head += chunk[: HEAD_BYTES - len(head)]
-                        pending += chunk
-                        if len(pending) >= chunk_size:
-                            await out.write(bytes(pending))
-                            pending.clear()
-                    out.hold(bytes(pending))
+                        await out.write(chunk)
                     md5 = out.md5()
                     if out.size != length:
                         raise IntegrityError("get", src, str(dest), f"short body: got {out.size} of {length} bytes", reason="short-body")
