@@ -11,6 +11,7 @@ import asyncio
 import errno
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import aiofiles
@@ -82,7 +83,6 @@ class PartialFile:
         return self
 
     async def write(self, data: bytes) -> None:
-        self._md5.update(data)
         self.size += len(data)
         self._buf += data
         if len(self._buf) < self.spill_at:
@@ -96,25 +96,28 @@ class PartialFile:
                 raise map_os_error(exc, "open", self.partial) from exc
         chunk = bytes(self._buf)
         self._buf.clear()
+        self._md5.update(chunk)
         try:
             await self._fh.write(chunk)
         except OSError as exc:
             raise map_os_error(exc, "write", self.partial) from exc
 
     def md5(self) -> str:
+        """The MD5 of everything written; complete once commit has hashed the held tail."""
         return self._md5.hexdigest()
 
-    async def commit(self) -> None:
-        """Write what is held, flush, fsync, close and rename, in one hop: after this the file is complete
-        under its name. The thread either renames or removes the .partial itself, so a cancel that lands
-        while it runs leaves no temporary file behind."""
+    async def commit(self, check: Callable[[str], None] | None = None) -> None:
+        """Hash the held tail, ``check(md5)`` (it raises to refuse the bytes), then write, flush, fsync,
+        close and rename, all in one hop: hashing runs off the event loop (hashlib releases the GIL), and
+        after this returns the file is complete under its name. The thread either renames or removes the
+        .partial itself, so a cancel that lands while it runs leaves no temporary file behind."""
         tail = bytes(self._buf)
         self._buf.clear()
         try:
             if self._fh is None:
-                await aiofiles.os.wrap(_write_whole)(tail, self.fsync, self.partial, self.dest)
+                await aiofiles.os.wrap(_write_whole)(self._md5, tail, check, self.fsync, self.partial, self.dest)
             else:
-                await aiofiles.os.wrap(_finish)(self._fh._file, tail, self.fsync, self.partial, self.dest)
+                await aiofiles.os.wrap(_finish)(self._md5, self._fh._file, tail, check, self.fsync, self.partial, self.dest)
         except OSError as exc:
             raise map_os_error(exc, "commit", self.dest) from exc
         self._fh = None
@@ -135,10 +138,13 @@ class PartialFile:
             pass
 
 
-def _write_whole(data: bytes, fsync: bool, partial: Path, dest: Path) -> None:
+def _write_whole(md5, data: bytes, check, fsync: bool, partial: Path, dest: Path) -> None:
+    md5.update(data)
+    if check is not None:
+        check(md5.hexdigest())  # before anything is on disk
     raw = _create(partial)
     try:
-        _finish(raw, data, fsync, partial, dest)
+        _finish(None, raw, data, None, fsync, partial, dest)
     except BaseException:
         raw.close()
         try:
@@ -148,7 +154,11 @@ def _write_whole(data: bytes, fsync: bool, partial: Path, dest: Path) -> None:
         raise
 
 
-def _finish(raw, tail: bytes, fsync: bool, partial: Path, dest: Path) -> None:
+def _finish(md5, raw, tail: bytes, check, fsync: bool, partial: Path, dest: Path) -> None:
+    if md5 is not None:
+        md5.update(tail)
+    if check is not None:
+        check(md5.hexdigest())
     if tail:
         raw.write(tail)
     raw.flush()

@@ -128,18 +128,21 @@ class S3Storage:
                         if len(head) < HEAD_BYTES:
                             head += chunk[: HEAD_BYTES - len(head)]
                         await out.write(chunk)
+
+                    def check(md5: str) -> None:  # runs in commit's thread, before the rename
+                        if out.size != length:
+                            raise IntegrityError("get", src, str(dest), f"short body: got {out.size} of {length} bytes", reason="short-body")
+                        etag_md5 = plain_md5_etag(etag)
+                        if etag_md5 is not None and etag_md5 != md5:
+                            raise IntegrityError("get", src, str(dest), f"MD5 {md5} does not match ETag {etag_md5}", reason="etag-mismatch")
+                        if expected_md5 is not None and expected_md5 != md5:
+                            raise IntegrityError("get", src, str(dest), f"MD5 {md5} does not match the md5 in the image id ({expected_md5})", reason="id-md5-mismatch")
+                        problem = content_problem(head, out.size)
+                        if problem is not None:  # the stored object itself is not an image: no retry fixes it
+                            raise PermanentError("get", src, str(dest), problem, reason="not-an-image")
+
+                    await out.commit(check)
                     md5 = out.md5()
-                    if out.size != length:
-                        raise IntegrityError("get", src, str(dest), f"short body: got {out.size} of {length} bytes", reason="short-body")
-                    etag_md5 = plain_md5_etag(etag)
-                    if etag_md5 is not None and etag_md5 != md5:
-                        raise IntegrityError("get", src, str(dest), f"MD5 {md5} does not match ETag {etag_md5}", reason="etag-mismatch")
-                    if expected_md5 is not None and expected_md5 != md5:
-                        raise IntegrityError("get", src, str(dest), f"MD5 {md5} does not match the md5 in the image id ({expected_md5})", reason="id-md5-mismatch")
-                    problem = content_problem(head, out.size)
-                    if problem is not None:  # the stored object itself is not an image: no retry fixes it
-                        raise PermanentError("get", src, str(dest), problem, reason="not-an-image")
-                    await out.commit()
         except SciFetchError:
             raise  # already typed: integrity, disk, local file
         except Exception as exc:  # network errors while streaming the body
