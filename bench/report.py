@@ -1,0 +1,305 @@
+"""Targets (met / not met), the markdown report and the PNG chart, all from the results dict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TOOL_ORDER = ["sci_fetch", "sci_fetch_nofsync", "sci_fetch_2proc", "s5cmd", "rclone", "animl"]
+REGIME_TITLES = {"loopback": "plain loopback (CPU-bound)", "latency": "+{ms} ms per request (latency-bound)"}
+
+
+def _t(name: str, value, op: str, threshold, note: str = "") -> dict:
+    if value is None:
+        met = None
+    elif op == ">=":
+        met = value >= threshold
+    elif op == "<=":
+        met = value <= threshold
+    elif op == "<":
+        met = value < threshold
+    else:
+        met = value == threshold
+    return {"target": name, "measured": value, "op": op, "threshold": threshold, "met": met, "note": note}
+
+
+def targets(results: dict) -> list[dict]:
+    out = []
+    summary = results.get("throughput", {}).get("summary", {})
+    lat = summary.get("latency", {}).get("sci_fetch")
+    loop = summary.get("loopback", {}).get("sci_fetch")
+    if lat:
+        out.append(_t("+latency: sci_fetch objects/s vs s5cmd", lat.get("speed_vs_s5cmd"), ">=", 1.2))
+        out.append(_t("+latency: sci_fetch objects/s vs rclone", lat.get("speed_vs_rclone"), ">=", 1.0))
+        out.append(_t("+latency: sci_fetch objects/s vs the Animl-script method", lat.get("speed_vs_animl"), ">=", 4.0))
+    if loop:
+        out.append(_t("loopback: sci_fetch objects/s vs s5cmd", loop.get("speed_vs_s5cmd"), ">=", 1.0))
+        out.append(_t("loopback: sci_fetch CPU s per 1,000 objects vs s5cmd", loop.get("cpu_vs_s5cmd"), "<=", 1.0))
+    if lat or loop:
+        ok = all(s["all_verified"] for s in (lat, loop) if s)
+        out.append(_t("sci_fetch files byte-identical (MD5 verified) in every run", ok, "==", True))
+    resume = results.get("resume")
+    if resume:
+        sci = resume["tools"]["sci_fetch"]
+        unfinished = [name for name, r in resume["tools"].items() if r["first_run"]["verified"] != resume["objects"]]
+        warn = f"; NOT a finished job for {', '.join(unfinished)}: see the first-run figures" if unfinished else ""
+        out.append(_t("resume: S3 requests of a second run over a finished job", sci["requests_seen_by_relay"], "==", 0,
+                      f"{resume['objects']:,} objects; sci_fetch itself reports {sci['requests_reported_by_tool']}{warn}"))
+        est = resume.get("sci_fetch_estimate_110320_s")
+        model = resume.get("sci_fetch_model") or {}
+        note = (f"measured {sci['again_wall_s']} s for {resume['objects']:,}; estimated for 110,320 as "
+                f"{model.get('fixed_s')} s start-up + {model.get('per_image_ms')} ms per image"
+                if resume["objects"] < 110_320 else "measured")
+        out.append(_t("resume: seconds for 110,320 images", est, "<", 5.0, note))
+    memory = results.get("memory")
+    if memory:
+        parts = [f"{r['mode']} {r['images']:,}: {r['peak_rss_mb']:.0f} MB" for r in memory["runs"]]
+        note = "; ".join(parts) + ("" if memory["images"] >= 1_000_000 else "; NOT at 1,000,000 images")
+        out.append(_t("memory: peak RSS (MB) streaming a 1,000,000-image COCO", memory["peak_rss_mb"], "<", 250, note))
+    crops = results.get("crops")
+    if crops:
+        out.append(_t("crops: crops/s vs the seed method", crops.get("crops_per_s_ratio"), ">=", 2.0))
+        out.append(_t("crops: scaling slope (log time / log annotations), 1 = linear", crops.get("scaling_slope_sci_fetch"),
+                      "<=", 1.2, f"seed method: {crops.get('scaling_slope_seed')}"))
+    return out
+
+
+def _fmt(v, nd=2) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "NO"
+    if isinstance(v, float):
+        return f"{v:,.{nd}f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def _met(t: dict) -> str:
+    return "n/a (not measured)" if t["met"] is None else ("met" if t["met"] else "NOT MET")
+
+
+def throughput_table(summary: dict, latency_ms: int) -> list[str]:
+    lines = []
+    for regime, tools in summary.items():
+        lines.append(f"#### {REGIME_TITLES.get(regime, regime).format(ms=latency_ms)}")
+        lines.append("")
+        lines.append("| tool | wall s | objects/s | MB/s | CPU s / 1k obj | peak RSS MB | × s5cmd obj/s | × s5cmd CPU | "
+                     "server CPU s / 1k | proxy CPU s / 1k | requests / object | byte-identical |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        for tool in sorted(tools, key=lambda t: TOOL_ORDER.index(t) if t in TOOL_ORDER else 99):
+            s = tools[tool]
+            lines.append(
+                f"| {tool} | {_fmt(s['wall_s'])} | {_fmt(s['objects_per_s'], 1)} | {_fmt(s['mb_per_s'], 1)} | "
+                f"{_fmt(s['cpu_s_per_1000'])} | {_fmt(s['peak_rss_mb'], 0)} | {_fmt(s['speed_vs_s5cmd'])} | "
+                f"{_fmt(s['cpu_vs_s5cmd'])} | {_fmt(s['server_cpu_s_per_1000'])} | {_fmt(s['proxy_cpu_s_per_1000'])} | "
+                f"{_fmt(s.get('requests_per_object'))} | "
+                f"{_fmt(s['all_verified'])} |")
+        lines.append("")
+    return lines
+
+
+def markdown(results: dict) -> str:
+    meta = results["meta"]
+    tp = results.get("throughput")
+    lines = [f"# sci_fetch benchmark, {meta['date']}{' (quick)' if meta.get('quick') else ''}", ""]
+    lines.append(f"Machine: {meta['cpus']} CPUs ({meta.get('cpu_model', '?')}), {meta.get('mem_gb', '?')} GB RAM. "
+                 f"Tools: {', '.join(f'{k} {v}' for k, v in meta.get('versions', {}).items())}. "
+                 f"sci_fetch at {meta.get('git', '?')}.")
+    lines.append(f"Command: `{meta['command']}`")
+    lines.append("")
+    if tp:
+        d = tp["dataset"]
+        lines.append("## Download throughput")
+        lines.append("")
+        lines.append(f"{d['objects']:,} objects ({d['variant']} keys), {d['bytes'] / 1e6:,.0f} MB, median "
+                     f"{d['median_bytes'] / 1e3:,.0f} KB (min {d['min_bytes'] / 1e3:,.0f} KB, max {d['max_bytes'] / 1e6:.1f} MB); "
+                     f"concurrency {tp['concurrency']} for all tools (the Animl method uses its own min(50, N^(1/3)) threads); "
+                     f"medians of {tp['rounds']} rounds with the tool order rotated; ratios are medians of per-round ratios. "
+                     f"CPU = user + sys of the tool's whole process tree; the server's and the proxy's CPU are shown apart "
+                     f"and are in no tool's figure." + (f" Latency proxy: {tp['proxy'].get('kind')}." if tp.get("proxy") else ""))
+        lines.append("")
+        lines += throughput_table(tp["summary"], int(round(1000 * (tp.get("proxy") or {}).get("latency_s", 0.04))))
+    resume = results.get("resume")
+    if resume:
+        lines.append("## Resume: a second run over a finished job")
+        lines.append("")
+        lines.append(f"{resume['objects']:,} objects of about {resume['object_bytes'] / 1e3:.0f} KB, all done; "
+                     "the same command again (s5cmd: `cp -n`; rclone: `copy` with the same flags). Requests counted by a relay in front of the server.")
+        lines.append("")
+        lines.append("| tool | second run s | S3 requests | CPU s | first run s | first run objects/s | first run CPU s / 1k |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|")
+        for tool, r in resume["tools"].items():
+            lines.append(f"| {tool} | {_fmt(r['again_wall_s'])} | {_fmt(r['requests_seen_by_relay'])} | {_fmt(r['again_cpu_s'])} | "
+                         f"{_fmt(r['first_run']['wall_s'])} | {_fmt(r['first_run']['objects_per_s'], 0)} | "
+                         f"{_fmt(r['first_run']['cpu_s_per_1000'])} |")
+        lines.append("")
+        model = resume.get("sci_fetch_model")
+        if model and resume["objects"] < 110_320:
+            lines.append(f"sci_fetch estimated for 110,320 images: {_fmt(resume.get('sci_fetch_estimate_110320_s'))} s "
+                         f"({model['fixed_s']} s fixed + {model['per_image_ms']} ms per image, from the whole job and its "
+                         f"first tenth: {model['tenth_wall_s']} s for {model['tenth_objects']:,}).")
+        lines.append("")
+    memory = results.get("memory")
+    if memory:
+        lines.append("## Memory: streaming a large COCO file")
+        lines.append("")
+        lines.append("| pass | images | COCO MB | peak RSS MB | highest sample (s, MB) | wall s | images/s | manifest MB | RSS over time (s: MB) |")
+        lines.append("|---|---:|---:|---:|---|---:|---:|---:|---|")
+        for r in memory["runs"]:
+            curve = ", ".join(f"{t:.0f}: {mb:.0f}" for t, mb in r["rss_curve_mb"])
+            hs = r.get("highest_sample")
+            lines.append(f"| {r['mode']} | {r['images']:,} | {r['coco_mb']:,.0f} | **{r['peak_rss_mb']:.0f}** | "
+                         f"{f'{hs[0]:.0f}, {hs[1]:.0f}' if hs else '–'} | {r['wall_s']:,.0f} | {r['images_per_s']:,.0f} | "
+                         f"{_fmt(r.get('manifest_mb'), 0)} | {curve} |")
+        lines.append("")
+        lines.append("dry-run: `--dry-run` plans every record and writes every manifest row, no request. "
+                     "missing: an empty bucket, `--max-attempts 1`, one 404 per image.")
+        if "animl" in memory:
+            a = memory["animl"]
+            lines.append(f"The Animl-script method on the {a['images']:,}-image file: peak RSS {a['peak_rss_mb']:.0f} MB ({a['note']}).")
+        lines.append("")
+    crops = results.get("crops")
+    if crops:
+        lines.append("## Crops")
+        lines.append("")
+        lines.append(f"{crops['images']:,} full-size JPEGs (mean {crops['mean_image_mb']} MB), {crops['boxes']:,} boxes.")
+        lines.append("")
+        lines.append("| method | crops | wall s | crops/s | images/s | CPU s | peak RSS MB |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|")
+        for name, key in (("sci_fetch (every box, process pool)", "sci_fetch"), ("seed method (first box, linear scan, threads)", "seed_method")):
+            r = crops[key]
+            lines.append(f"| {name} | {_fmt(r['crops'])} | {_fmt(r['wall_s'])} | {_fmt(r['crops_per_s'], 1)} | "
+                         f"{_fmt(r['images_per_s'], 1)} | {_fmt(r['cpu_s'])} | {_fmt(r['peak_rss_mb'], 0)} |")
+        lines.append("")
+        lines.append("Scaling with synthetic annotations (no pixels):")
+        lines.append("")
+        lines.append("| annotations | images | sci_fetch s | sci_fetch µs / annotation | seed method s | seed µs / annotation |")
+        lines.append("|---:|---:|---:|---:|---:|---:|")
+        for r in crops["scaling"]:
+            est = f" (est. from {r['seed_sampled_images']:,} images)" if r["seed_estimated"] else ""
+            lines.append(f"| {r['annotations']:,} | {r['images']:,} | {_fmt(r['sci_fetch_s'])} | {_fmt(r.get('sci_fetch_us_per_annotation'), 1)} | "
+                         f"{_fmt(r['seed_s'])}{est} | {_fmt(r.get('seed_us_per_annotation'), 1)} |")
+        lines.append("")
+        lines.append(f"Log-log slope: sci_fetch {crops.get('scaling_slope_sci_fetch')}, seed method {crops.get('scaling_slope_seed')} "
+                     "(1 = linear, 2 = quadratic).")
+        lines.append("")
+    prof = results.get("profile")
+    if prof and "areas_pct" in prof:
+        cpu_k = (((tp or {}).get("summary") or {}).get("loopback") or {}).get("sci_fetch", {}).get("cpu_s_per_1000")
+        lines.append("## Where sci_fetch's CPU goes (py-spy --native, loopback download)")
+        lines.append("")
+        lines.append(f"{prof['cpu_samples']:,} CPU samples at {prof.get('rate_hz')} Hz over {prof['objects']:,} objects "
+                     f"({prof['idle_samples_dropped']:,} idle samples dropped); by thread: "
+                     + ", ".join(f"{k} {v}%" for k, v in prof.get("threads_pct", {}).items())
+                     + (f". ms per object = share × the loopback CPU figure ({cpu_k} s per 1,000 objects)." if cpu_k else "."))
+        lines.append("")
+        lines.append("| area | % of CPU | ms per object |")
+        lines.append("|---|---:|---:|")
+        for k, v in prof["areas_pct"].items():
+            lines.append(f"| {k} | {v} | {_fmt(v / 100 * cpu_k if cpu_k else None)} |")
+        lines.append("")
+        lines.append("Top frames by self time (innermost Python frame → native function under it):")
+        lines.append("")
+        lines.append("| % | frame |")
+        lines.append("|---:|---|")
+        for r in prof["self_top"][:20]:
+            lines.append(f"| {r['pct']} | `{r['frame']}` |")
+        lines.append("")
+        lines.append("sci_fetch functions, inclusive:")
+        lines.append("")
+        lines.append("| % | function |")
+        lines.append("|---:|---|")
+        for r in prof.get("sci_fetch_inclusive", [])[:14]:
+            lines.append(f"| {r['pct']} | `{r['frame']}` |")
+        lines.append("")
+    lines.append("## Targets")
+    lines.append("")
+    lines.append("| target | measured | wanted | result | note |")
+    lines.append("|---|---:|---|---|---|")
+    for t in results.get("targets", []):
+        lines.append(f"| {t['target']} | {_fmt(t['measured'])} | {t['op']} {_fmt(t['threshold'])} | {_met(t)} | {t['note']} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def chart(results: dict, path: Path) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    tp = results.get("throughput")
+    if not tp:
+        return False
+    summary = tp["summary"]
+    regimes = list(summary)
+    fig, axes = plt.subplots(2, len(regimes), figsize=(5.5 * len(regimes), 7.5), squeeze=False)
+    colors = {"sci_fetch": "#2b7bba", "sci_fetch_nofsync": "#7fb3dd", "sci_fetch_2proc": "#1b4f7a", "s5cmd": "#e08a1e", "rclone": "#4a9c5d", "animl": "#a0a0a0"}
+    ms = int(round(1000 * (tp.get("proxy") or {}).get("latency_s", 0.04)))
+    for col, regime in enumerate(regimes):
+        tools = sorted(summary[regime], key=lambda t: TOOL_ORDER.index(t) if t in TOOL_ORDER else 99)
+        for row, (metric, label) in enumerate((("objects_per_s", "objects / s (higher is better)"),
+                                               ("cpu_s_per_1000", "client CPU s per 1,000 objects (lower is better)"))):
+            ax = axes[row][col]
+            values = [summary[regime][t][metric] or 0 for t in tools]
+            bars = ax.bar(tools, values, color=[colors.get(t, "#888") for t in tools])
+            for bar, t in zip(bars, tools):
+                ratio = summary[regime][t]["speed_vs_s5cmd" if row == 0 else "cpu_vs_s5cmd"]
+                text = f"{bar.get_height():.0f}" if row == 0 else f"{bar.get_height():.2f}"
+                if ratio is not None and t != "s5cmd":
+                    text += f"\n×{ratio:.2f}"
+                ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
+            ax.set_ylabel(label, fontsize=8)
+            ax.set_ylim(0, max(values + [1]) * 1.25)
+            if row == 0:
+                ax.set_title(REGIME_TITLES.get(regime, regime).format(ms=ms), fontsize=10)
+            ax.tick_params(axis="x", labelsize=8, rotation=15)
+    d = tp["dataset"]
+    fig.suptitle(f"sci_fetch vs s5cmd, rclone, Animl method: {d['objects']:,} objects, median {d['median_bytes'] / 1e3:.0f} KB, "
+                 f"C={tp['concurrency']}, median of {tp['rounds']} rounds ({results['meta']['date']})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def console(results: dict) -> str:
+    """The short version printed at the end of a run."""
+    lines = []
+    tp = results.get("throughput")
+    if tp:
+        ms = int(round(1000 * (tp.get("proxy") or {}).get("latency_s", 0.04)))
+        for regime, tools in tp["summary"].items():
+            lines.append(REGIME_TITLES.get(regime, regime).format(ms=ms) + ":")
+            lines.append(f"  {'tool':<18}{'wall s':>8}{'obj/s':>9}{'MB/s':>8}{'CPU s/1k':>10}{'RSS MB':>8}{'x s5cmd':>9}{'x CPU':>7}  ok")
+            for tool in sorted(tools, key=lambda t: TOOL_ORDER.index(t) if t in TOOL_ORDER else 99):
+                s = tools[tool]
+                lines.append(f"  {tool:<18}{_fmt(s['wall_s']):>8}{_fmt(s['objects_per_s'], 1):>9}{_fmt(s['mb_per_s'], 1):>8}"
+                             f"{_fmt(s['cpu_s_per_1000']):>10}{_fmt(s['peak_rss_mb'], 0):>8}{_fmt(s['speed_vs_s5cmd']):>9}"
+                             f"{_fmt(s['cpu_vs_s5cmd']):>7}  {_fmt(s['all_verified'])}")
+    lines.append("targets:")
+    for t in results.get("targets", []):
+        lines.append(f"  [{_met(t):^9}] {t['target']}: {_fmt(t['measured'])} (wanted {t['op']} {_fmt(t['threshold'])})"
+                     + (f"; {t['note']}" if t["note"] else ""))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.report RESULTS.json``: rewrite the .md and .png of a finished run, print the summary."""
+    import json
+    import sys
+
+    paths = [Path(a) for a in (argv if argv is not None else sys.argv[1:])]
+    for path in paths:
+        results = json.loads(path.read_text())
+        results["targets"] = targets(results)
+        path.with_suffix(".md").write_text(markdown(results))
+        chart(results, path.with_suffix(".png"))
+        print(console(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

