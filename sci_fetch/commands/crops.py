@@ -19,7 +19,6 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from sci_fetch.crops.options import CropOptions
-from sci_fetch.crops.run import run_crops
 from sci_fetch.errors import DiskError, InputError, SciFetchError, UsageError
 from sci_fetch.keys.mapping import STATE_DIR, Variant
 from sci_fetch.settings import Settings, load_settings
@@ -146,6 +145,8 @@ def run_and_report(coco: Path, images_dir: Path, options: CropOptions, manifest:
 
     UsageError/InputError propagate (the CLI prints them); a disk error or a dead worker is printed here.
     """
+    from sci_fetch.crops.run import run_crops  # here, not at the top: pandas would cost every command its import
+
     progress = Progress()
     try:
         summary = run_crops(coco, images_dir, options, manifest, progress=progress)
