@@ -201,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
         results["targets"] = report.targets(results)
         args.results.mkdir(parents=True, exist_ok=True)
         stem = results["meta"]["date"] + ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
+        if not args.quick:  # a full run never replaces an earlier one of the same day: -2, -3, ...
+            base, n = stem, 2
+            while (args.results / f"{stem}.json").exists():
+                stem, n = f"{base}-{n}", n + 1
         json_path = args.results / f"{stem}.json"
         json_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
         png = args.results / f"{stem}.png"
