@@ -31,13 +31,13 @@ _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]+)(?::(?P<line>\d+))?\)$")
 
 # (area, pattern on a frame's text, which includes the source line of sci_fetch frames); innermost match wins.
 _RULES = [
-    ("MD5 (hashlib, on the event loop)", re.compile(r"MD5_Update|EVP_update|EVP_hash|_hashopenssl|md5\.update|\.md5\(|_md5")),
+    ("MD5 (hashlib)", re.compile(r"MD5_Update|EVP_update|EVP_hash|_hashopenssl|«[^»]*md5\.update\(|«[^»]*\.hexdigest\(")),
     ("fsync", re.compile(r"\bfsync\b")),
     ("file write syscalls", re.compile(r"^write \(libc|_io_FileIO_write|_bufferedwriter|os_write")),
     ("socket send/recv syscalls", re.compile(r"^(send|recv|sendto|recvfrom|__send|__recv)\b|sock_send|sock_recv")),
     ("open/unlink/rename/stat/mkdir syscalls", re.compile(r"^(unlink|open64|openat|rename|renameat|fstatat64|__xstat|mkdir|close)\b|os_unlink|os_open|os_replace|os_stat|os_mkdir|os_close")),
     ("garbage collector", re.compile(r"gc_collect|collect_generation")),
-    ("buffer copies (bytearray +=, bytes(...))", re.compile(r"«.*(pending|bytes\().*»")),
+    ("buffer copies (bytearray +=, bytes(...))", re.compile(r"«[^»]*(pending|bytes\(|_buf \+=|\+= data|\+= chunk)[^»]*»")),
     ("SQLite manifest", re.compile(r"sqlite3|_sqlite|manifest/store\.py")),
     ("COCO reading and planning (ijson, pydantic)", re.compile(r"ijson|pydantic|coco/source|coco/models|keys/mapping")),
     ("SigV4 signing", re.compile(r"botocore/auth\.py|botocore/signers\.py|aiobotocore/signers\.py|\bhmac\b|_hashlib_HMAC|sha256")),
@@ -81,6 +81,7 @@ def _short(frame: str) -> str:
 
 def summarize(raw: Path, top: int = 25) -> dict:
     area_counts: collections.Counter[str] = collections.Counter()
+    area_loop: collections.Counter[str] = collections.Counter()  # the part of each area on the event loop's thread
     self_counts: collections.Counter[str] = collections.Counter()
     sci_incl: collections.Counter[str] = collections.Counter()
     threads: collections.Counter[str] = collections.Counter()
@@ -114,15 +115,14 @@ def summarize(raw: Path, top: int = 25) -> dict:
                 seen.add(m.group("func"))
                 sci_incl[f"{m.group('func')} ({m.group('file')})"] += n
         if any(_IMPORT.search(f) for f in frames):
-            area_counts["imports and start-up"] += n
-            continue
-        for f in reversed(frames):
-            hit = next((name for name, pattern in _RULES if pattern.search(f)), None)
-            if hit:
-                area_counts[hit] += n
-                break
+            area = "imports and start-up"
         else:
-            area_counts["other (interpreter, unattributed)"] += n
+            area = next((hit for f in reversed(frames) if (hit := next((name for name, pattern in _RULES
+                                                                         if pattern.search(f)), None))),
+                        "other (interpreter, unattributed)")
+        area_counts[area] += n
+        if thread == "MainThread":
+            area_loop[area] += n
 
     def pct(c: int) -> float:
         return round(100 * c / total, 1) if total else 0.0
@@ -131,6 +131,7 @@ def summarize(raw: Path, top: int = 25) -> dict:
         "cpu_samples": total,
         "idle_samples_dropped": idle,
         "areas_pct": {k: pct(v) for k, v in area_counts.most_common()},
+        "areas_on_loop_pct": {k: pct(area_loop[k]) for k, _ in area_counts.most_common()},
         "self_top": [{"frame": f, "pct": pct(c)} for f, c in self_counts.most_common(top)],
         "sci_fetch_inclusive": [{"frame": f, "pct": pct(c)} for f, c in sci_incl.most_common(top)],
         "threads_pct": {k: pct(v) for k, v in threads.most_common(8)},
