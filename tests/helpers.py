@@ -70,3 +70,30 @@ def last_summary(settings: Settings) -> dict:
 def failures(settings: Settings) -> list[dict]:
     with open(settings.state_file("failures", "csv"), newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+def wait_until(check, what: str, timeout: float = 120.0, proc=None, poll: float = 0.02):
+    """Poll ``check()`` until it returns something true, and return that. Tests wait on progress (files,
+    manifest rows, a log line), never on the clock: the bound is generous so a slow, loaded machine passes,
+    and a process that ends first fails the test at once with its output."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            output = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"the process ended (exit {proc.returncode}) before {what}: {output[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not seen within {timeout:.0f}s: {what}")
+        time.sleep(poll)
+
+
+def final_files(out: Path) -> int:
+    """Images under their final names below ``out`` (no ``.partial``, nothing in the state folder)."""
+    if not out.exists():
+        return 0
+    return sum(1 for p in out.rglob("*") if p.is_file() and not p.name.endswith(".partial")
+               and ".sci-fetch" not in p.relative_to(out).parts)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import uuid
 from pathlib import Path
 
@@ -47,11 +46,9 @@ def test_every_file_equals_its_source_and_rerun_makes_no_request(s3_env, mixed, 
     assert rows[images[7]["id"]].bytes == 2_500_000
     assert rows[images[7]["id"]].md5 == hashlib.md5(blobs[7]).hexdigest()
 
-    started = time.monotonic()
     assert download(settings) == 0
     again = last_summary(settings)
     assert again["requests"] == 0 and again["already_done"] == 300 and again["fetched"] == 0
-    assert time.monotonic() - started < 10
 
 
 def test_deleted_file_is_fetched_again_and_old_files_are_adopted_without_requests(s3_env, mixed, tmp_path):
@@ -119,9 +116,7 @@ def test_wrong_credentials_stop_the_run_fast_with_a_clear_message(s3_env, mixed,
     coco, images, _ = mixed
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     settings = settings_for(s3_env, coco, tmp_path / "out")
-    started = time.monotonic()
     assert download(settings) == 3
-    assert time.monotonic() - started < 10
     out = capsys.readouterr().out
     assert "SignatureDoesNotMatch" in out and "bucket 'test-bucket'" in out and "credentials" in out
     m = Manifest(settings.manifest_path, readonly=True)

