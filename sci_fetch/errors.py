@@ -14,8 +14,14 @@ sees a botocore or aiohttp exception.
         │   ├── TransientError     5xx, 503 SlowDown, timeouts, connection resets
         │   └── IntegrityError     short body, size or MD5 mismatch against ETag or image id
         ├── MissingError           404 NoSuchKey: recorded as ``missing``, never retried
+        ├── ForbiddenError         403 AccessDenied on one object once others succeeded: ``forbidden``
         ├── PermanentError         any other refusal of one object: recorded as ``failed``
         └── FatalError             credentials or access to the whole bucket: stops the run
+            └── UnreachableError   the endpoint cannot be reached (never was, or for longer than
+                                   ``outage_limit``): stops the run, images stay pending
+
+Anything else raised below the engine is a bug, not a property of an image: it is re-raised as it is,
+and the engine logs its traceback once and stops the run (exit 70).
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ class FetchError(SciFetchError):
         if reason is not None:
             self.reason = reason  # a short word for counters: "slowdown", "timeout", "short-body", ...
         self.attempts = 0
+        self.no_answer = False  # failed before any response (refused, DNS, TLS, timeout): the outage gate counts these
         super().__init__(self.__str__())
 
     def __str__(self) -> str:
@@ -94,6 +101,13 @@ class MissingError(FetchError):
     reason = "missing"
 
 
+class ForbiddenError(FetchError):
+    """403 AccessDenied for one key: S3 says this, not 404, for a missing key when the caller may not
+    list the bucket. Fatal while no object of the run has succeeded (the engine decides), else per image."""
+
+    reason = "forbidden"
+
+
 class PermanentError(FetchError):
     """The server refused this one object for a reason a retry does not fix."""
 
@@ -104,3 +118,9 @@ class FatalError(FetchError):
     """Credentials or bucket access are wrong: every other key would fail the same way."""
 
     reason = "fatal"
+
+
+class UnreachableError(FatalError):
+    """The endpoint answers no request at the connection level (refused, DNS, TLS, timeouts)."""
+
+    reason = "unreachable"

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     retry_max_delay: float = Field(20.0, ge=0, description="longest backoff delay in seconds")
     connect_timeout: float = Field(10.0, gt=0, description="seconds to open a connection")
     read_timeout: float = Field(60.0, gt=0, description="seconds without a byte before a read is abandoned and retried")
+    outage_limit: float = Field(600.0, gt=0, description="seconds the endpoint may stay unreachable mid-run (downloads pause, images stay pending) before the run stops with exit 3")
     chunk_size: int = Field(1 << 20, ge=4096, le=1 << 30, description="bytes per file write")
     fsync: bool = Field(True, description="fsync each file before renaming it into place (crash safety on power loss)")
 
@@ -143,7 +144,7 @@ class Settings(BaseSettings):
             anonymous=self.anonymous, pool_size=self.concurrency, connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout, max_attempts=self.max_attempts, retry_base_delay=self.retry_base_delay,
             retry_max_delay=self.retry_max_delay, max_requests_per_second=self.max_requests_per_second,
-            chunk_size=self.chunk_size, fsync=self.fsync,
+            chunk_size=self.chunk_size, fsync=self.fsync, outage_limit=self.outage_limit,
         )
 
 

@@ -37,6 +37,13 @@ answers every request as S3 answers a dead credential (``ExpiredToken`` echoes t
 ``<Token-0>`` and ``InvalidAccessKeyId`` the key id in ``<AWSAccessKeyId>``, as S3 does, so tests can
 check that sci_fetch does not repeat them).
 
+``go_down()`` starts an outage: open connections are dropped and every new one is reset before a byte is
+read (``outage_refused`` counts them) until ``come_up()``. ``forbid(*fragments)`` answers requests whose
+target contains one of the fragments with ``403 AccessDenied`` (how S3 answers a missing key to a caller
+that may not list the bucket); ``forbid("")`` refuses everything. ``set_encryption("aws:kms")`` (or
+``"sse-c"``) makes GET and HEAD responses look like an SSE-KMS (SSE-C) object: the ETag becomes 32 hex
+digits that are not the MD5 of the body, and the encryption header is added.
+
 Run ``python tests/fault_proxy.py --upstream http://127.0.0.1:8333 --latency 0.04`` for a standalone
 proxy (it prints its URL, then a JSON line of counters when stopped with Ctrl-C or SIGTERM).
 """
@@ -56,7 +63,7 @@ import threading
 import uuid
 from collections import Counter, deque
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from xml.sax.saxutils import escape
 
 __all__ = ["KINDS", "FaultProxy"]
@@ -201,6 +208,10 @@ class FaultProxy:
         self.set_rates(**(rates or {}))
         self._refuse_from: int | None = None
         self._refuse_code = "ExpiredToken"
+        self._down = False
+        self.outage_refused = 0  # connections reset because of go_down()
+        self._forbidden: tuple[str, ...] | None = None
+        self._encryption: str | None = None
         self.requests = 0  # requests received, faulted or not
         self.forwarded = 0  # requests sent on to the upstream
         self.refused = 0  # requests answered with a credential refusal
@@ -242,6 +253,29 @@ class FaultProxy:
 
     def accept_credentials(self) -> None:
         self._refuse_from = None
+
+    def go_down(self) -> None:
+        """An outage: drop open connections, reset new ones, until come_up()."""
+        self._down = True
+        if self._loop is not None:
+            def drop() -> None:
+                for task in list(self._connections):
+                    task.cancel()
+            self._loop.call_soon_threadsafe(drop)
+
+    def come_up(self) -> None:
+        self._down = False
+
+    def forbid(self, *fragments: str) -> None:
+        """403 AccessDenied for every request whose target contains one of ``fragments``."""
+        self._forbidden = tuple(fragments) if fragments else None
+
+    def set_encryption(self, kind: str | None) -> None:
+        """'aws:kms' or 'sse-c': responses look like an encrypted object (ETag not the MD5); 'none': the same
+        ETag without the encryption header (an ETag that lies); None: responses as they are."""
+        if kind not in (None, "aws:kms", "sse-c", "none"):
+            raise ValueError(f"unknown encryption {kind!r}")
+        self._encryption = kind
 
     def stats(self) -> dict[str, Any]:
         return {"requests": self.requests, "forwarded": self.forwarded, "refused": self.refused,
@@ -318,11 +352,18 @@ class FaultProxy:
                     fate = kind
                     break
         method, _, rest = start.decode("latin-1").partition(" ")
-        self.history.append((self.requests, method, rest.rsplit(" ", 1)[0], fate))
+        target = rest.rsplit(" ", 1)[0]
+        if fate is None and self._forbidden is not None and any(f in unquote(target) for f in self._forbidden):
+            fate = "forbid"
+        self.history.append((self.requests, method, target, fate))
         return fate
 
     async def _serve(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        if self._down:  # an outage: no answer at all
+            self.outage_refused += 1
+            _reset(cwriter)
+            return
         self._connections.add(task)
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         try:
@@ -348,7 +389,7 @@ class FaultProxy:
                 if self.latency:
                     await asyncio.sleep(self.latency)
                 client_close = (_header(headers, b"connection") or b"").lower() == b"close"
-                if fault == "refuse" or fault in _SERVER_ERRORS:
+                if fault in ("refuse", "forbid") or fault in _SERVER_ERRORS:
                     cwriter.write(self._error_response(fault, method, headers))
                     await cwriter.drain()
                     if client_close:
@@ -435,7 +476,7 @@ class FaultProxy:
             else:
                 _reset(cwriter)
             return False
-        cwriter.write(rhead)
+        cwriter.write(self._encrypted(rhead) if self._encryption and status == 200 else rhead)
         if kind == "length":
             await _relay_exact(ureader, cwriter, length)
         elif kind == "chunked":
@@ -449,10 +490,29 @@ class FaultProxy:
             return "drop-upstream"
         return True
 
+    def _encrypted(self, rhead: bytes) -> bytes:
+        """The response head of the same object stored under SSE-KMS / SSE-C: another ETag, the SSE header."""
+        start, headers = _parse_head(rhead)
+        etag = uuid.uuid4().hex.encode()  # 32 hex digits, not the body's MD5
+        headers = [(k, b'"' + etag + b'"' if k.lower() == b"etag" else v) for k, v in headers]
+        if self._encryption == "none":
+            pass
+        elif self._encryption == "aws:kms":
+            headers.append((b"x-amz-server-side-encryption", b"aws:kms"))
+            headers.append((b"x-amz-server-side-encryption-aws-kms-key-id", b"arn:aws:kms:us-west-2:111122223333:key/test"))
+        else:
+            headers.append((b"x-amz-server-side-encryption-customer-algorithm", b"AES256"))
+            headers.append((b"x-amz-server-side-encryption-customer-key-MD5", b"dGVzdC1rZXktbWQ1LXRlc3Q="))
+        return start + b"\r\n" + b"".join(k + b": " + v + b"\r\n" for k, v in headers) + b"\r\n"
+
     def _error_response(self, fault: str, method: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
         request_id = uuid.uuid4().hex[:16].upper()
         extra = ""
-        if fault == "refuse":
+        if fault == "forbid":
+            code = "AccessDenied"
+            status, phrase, message = _REFUSALS[code]
+            self.injected[fault] += 1
+        elif fault == "refuse":
             code = self._refuse_code
             status, phrase, message = _REFUSALS[code]
             self.refused += 1

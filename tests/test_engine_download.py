@@ -209,7 +209,7 @@ def test_status_reads_the_manifest(s3_env, mixed, tmp_path, capsys):
     capsys.readouterr()
     assert main(["status", str(tmp_path / "out"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["counts"] == {"pending": 0, "done": 10, "failed": 0, "missing": 0}
+    assert report["counts"] == {"pending": 0, "done": 10, "failed": 0, "missing": 0, "forbidden": 0}
     assert report["last_run"]["exit_code"] == 0 and report["running"] is False
     assert main(["status", str(tmp_path / "nowhere")]) == 2
     assert "no manifest" in capsys.readouterr().err

@@ -14,7 +14,7 @@ def test_new_rows_are_pending_and_wal_mode(tmp_path):
     run = m.begin_run({})
     decisions = m.plan([task(1), task(2)], run, tmp_path)
     assert [d.action for d in decisions] == [Action.fetch, Action.fetch]
-    assert m.counts() == {"pending": 2, "done": 0, "failed": 0, "missing": 0}
+    assert m.counts() == {"pending": 2, "done": 0, "failed": 0, "missing": 0, "forbidden": 0}
     mode = sqlite3.connect(tmp_path / "m.sqlite").execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
 
@@ -114,3 +114,31 @@ def test_rows_are_paged_in_destination_order(tmp_path):
     dests = [r.dest for r in m.rows([State.failed], page=4)]
     assert dests == sorted(f"p/{n}.jpg" for n in range(0, 25, 2))
     assert len(list(m.rows(page=3))) == 25
+
+
+def test_a_version_1_manifest_is_upgraded_in_place_and_keeps_its_rows(tmp_path):
+    """Manifests written before 'forbidden' and 'checks' existed: read as they are, upgraded on first write."""
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("""
+    CREATE TABLE images (image_id TEXT PRIMARY KEY, key TEXT NOT NULL, dest TEXT NOT NULL UNIQUE,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'failed', 'missing')), bytes INTEGER, md5 TEXT,
+        etag TEXT, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, run_id INTEGER, created_at REAL NOT NULL,
+        updated_at REAL NOT NULL);
+    CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT);
+    INSERT INTO meta VALUES ('schema_version', '1');
+    INSERT INTO images VALUES ('p:1', 'k1', 'a/1.jpg', 'done', 10, 'abc', 'abc', 1, NULL, 1, 1.0, 1.0);
+    """)
+    db.commit()
+    db.close()
+    old = Manifest(path, readonly=True)
+    assert [(r.image_id, r.state, r.checks) for r in old.rows()] == [("p:1", State.done, None)]
+    old.close()
+    m = Manifest(path)
+    assert m.meta("schema_version") == "2"
+    m.record([Outcome(image_id="p:1", state=State.forbidden, error="missing, or no permission", checks=None)])
+    (row,) = list(m.rows())
+    assert row.state is State.forbidden and row.bytes == 10 and row.md5 == "abc"
+    m.close()

@@ -13,17 +13,28 @@ import asyncio
 import logging
 import signal
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import ijson
 
 from sci_fetch.coco.source import iter_images
 from sci_fetch.engine.progress import choose_mode, report
 from sci_fetch.engine.stats import Stats
-from sci_fetch.errors import DiskError, FatalError, FetchError, InputError, MissingError, RecordError, SciFetchError
+from sci_fetch.errors import (
+    DiskError,
+    FatalError,
+    FetchError,
+    ForbiddenError,
+    InputError,
+    MissingError,
+    RecordError,
+    SciFetchError,
+)
 from sci_fetch.files.partial import OutputRoot, file_md5
 from sci_fetch.files.verify import content_problem, read_head
 from sci_fetch.keys.mapping import UnsafePathError, make_task
@@ -45,8 +56,14 @@ EXIT_INCOMPLETE = 1
 EXIT_USAGE = 2
 EXIT_FATAL = 3
 EXIT_DISK = 4
+EXIT_INTERNAL = 70  # a bug (sysexits' EX_SOFTWARE): the log has its traceback
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
+
+# A run whose first this-many fetched keys are all missing is mapping keys wrongly (bucket, variant, key
+# template): it stops with exit 2 instead of recording 110,000 misses. A run with an earlier success goes on.
+FIRST_MISSES = 20
+PREVIEW = 5  # key -> destination pairs a dry run shows
 
 Reject = tuple[str, str, str | None, str | None, str | None, str]
 
@@ -61,10 +78,15 @@ class RunResult:
     counts: dict[str, int]
 
 
-def count_images(path: Path) -> int | None:
-    """How many records ``images`` holds, for the ETA; a cheap pass that builds no objects."""
+def count_images(path: Path, shard_count: int = 1, shard_index: int = 0) -> int | None:
+    """How many records ``images`` holds (this shard's share, by the same hash of the id), for the ETA and
+    so that the counts account for every image; a cheap pass that builds no objects."""
     try:
         with open(path, "rb") as fh:
+            if shard_count > 1:
+                return sum(1 for prefix, event, value in ijson.parse(fh)
+                           if prefix == "images.item.id" and event in ("string", "number")
+                           and shard_of(str(value), shard_count) == shard_index)
             return sum(1 for prefix, event, _ in ijson.parse(fh) if prefix == "images.item" and event in ("start_map", "start_array", "string", "number", "null", "boolean"))
     except (OSError, ijson.JSONError):
         return None
@@ -85,11 +107,16 @@ class Engine:
         self._message: str | None = None
         self._busy: set[asyncio.Task] = set()
         self._last_errors: deque[str] = deque(maxlen=10)
+        self._held_missing: list[Outcome] = []  # 404s before any success: kept back until the keys prove right
+        self._planner = ThreadPoolExecutor(1, thread_name_prefix="sci-fetch-plan")
+        self._previewed = 0
         self.stats.retries = getattr(storage, "retries", self.stats.retries)  # the storage layer's live counter
 
     def live_stats(self) -> Stats:
         """Stats with the request count brought up to date (read by the status file and metrics)."""
         self.stats.requests = self.storage.requests
+        gate = getattr(self.storage, "reachability", None)  # S3Storage's outage gate; a fake storage has none
+        self.stats.unreachable_since = gate.down_since if gate is not None else None
         return self.stats
 
     # ---- stopping ---------------------------------------------------------------------------
@@ -110,7 +137,7 @@ class Engine:
         """Runs in a thread: read, validate, map and plan one batch at a time."""
         settings = self.settings
         images = _numbered(iter_images(settings.coco), settings.limit)
-        while True:
+        while not self._stop.is_set():  # the planning thread stops with the run
             chunk = list(islice(images, BATCH))
             if not chunk:
                 return
@@ -137,29 +164,24 @@ class Engine:
     async def _produce(self) -> None:
         batches = self._records()
         sentinel = object()
+        loop = asyncio.get_running_loop()
         try:
             while not self._stop.is_set():
-                batch = await asyncio.to_thread(next, batches, sentinel)
+                batch = await loop.run_in_executor(self._planner, next, batches, sentinel)
                 if batch is sentinel:
                     break
                 decisions, rejects = batch
                 self.stats.invalid += sum(1 for r in rejects if r[0] == "invalid")
                 self.stats.duplicates += sum(1 for r in rejects if r[0] == "duplicate")
-                for d in decisions:
-                    if d.action in (Action.duplicate_id, Action.duplicate_dest):
-                        continue
-                    self.stats.planned += 1
-                    if d.action is Action.skip_done:
-                        self.stats.skipped_done += 1
-                    elif d.action is Action.skip_missing:
-                        self.stats.skipped_missing += 1
-                    else:
-                        self.stats.to_fetch += 1
-                        if self.settings.dry_run:
-                            continue
-                        await self._queue.put(d)
-                        if self._stop.is_set():
-                            break
+                fetch = self._tally(decisions)  # the whole batch is in the manifest now: count it whole
+                if self.settings.dry_run:
+                    for d in fetch[:PREVIEW]:
+                        self._preview(d)
+                    continue
+                for d in fetch:
+                    await self._queue.put(d)
+                    if self._stop.is_set():
+                        break
         except InputError as exc:
             self.request_stop("input", str(exc))
         except DiskError as exc:  # the manifest cannot be written while planning (disk full)
@@ -173,6 +195,32 @@ class Engine:
             if not self._stop.is_set():  # on a stop the workers are cancelled instead
                 for _ in range(self.settings.concurrency):
                     await self._queue.put(None)
+
+    def _tally(self, decisions: list[Decision]) -> list[Decision]:
+        """Count a planned batch; returns the decisions that need a worker."""
+        fetch = []
+        for d in decisions:
+            if d.action in (Action.duplicate_id, Action.duplicate_dest):
+                continue
+            self.stats.planned += 1
+            if d.action is Action.skip_done:
+                self.stats.skipped_done += 1
+            elif d.action is Action.skip_missing:
+                self.stats.skipped_missing += 1
+            else:
+                self.stats.to_fetch += 1
+                fetch.append(d)
+        return fetch
+
+    def _preview(self, decision: Decision) -> None:
+        """A dry run shows the first few resolved keys, so a wrong bucket, variant or template shows before a real run."""
+        if self._previewed >= PREVIEW:
+            return
+        self._previewed += 1
+        task = decision.task
+        src = f"s3://{self.settings.bucket}/{task.key}"
+        dest = str(Path(self.settings.output) / task.dest)
+        log.info("would fetch %s -> %s", src, dest, extra={"plan": {"key": task.key, "source": src, "destination": dest}})
 
     # ---- workers ----------------------------------------------------------------------------
     async def _worker(self) -> None:
@@ -189,10 +237,34 @@ class Engine:
                 self.stats.in_flight -= 1
                 self._busy.discard(me)
             if outcome is not None:
-                self._outcomes.append(outcome)
-                self._count(outcome)
-                if outcome.error:
-                    self._last_errors.append(f"{outcome.state.value}: {outcome.error}")
+                self._settle(outcome)
+
+    def _settle(self, outcome: Outcome) -> None:
+        """Count an outcome and queue it for the manifest; 404s wait while no image has succeeded yet."""
+        held = outcome.state is State.missing and self._succeeded() == 0
+        if held and self._stop_reason == "keys":
+            return  # stopped for wrong keys: like the first misses, the image stays pending
+        self._count(outcome)
+        if outcome.error:
+            self._last_errors.append(f"{outcome.state.value}: {outcome.error}")
+        if held:
+            self._held_missing.append(outcome)
+            if len(self._held_missing) >= FIRST_MISSES and self._stop_reason is None:
+                self.stats.missing -= len(self._held_missing)  # they stay pending: once the keys are right they are fetched
+                self._held_missing.clear()
+                self.request_stop("keys", f"stopping: the first {FIRST_MISSES} keys fetched were all missing, e.g. "
+                                  f"{outcome.error}; check the bucket ({self.settings.bucket}), the variant "
+                                  f"({self.settings.variant.value}) and the key template "
+                                  f"({self.settings.key_template or 'Animl serving_bucket_key'}); "
+                                  "`sci-fetch download --dry-run` shows the keys it would fetch")
+            return
+        if self._held_missing and outcome.state is State.done:
+            self._outcomes.extend(self._held_missing)
+            self._held_missing.clear()
+        self._outcomes.append(outcome)
+
+    def _succeeded(self) -> int:
+        return self.stats.done + self.stats.adopted
 
     def _count(self, outcome: Outcome) -> None:
         if outcome.state is State.done:
@@ -205,6 +277,8 @@ class Engine:
             self.stats.failed += 1
         elif outcome.state is State.missing:
             self.stats.missing += 1
+        elif outcome.state is State.forbidden:
+            self.stats.forbidden += 1
 
     async def _process(self, decision: Decision) -> Outcome | None:
         task = decision.task
@@ -215,9 +289,17 @@ class Engine:
                 if adopted is not None:
                     return adopted
             info = await self.storage.download(task.key, dest, task.expected_md5)
-            return Outcome(image_id=task.image_id, state=State.done, bytes=info.size, md5=info.md5, etag=info.etag, attempts=info.attempts)
+            return Outcome(image_id=task.image_id, state=State.done, bytes=info.size, md5=info.md5, etag=info.etag,
+                           attempts=info.attempts, checks=info.checks)
         except MissingError as exc:
             return Outcome(image_id=task.image_id, state=State.missing, attempts=max(exc.attempts, 1), error=str(exc))
+        except ForbiddenError as exc:
+            if self._succeeded() == 0:  # nothing of this run got through: it is the credentials or the bucket
+                self.request_stop("fatal", f"stopping: {exc}: no object of this run has been readable yet, so these "
+                                  "credentials may not read this bucket (or the keys are wrong and listing is not "
+                                  "allowed); check the profile, the bucket policy, the variant and the key template")
+                return None
+            return Outcome(image_id=task.image_id, state=State.forbidden, attempts=max(exc.attempts, 1), error=str(exc))
         except FatalError as exc:
             self.request_stop("fatal", f"stopping: {exc}")
             return None  # the image stays pending: nothing is wrong with it
@@ -228,9 +310,12 @@ class Engine:
             return Outcome(image_id=task.image_id, state=State.failed, attempts=max(exc.attempts, 1), error=str(exc))
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a bug must fail this image loudly, not kill the worker silently
-            log.exception("internal error on %s", task.key)
-            return Outcome(image_id=task.image_id, state=State.failed, attempts=1, error=f"internal error: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # a bug, not a bad image: one traceback, the run stops, the image stays pending
+            if self._stop_reason != "internal":
+                log.exception("internal error while fetching %s", task.key)
+            self.request_stop("internal", f"stopping: internal error while fetching {task.key}: {type(exc).__name__}: "
+                              f"{exc}; the traceback is in the log above; please report it")
+            return None
 
     async def _adopt(self, decision: Decision, dest: Path) -> Outcome | None:
         """A file is already where the image belongs (an older tool, or a crash before the manifest
@@ -245,29 +330,47 @@ class Engine:
         if task.expected_md5 is not None:
             local = await asyncio.to_thread(file_md5, dest)
             if local == task.expected_md5:
-                return Outcome(image_id=task.image_id, state=State.done, bytes=size, md5=local, attempts=0)
+                return Outcome(image_id=task.image_id, state=State.done, bytes=size, md5=local, attempts=0, checks="id-md5")
             return None
         head = await self.storage.head(task.key)
         if head.size == size and head.md5 is not None:
             local = await asyncio.to_thread(file_md5, dest)
             if local == head.md5:
-                return Outcome(image_id=task.image_id, state=State.done, bytes=size, md5=local, etag=head.etag, attempts=0)
+                return Outcome(image_id=task.image_id, state=State.done, bytes=size, md5=local, etag=head.etag,
+                               attempts=0, checks="size,etag")
         return None
 
     # ---- manifest flushing ------------------------------------------------------------------
     async def _flush(self) -> None:
-        if self._outcomes:
-            batch, self._outcomes = self._outcomes, []
-            try:
-                await asyncio.to_thread(self.manifest.record, batch)
-            except DiskError as exc:  # disk full: keep the batch (its files are on disk) and stop
-                self._outcomes = batch + self._outcomes
-                self.request_stop("disk", f"stopping: {exc}")
+        """Write the outcomes so far in one transaction; a batch that cannot be written is kept, never dropped."""
+        if not self._outcomes:
+            await asyncio.to_thread(self.manifest.heartbeat)
+            return
+        batch, self._outcomes = self._outcomes, []
+        try:
+            await asyncio.to_thread(self.manifest.record, batch)
+        except DiskError as exc:  # disk full: keep the batch (its files are on disk) and stop
+            self._outcomes = batch + self._outcomes
+            self.request_stop("disk", f"stopping: {exc}")
+        except BaseException:
+            self._outcomes = batch + self._outcomes
+            raise
 
     async def _flush_loop(self) -> None:
+        """Also the heartbeat: about every flush_interval, whether or not images finish."""
         while True:
             await asyncio.sleep(self.settings.flush_interval)
             await self._flush()
+
+    async def _supervised(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        """A background task that fails stops the run loudly (exit 70) instead of ending unnoticed."""
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("internal error in the %s", name)
+            self.request_stop("internal", f"stopping: internal error in the {name}: {type(exc).__name__}: {exc}")
 
     async def _status_loop(self) -> None:
         """Rewrite the status file every few seconds; the last one is written as the run ends."""
@@ -282,6 +385,14 @@ class Engine:
                 log.debug("status file not written: %s", exc)
             await asyncio.sleep(self.settings.status_interval)
 
+    async def _final_flush(self) -> None:
+        try:
+            await self._flush()
+        except Exception as exc:  # the files are on disk: the next run adopts them (the manifest lags, never leads)
+            log.error("the manifest could not record the last %d outcomes: %s: %s; their files are kept and the "
+                      "next run checks and adopts them", len(self._outcomes), type(exc).__name__, exc)
+            self.request_stop("internal", f"stopping: the manifest could not be written: {type(exc).__name__}: {exc}")
+
     def _final_status(self, exit_code: int) -> None:
         shard = f"{self.settings.shard_index}/{self.settings.shard_count}"
         state = self._stop_reason or "finished"
@@ -290,10 +401,11 @@ class Engine:
         write_atomic(self.settings.state_file("status", "json"), data)
 
     async def _count_total(self) -> None:
-        total = await asyncio.to_thread(count_images, self.settings.coco)
+        s = self.settings
+        total = await asyncio.to_thread(count_images, s.coco, s.shard_count, s.shard_index or 0)
         if total is not None:
-            total = min(total, self.settings.limit) if self.settings.limit else total
-            self.stats.total = total // self.settings.shard_count if self.settings.shard_count > 1 else total
+            self.stats.total = min(total, s.limit) if s.limit else total
+            await asyncio.to_thread(self.manifest.set_meta, f"images_in_coco{s.shard_suffix}", str(self.stats.total))
 
     # ---- the run ----------------------------------------------------------------------------
     async def run(self) -> RunResult:
@@ -306,11 +418,12 @@ class Engine:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
+        counting = asyncio.create_task(self._supervised("image count", self._count_total()))
         helpers = [
-            asyncio.create_task(self._flush_loop()),
-            asyncio.create_task(self._status_loop()),
-            asyncio.create_task(self._count_total()),
-            asyncio.create_task(report(self.stats, choose_mode(settings.progress), settings.log_interval)),
+            asyncio.create_task(self._supervised("manifest flusher", self._flush_loop())),
+            asyncio.create_task(self._supervised("status file writer", self._status_loop())),
+            asyncio.create_task(self._supervised("progress display",
+                                                 report(self.stats, choose_mode(settings.progress), settings.log_interval))),
         ]
         producer = asyncio.create_task(self._produce())
         workers = [asyncio.create_task(self._worker()) for _ in range(settings.concurrency)]
@@ -328,9 +441,19 @@ class Engine:
             for h in helpers:
                 h.cancel()
             await asyncio.gather(stopper, *helpers, return_exceptions=True)
-            await self._flush()
+            await asyncio.to_thread(self._planner.shutdown, True)  # the planning thread has ended too
+            if self._stop_reason != "keys":  # ended with only misses, fewer than FIRST_MISSES: record them
+                self._outcomes.extend(self._held_missing)
+            self._held_missing.clear()
+            await self._final_flush()
+            if not counting.done() and self._stop_reason is not None:
+                counting.cancel()
+            await asyncio.gather(counting, return_exceptions=True)
         self.live_stats()
         counts = await asyncio.to_thread(self.manifest.counts, self.run_id)
+        # Images never read from the COCO file (a stopped run) are still to do: every image is accounted for.
+        if self.stats.total is not None:
+            counts["pending"] += max(0, self.stats.total - sum(counts.values()) - self.stats.invalid - self.stats.duplicates)
         exit_code = self._exit_code(counts)
         try:
             await asyncio.to_thread(self._final_status, exit_code)
@@ -350,7 +473,7 @@ class Engine:
         for w in workers:
             if w not in self._busy:
                 w.cancel()
-        grace = self.settings.grace_seconds if self._stop_reason in ("SIGINT", "SIGTERM", "input", "usage") else 0.0
+        grace = self.settings.grace_seconds if self._stop_reason in ("SIGINT", "SIGTERM", "input", "usage", "keys") else 0.0
         busy = [w for w in workers if not w.done()]
         if busy:
             _done, late = await asyncio.wait(busy, timeout=grace)
@@ -361,12 +484,12 @@ class Engine:
     def _exit_code(self, counts: dict[str, int]) -> int:
         """From the manifest, not from what was printed: anything not done makes it non-zero."""
         by_reason = {"fatal": EXIT_FATAL, "disk": EXIT_DISK, "SIGINT": EXIT_SIGINT, "SIGTERM": EXIT_SIGTERM,
-                     "input": EXIT_USAGE, "usage": EXIT_USAGE, "internal": EXIT_INCOMPLETE}
+                     "input": EXIT_USAGE, "usage": EXIT_USAGE, "keys": EXIT_USAGE, "internal": EXIT_INTERNAL}
         if self._stop_reason in by_reason:
             return by_reason[self._stop_reason]
         if self.settings.dry_run:
             return EXIT_INCOMPLETE if self.stats.invalid else EXIT_OK
-        if counts.get("failed") or counts.get("missing") or counts.get("pending") or self.stats.invalid:
+        if counts.get("failed") or counts.get("missing") or counts.get("forbidden") or counts.get("pending") or self.stats.invalid:
             return EXIT_INCOMPLETE
         return EXIT_OK
 

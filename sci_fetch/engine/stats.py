@@ -21,16 +21,24 @@ class Stats:
     adopted: int = 0
     failed: int = 0
     missing: int = 0
+    forbidden: int = 0
     bytes: int = 0
     in_flight: int = 0
     requests: int = 0
     retries: Counter[str] = field(default_factory=Counter)
+    unreachable_since: float | None = None  # wall-clock start of the current outage, while there is one
 
     def elapsed(self) -> float:
         return max(time.monotonic() - self.started, 1e-9)
 
     def finished(self) -> int:
-        return self.done + self.adopted + self.failed + self.missing
+        return self.done + self.adopted + self.failed + self.missing + self.forbidden
+
+    def unplanned(self) -> int:
+        """Images of the COCO file not read yet (a stopped run): they count as pending, so every image is accounted for."""
+        if self.total is None:
+            return 0
+        return max(0, self.total - self.planned - self.invalid - self.duplicates)
 
     def images_per_second(self) -> float:
         return (self.done + self.adopted) / self.elapsed()
@@ -43,7 +51,7 @@ class Stats:
         if self.total is None:
             return None
         left = self.total - self.invalid - self.duplicates - self.skipped_done - self.skipped_missing - self.finished()
-        rate = self.finished() / self.elapsed()
+        rate = self.images_per_second()  # failures are not progress: a run failing fast has no ETA
         if left <= 0:
             return 0.0
         return left / rate if rate > 0 else None
@@ -57,13 +65,14 @@ class Stats:
         return (
             f"images {self.skipped_done + self.done + self.adopted}{total} done ({self.skipped_done} already), "
             f"{self.images_per_second():.1f} img/s, {self.mb_per_second():.1f} MB/s, failed {self.failed}, "
-            f"missing {self.missing}, invalid {self.invalid}, retries {retries}, in flight {self.in_flight}, ETA {eta_text}"
+            f"missing {self.missing}, forbidden {self.forbidden}, invalid {self.invalid}, retries {retries}, "
+            f"in flight {self.in_flight}, ETA {eta_text}"
         )
 
     def as_dict(self) -> dict:
         return {
             "total_records": self.total, "valid_records": self.planned, "to_fetch": self.to_fetch, "fetched": self.done, "adopted": self.adopted,
-            "already_done": self.skipped_done, "failed": self.failed, "missing": self.missing,
+            "already_done": self.skipped_done, "failed": self.failed, "missing": self.missing, "forbidden": self.forbidden,
             "skipped_missing": self.skipped_missing, "duplicates": self.duplicates, "invalid": self.invalid,
             "bytes": self.bytes, "seconds": round(self.elapsed(), 3), "images_per_second": round(self.images_per_second(), 2),
             "mb_per_second": round(self.mb_per_second(), 2), "requests": self.requests, "retries": dict(self.retries),

@@ -15,6 +15,7 @@ class State(str, Enum):
     done = "done"
     failed = "failed"
     missing = "missing"
+    forbidden = "forbidden"  # 403 AccessDenied for this key after others succeeded: "missing, or no permission"
 
 
 class ManifestRow(BaseModel):
@@ -31,6 +32,7 @@ class ManifestRow(BaseModel):
     last_error: str | None = None
     created_at: float | None = None
     updated_at: float | None = None
+    checks: str | None = None  # what the bytes were verified against: "size,etag,id-md5"
 
 
 class Action(str, Enum):
@@ -63,3 +65,4 @@ class Outcome(BaseModel):
     etag: str | None = None
     attempts: int = 0
     error: str | None = None
+    checks: str | None = None

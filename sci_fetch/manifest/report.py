@@ -25,7 +25,7 @@ def write_failures(manifest: Manifest, run_id: int, path: Path) -> int:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(FAILURE_COLUMNS)
-            for row in manifest.rows([State.failed, State.missing, State.pending], run_id=run_id):
+            for row in manifest.rows([State.failed, State.missing, State.forbidden, State.pending], run_id=run_id):
                 reason = row.last_error or ("not attempted (the run was stopped)" if row.state is State.pending else row.state.value)
                 writer.writerow([row.key, row.dest, reason, row.attempts, row.image_id, row.state.value, ""])
                 count += 1
@@ -46,9 +46,9 @@ def summary_text(stats: Stats, counts: dict[str, int], failures: Path, failures_
     lines = [
         "sci-fetch summary",
         f"  images in this COCO file: done {counts.get('done', 0)}, failed {counts.get('failed', 0)}, "
-        f"missing {counts.get('missing', 0)}, pending {counts.get('pending', 0)}",
-        f"  this run: fetched {stats.done}, adopted {stats.adopted}, already done {stats.skipped_done}, "
-        f"invalid records {stats.invalid}, duplicates {stats.duplicates}",
+        f"missing {counts.get('missing', 0)}, forbidden {counts.get('forbidden', 0)}, pending {counts.get('pending', 0)}, "
+        f"invalid {stats.invalid}, duplicates {stats.duplicates}",
+        f"  this run: fetched {stats.done}, adopted {stats.adopted}, already done {stats.skipped_done}",
         f"  {stats.bytes / 1e6:.1f} MB in {format_duration(stats.elapsed())}: {stats.images_per_second():.1f} images/s, "
         f"{stats.mb_per_second():.1f} MB/s, {stats.requests} S3 requests, retries: {retries}",
         f"  manifest: {manifest}",

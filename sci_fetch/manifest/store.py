@@ -23,14 +23,14 @@ from sci_fetch.errors import DiskError, UsageError
 from sci_fetch.keys.mapping import Task
 from sci_fetch.manifest.models import Action, Decision, ManifestRow, Outcome, State
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: state "forbidden", column "checks"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
     image_id    TEXT PRIMARY KEY,
     key         TEXT NOT NULL,
     dest        TEXT NOT NULL UNIQUE,
-    state       TEXT NOT NULL CHECK (state IN ('pending', 'done', 'failed', 'missing')),
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'done', 'failed', 'missing', 'forbidden')),
     bytes       INTEGER,
     md5         TEXT,
     etag        TEXT,
@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS images (
     last_error  TEXT,
     run_id      INTEGER,
     created_at  REAL NOT NULL,
-    updated_at  REAL NOT NULL
+    updated_at  REAL NOT NULL,
+    checks      TEXT
 );
 CREATE INDEX IF NOT EXISTS images_state ON images (state);
 CREATE INDEX IF NOT EXISTS images_updated ON images (updated_at);
@@ -63,7 +64,20 @@ CREATE TABLE IF NOT EXISTS rejects (
 CREATE INDEX IF NOT EXISTS rejects_run ON rejects (run_id);
 """
 
-_COLUMNS = "image_id, key, dest, state, bytes, md5, etag, attempts, last_error, created_at, updated_at"
+_COLUMNS = "image_id, key, dest, state, bytes, md5, etag, attempts, last_error, created_at, updated_at, checks"
+
+# Version 1 knew neither the state 'forbidden' (its CHECK rejects it) nor the column 'checks': SQLite
+# cannot change a CHECK in place, so the table is rebuilt, in one transaction, on first open for writing.
+_MIGRATE_1_TO_2 = """
+ALTER TABLE images RENAME TO images_v1;
+DROP INDEX IF EXISTS images_state;
+DROP INDEX IF EXISTS images_updated;
+""" + _SCHEMA.split("CREATE TABLE IF NOT EXISTS runs")[0] + """
+INSERT INTO images (image_id, key, dest, state, bytes, md5, etag, attempts, last_error, run_id, created_at, updated_at)
+    SELECT image_id, key, dest, state, bytes, md5, etag, attempts, last_error, run_id, created_at, updated_at FROM images_v1;
+DROP TABLE images_v1;
+UPDATE meta SET value = '2' WHERE name = 'schema_version';
+"""
 
 
 def _disk_error(path: Path, exc: sqlite3.Error) -> DiskError | None:
@@ -100,10 +114,13 @@ class Manifest:
         self.path = path
         self._lock = threading.Lock()
         try:
+            self._columns = _COLUMNS
             if readonly:
                 if not path.exists():
                     raise UsageError(f"no manifest at {path}; has a download been started with this output dir?")
                 self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=30)
+                if self.meta("schema_version") == "1":  # read as it is; the next download upgrades it
+                    self._columns = _COLUMNS.replace(", checks", ", NULL AS checks")
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level=None)
@@ -111,6 +128,8 @@ class Manifest:
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.executescript(_SCHEMA)
                 self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                if self.meta("schema_version") == "1":
+                    self._db.executescript("BEGIN IMMEDIATE;" + _MIGRATE_1_TO_2 + "COMMIT;")
         except sqlite3.DatabaseError as exc:
             raise (_disk_error(path, exc) or UsageError(f"manifest {path} cannot be opened: {exc}")) from exc
         except OSError as exc:
@@ -138,6 +157,18 @@ class Manifest:
                 (time.time(), exit_code, json.dumps(summary, default=str), run_id),
             )
             self._heartbeat_locked()
+
+    @_disk_errors
+    def heartbeat(self) -> None:
+        """'This run is alive', written about every second even while no image finishes (long backoff,
+        an outage), so ``status --health`` does not call a waiting run stalled."""
+        with self._lock:
+            self._heartbeat_locked()
+
+    @_disk_errors
+    def set_meta(self, name: str, value: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
 
     def _heartbeat_locked(self) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('heartbeat', ?)", (repr(time.time()),))
@@ -173,7 +204,7 @@ class Manifest:
         """Apply a batch of outcomes in one transaction (the engine calls this every second or so)."""
         now = time.time()
         rows = [
-            (o.state.value, o.bytes, o.md5, o.etag, o.attempts, o.error, now, o.image_id)
+            (o.state.value, o.bytes, o.md5, o.etag, o.attempts, o.error, now, o.checks, o.image_id)
             for o in outcomes
         ]
         with self._lock:
@@ -181,8 +212,8 @@ class Manifest:
             try:
                 self._db.executemany(
                     "UPDATE images SET state = ?, bytes = COALESCE(?, bytes), md5 = COALESCE(?, md5), "
-                    "etag = COALESCE(?, etag), attempts = attempts + ?, last_error = ?, updated_at = ? "
-                    "WHERE image_id = ?",
+                    "etag = COALESCE(?, etag), attempts = attempts + ?, last_error = ?, updated_at = ?, "
+                    "checks = COALESCE(?, checks) WHERE image_id = ?",
                     rows,
                 )
                 self._heartbeat_locked()
@@ -234,13 +265,17 @@ class Manifest:
             return int(self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM images WHERE state = 'done'").fetchone()[0])
 
     def rate(self, window: float = 60.0) -> tuple[float, float]:
-        """Images and bytes per second done over the last ``window`` seconds, from row times."""
-        since = time.time() - window
+        """Images and bytes per second done over the last ``window`` seconds, from row times. The window
+        never reaches back before the latest run started: 2 s into a run, the rate is over those 2 s."""
+        now = time.time()
         with self._lock:
+            started = self._db.execute("SELECT MAX(started_at) FROM runs").fetchone()[0]
+            span = min(window, now - started) if started is not None else window
+            span = max(span, 1.0)
             n, b = self._db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM images WHERE state = 'done' AND updated_at >= ?", (since,)
+                "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM images WHERE state = 'done' AND updated_at >= ?", (now - span,)
             ).fetchone()
-        return n / window, b / window
+        return n / span, b / span
 
     def rows(self, states: Iterable[State] | None = None, run_id: int | None = None, page: int = 2000) -> Iterator[ManifestRow]:
         """Rows in destination order, a page at a time (keyset on the unique dest), so a million failed
@@ -253,7 +288,7 @@ class Manifest:
         while True:
             with self._lock:
                 fetched = self._db.execute(
-                    f"SELECT {_COLUMNS} FROM images WHERE {where} AND dest > ? ORDER BY dest LIMIT ?", [*params, after, page]
+                    f"SELECT {self._columns} FROM images WHERE {where} AND dest > ? ORDER BY dest LIMIT ?", [*params, after, page]
                 ).fetchall()
             yield from (_row(r) for r in fetched)
             if len(fetched) < page:
@@ -262,13 +297,13 @@ class Manifest:
 
     def get(self, image_id: str) -> ManifestRow | None:
         with self._lock:
-            r = self._db.execute(f"SELECT {_COLUMNS} FROM images WHERE image_id = ?", (image_id,)).fetchone()
+            r = self._db.execute(f"SELECT {self._columns} FROM images WHERE image_id = ?", (image_id,)).fetchone()
         return _row(r) if r else None
 
     def last_errors(self, limit: int = 5) -> list[ManifestRow]:
         with self._lock:
             fetched = self._db.execute(
-                f"SELECT {_COLUMNS} FROM images WHERE last_error IS NOT NULL AND state != 'done' "
+                f"SELECT {self._columns} FROM images WHERE last_error IS NOT NULL AND state != 'done' "
                 "ORDER BY updated_at DESC LIMIT ?", (limit,)
             ).fetchall()
         return [_row(r) for r in fetched]

@@ -25,7 +25,8 @@ class StatsCollector(Collector):
         labels = ["shard"]
         images = CounterMetricFamily("sci_fetch_images", "Images finished by this run, by outcome", labels=[*labels, "outcome"])
         for outcome, value in (("fetched", s.done), ("adopted", s.adopted), ("already_done", s.skipped_done),
-                               ("failed", s.failed), ("missing", s.missing), ("invalid", s.invalid)):
+                               ("failed", s.failed), ("missing", s.missing), ("forbidden", s.forbidden),
+                               ("invalid", s.invalid)):
             images.add_metric([self._shard, outcome], value)
         yield images
         yield _one(CounterMetricFamily("sci_fetch_bytes", "Bytes written by this run", labels=labels), self._shard, s.bytes)

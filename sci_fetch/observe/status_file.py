@@ -43,8 +43,8 @@ def snapshot(stats: Stats, current: tuple[float, float], last_errors: list[str],
         "images": {
             "total": stats.total, "done": stats.skipped_done + stats.done + stats.adopted, "fetched": stats.done,
             "adopted": stats.adopted, "already_done": stats.skipped_done, "failed": stats.failed,
-            "missing": stats.missing + stats.skipped_missing, "invalid": stats.invalid, "duplicates": stats.duplicates,
-            "in_flight": stats.in_flight,
+            "missing": stats.missing + stats.skipped_missing, "forbidden": stats.forbidden, "invalid": stats.invalid,
+            "duplicates": stats.duplicates, "in_flight": stats.in_flight, "pending": _pending(stats),
         },
         "bytes": stats.bytes,
         "rates": {
@@ -55,9 +55,18 @@ def snapshot(stats: Stats, current: tuple[float, float], last_errors: list[str],
         "eta_seconds": round(eta) if eta is not None else None,
         "elapsed_seconds": round(stats.elapsed(), 1),
         "requests": stats.requests,
+        "unreachable_since": stats.unreachable_since,
         "retries": dict(stats.retries),
         "last_errors": last_errors,
     }
+
+
+def _pending(stats: Stats) -> int | None:
+    """Every image of the COCO file not finished or rejected yet, those not read yet included."""
+    if stats.total is None:
+        return None
+    accounted = (stats.skipped_done + stats.skipped_missing + stats.finished() + stats.invalid + stats.duplicates)
+    return max(0, stats.total - accounted)
 
 
 def write_atomic(path: Path, data: dict) -> None:

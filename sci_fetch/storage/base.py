@@ -19,6 +19,7 @@ class ObjectInfo(BaseModel):
     etag: str | None = None
     md5: str | None = None  # of the bytes written (download) or from a plain ETag (head)
     attempts: int = 1
+    checks: str | None = None  # what the bytes were checked against: "size,etag,id-md5" (no etag under SSE-KMS/SSE-C)
 
 
 class Storage(Protocol):

@@ -20,6 +20,7 @@ class StorageOptions(BaseModel):
     retry_base_delay: float = 0.5
     retry_max_delay: float = 20.0
     max_requests_per_second: float | None = None
+    outage_limit: float = 600.0
     chunk_size: int = 1 << 20
     fsync: bool = True
 

@@ -11,9 +11,17 @@ from collections.abc import Callable
 
 import aiohttp
 import botocore.exceptions as bce
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
-from sci_fetch.errors import FatalError, FetchError, MissingError, PermanentError, RetryableError, TransientError
+from sci_fetch.errors import (
+    FatalError,
+    FetchError,
+    ForbiddenError,
+    MissingError,
+    PermanentError,
+    RetryableError,
+    TransientError,
+)
 
 # Error codes S3 (and S3-compatible servers) send that another attempt may fix.
 RETRY_CODES = frozenset({
@@ -23,11 +31,15 @@ RETRY_CODES = frozenset({
 })
 # Codes that mean the key is not there; never retried, recorded as ``missing``.
 MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+# 403 for one key: S3 says AccessDenied, not 404, for a missing key when the caller may not list the
+# bucket (scoped credentials, most public buckets). Never retried; the engine stops the run on it only
+# while no object of the run has succeeded, else records the image as ``forbidden``.
+FORBIDDEN_CODES = frozenset({"AccessDenied", "403"})
 # Codes that mean every key would fail alike: stop the run instead of failing 110,000 keys one by one.
 FATAL_CODES = frozenset({
-    "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "ExpiredTokenException",
+    "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "ExpiredTokenException",
     "TokenRefreshRequired", "InvalidToken", "NoSuchBucket", "AllAccessDisabled", "AccountProblem",
-    "InvalidSecurity", "AuthorizationHeaderMalformed", "PermanentRedirect", "403", "401",
+    "InvalidSecurity", "AuthorizationHeaderMalformed", "PermanentRedirect", "401",
 })
 
 _CREDENTIAL_ERRORS = (
@@ -39,6 +51,12 @@ _NETWORK_ERRORS = (
     bce.EndpointConnectionError, bce.ConnectionClosedError, bce.ReadTimeoutError, bce.ConnectTimeoutError,
     bce.ResponseStreamingError, bce.IncompleteReadError, bce.HTTPClientError,
     aiohttp.ClientError, asyncio.TimeoutError, ConnectionError,
+)
+# Failures before any response came back: what a dead endpoint or a network outage looks like. A reset
+# or short body mid-transfer is not one of them (the server answered); the outage gate counts only these.
+_NO_ANSWER = (
+    bce.EndpointConnectionError, bce.ConnectTimeoutError, bce.ReadTimeoutError, bce.ConnectionClosedError,
+    aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, asyncio.TimeoutError,
 )
 
 _FATAL_HINTS = {
@@ -53,8 +71,9 @@ _FATAL_HINTS = {
 }
 
 
-def classify(exc: BaseException, op: str, src: str, dst: str | None, where: str) -> FetchError:
-    """Map a botocore/aiohttp/OS error to sci_fetch's tree; ``where`` names bucket and credentials."""
+def classify(exc: BaseException, op: str, src: str, dst: str | None, where: str) -> FetchError | None:
+    """Map a botocore/aiohttp error this table knows to sci_fetch's tree; ``where`` names bucket and
+    credentials. None for anything else: a bug must surface as itself, never as a failed image."""
     if isinstance(exc, FetchError):
         return exc
     if isinstance(exc, bce.ClientError):
@@ -64,7 +83,9 @@ def classify(exc: BaseException, op: str, src: str, dst: str | None, where: str)
         message = f"{code or status} {err.get('Message', '')}".strip()
         if code in MISSING_CODES or (status == 404 and code != "NoSuchBucket"):
             return MissingError(op, src, dst, f"not found ({message})")
-        if code in FATAL_CODES or status in (401, 403):
+        if code in FORBIDDEN_CODES or (status == 403 and code not in FATAL_CODES):
+            return ForbiddenError(op, src, dst, f"missing, or no permission ({message}); {where}")
+        if code in FATAL_CODES or status == 401:
             hint = _FATAL_HINTS.get(code, "check the credentials, the bucket and the region")
             return FatalError(op, src, dst, f"{message}; {where}: {hint}")
         if code in RETRY_CODES or status >= 500 or status == 429:
@@ -76,14 +97,25 @@ def classify(exc: BaseException, op: str, src: str, dst: str | None, where: str)
                           "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use --anonymous for a public bucket")
     if isinstance(exc, _CREDENTIAL_ERRORS):
         return FatalError(op, src, dst, f"{exc}; {where}: check that the profile exists in ~/.aws and has credentials")
+    if isinstance(exc, bce.SSLError) or isinstance(exc, aiohttp.ClientSSLError):
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc) or isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            return FatalError(op, src, dst, f"TLS: the server's certificate is not trusted ({exc}); {where}: for a "
+                              "private S3-compatible server, point AWS_CA_BUNDLE (or the 'ca_bundle' setting) at its CA")
+        return _transient(exc, op, src, dst, "connection")
     if isinstance(exc, _NETWORK_ERRORS):
-        text = f"{type(exc).__name__}: {exc}".rstrip(": ")
         if isinstance(exc, (bce.ReadTimeoutError, bce.ConnectTimeoutError, asyncio.TimeoutError)):
-            return TransientError(op, src, dst, text, reason="timeout")
+            return _transient(exc, op, src, dst, "timeout")
         if isinstance(exc, (bce.IncompleteReadError, bce.ResponseStreamingError)):
-            return TransientError(op, src, dst, text, reason="short-body")
-        return TransientError(op, src, dst, text, reason="connection")
-    return PermanentError(op, src, dst, f"{type(exc).__name__}: {exc}")
+            return _transient(exc, op, src, dst, "short-body")
+        return _transient(exc, op, src, dst, "connection")
+    return None
+
+
+def _transient(exc: BaseException, op: str, src: str, dst: str | None, reason: str) -> TransientError:
+    text = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    error = TransientError(op, src, dst, text, reason=reason)
+    error.no_answer = isinstance(exc, _NO_ANSWER + (bce.SSLError, aiohttp.ClientSSLError))
+    return error
 
 
 def reason_of(exc: BaseException | None) -> str:
@@ -91,10 +123,50 @@ def reason_of(exc: BaseException | None) -> str:
     return exc.reason if isinstance(exc, FetchError) else type(exc).__name__
 
 
+class Budget:
+    """One key's attempts. An attempt lost to an outage (see storage.reachability) is given back, so a
+    long outage never uses up a key's attempts, and no backoff is slept for it (the outage gate waits).
+    At most ``MAX_GIVE_BACKS`` times per key, so an endpoint that answers probes but never this key
+    cannot keep it going for ever."""
+
+    MAX_GIVE_BACKS = 20
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.given_back = 0
+        self.last_given_back = False
+
+    def last_attempt(self) -> bool:
+        return self.used - self.given_back >= self.limit
+
+    def can_give_back(self) -> bool:
+        return self.given_back < self.MAX_GIVE_BACKS
+
+    def give_back(self) -> None:
+        self.given_back += 1
+        self.last_given_back = True
+
+    def counted(self) -> int:
+        return self.used - self.given_back
+
+
 def retrying(
-    max_attempts: int, base_delay: float, max_delay: float, on_retry: Callable[[str], None] | None = None
+    max_attempts: int, base_delay: float, max_delay: float, on_retry: Callable[[str], None] | None = None,
+    budget: Budget | None = None,
 ) -> AsyncRetrying:
     """Exponential backoff with full jitter, capped per key; only RetryableError is retried."""
+    budget = budget or Budget(max_attempts)
+    backoff = wait_random_exponential(multiplier=base_delay, max=max_delay)
+
+    def _stop(state: RetryCallState) -> bool:
+        return state.attempt_number - budget.given_back >= budget.limit
+
+    def _wait(state: RetryCallState) -> float:
+        if budget.last_given_back:
+            budget.last_given_back = False
+            return 0.0
+        return backoff(state)
 
     def _before_sleep(state: RetryCallState) -> None:
         if on_retry is not None and state.outcome is not None:
@@ -102,8 +174,8 @@ def retrying(
 
     return AsyncRetrying(
         retry=retry_if_exception_type(RetryableError),
-        stop=stop_after_attempt(max_attempts),
-        wait=wait_random_exponential(multiplier=base_delay, max=max_delay),
+        stop=_stop,
+        wait=_wait,
         before_sleep=_before_sleep,
         reraise=True,
     )
