@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+import sqlite3
 import time
 import uuid
+from contextlib import closing
 
 import pytest
 from fault_proxy import FaultProxy
@@ -40,6 +42,15 @@ def dataset(s3, tmp_path_factory):
     return write_coco(tmp_path_factory.mktemp("coco") / "coco.json", images), images, blobs
 
 
+def has_run_row(path) -> bool:
+    """The manifest exists with its tables and this run's row (start-up is over, planning begins)."""
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+            return db.execute("SELECT count(*) FROM runs").fetchone()[0] > 0
+    except sqlite3.Error:
+        return False
+
+
 def comparable(manifest_path) -> dict:
     """The manifest rows without what legitimately differs between runs: times, attempt counts, and the
     ETag, which a file adopted after a crash does not get (it is checked against its id's md5, no request)."""
@@ -66,7 +77,7 @@ def test_five_sigkills_then_resume_ends_byte_identical_to_a_clean_run(s3_env, da
         # Throttled so a run lasts a few seconds on any machine: the kill lands mid-run.
         proc = start(s3_env, coco, out, "--concurrency", "8", "--max-requests-per-second", "30")
         if round_ == 0:
-            wait_until(manifest.exists, "the manifest is created", proc=proc)
+            wait_until(lambda: has_run_row(manifest), "the run is registered in the manifest", proc=proc)
             target = 0
         else:
             target = thresholds[round_ - 1]

@@ -13,7 +13,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiofiles.threadpool.binary import AsyncBufferedIOBase
 from helpers import animl_image, random_blobs, settings_for, write_coco
 from test_reliability_support import (
     KB,
@@ -28,6 +27,7 @@ from test_reliability_support import (
 
 from sci_fetch.commands.download import download
 from sci_fetch.errors import DiskError
+from sci_fetch.files import partial
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.store import Manifest
 
@@ -72,21 +72,23 @@ def resize(point: Path, size: str) -> None:
 
 def test_enospc_injected_in_the_write_path_stops_the_run_and_a_later_run_completes(s3_env, dataset, tmp_path, monkeypatch, capsys):
     """The disk 'fills' after 1 MB: the write that crosses it writes what fits and fails with ENOSPC,
-    exactly as write(2) does, below PartialFile (so its error mapping and clean-up are what is tested)."""
+    exactly as write(2) does, in the helper PartialFile writes through (so its error mapping and clean-up
+    are what is tested)."""
     coco, _images, expected = dataset
     out = tmp_path / "out"
     room = {"left": 1_000_000}
-    real_write = AsyncBufferedIOBase.write
+    real_write = partial._hash_and_write
 
-    async def write(self, data):
+    def write(md5, raw, chunks):  # what write(2) does on a full disk: what fits, then ENOSPC
+        data = b"".join(chunks)
         if len(data) > room["left"]:
             fits, room["left"] = room["left"], 0
-            await real_write(self, data[:fits])
+            real_write(md5, raw, [data[:fits]])
             raise OSError(errno.ENOSPC, "No space left on device")
         room["left"] -= len(data)
-        return await real_write(self, data)
+        return real_write(md5, raw, chunks)
 
-    monkeypatch.setattr(AsyncBufferedIOBase, "write", write)
+    monkeypatch.setattr(partial, "_hash_and_write", write)
     settings = settings_for(s3_env, coco, out, concurrency=8, chunk_size=8 * KB)
     assert download(settings) == 4
     printed = capsys.readouterr().out
@@ -96,7 +98,7 @@ def test_enospc_injected_in_the_write_path_stops_the_run_and_a_later_run_complet
     assert states.count(State.failed) == 0 and states.count(State.missing) == 0  # the images are not blamed
     assert 0 < len(done) < N and leftovers(out) == []
 
-    monkeypatch.setattr(AsyncBufferedIOBase, "write", real_write)  # room again
+    monkeypatch.setattr(partial, "_hash_and_write", real_write)  # room again
     assert download(settings) == 0
     assert tree(out) == expected and leftovers(out) == []
     summary = last_summary(settings)
@@ -181,6 +183,9 @@ def test_a_manifest_on_a_disk_already_full_is_one_clear_error(s3_env, dataset, t
                      r"free some space and run the same command again", message), message
     assert tree(tmp_path / "out") == {}
     ballast.unlink()
+    # Room again: 256 KB barely holds the manifest's write-ahead log for a whole run, so grow it as a user
+    # would free space, rather than depend on how many transactions the run happens to batch.
+    resize(small, "2m")
     assert download(settings) == 0
     assert tree(tmp_path / "out") == expected
 
@@ -208,7 +213,9 @@ def test_a_manifest_write_failing_mid_run_keeps_the_files_and_the_next_run_adopt
     assert "cannot be written: database or disk is full" in capsys.readouterr().out
     done = check_manifest_never_leads(out, settings.manifest_path, expected)
     on_disk = len(tree(out))
-    assert len(done) < on_disk < N and leftovers(out) == []
+    # The files renamed after the last recorded batch are kept: more on disk than the manifest knows. (On a
+    # loaded machine the downloads may all finish before the failing flush: then every file is on disk.)
+    assert len(done) < on_disk <= N and leftovers(out) == []
 
     monkeypatch.setattr(Manifest, "record", original)  # room again
     assert download(settings) == 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +36,9 @@ from sci_fetch.errors import (
     RecordError,
     SciFetchError,
 )
+from sci_fetch.files.durable import sync_filesystem
 from sci_fetch.files.partial import OutputRoot, file_md5
+from sci_fetch.files.sink import VerifiedFile
 from sci_fetch.files.verify import content_problem, read_head
 from sci_fetch.keys.mapping import UnsafePathError, make_task
 from sci_fetch.keys.shard import shard_of
@@ -44,7 +47,7 @@ from sci_fetch.manifest.store import Manifest
 from sci_fetch.observe.metrics import serve as serve_metrics
 from sci_fetch.observe.status_file import RateWindow, snapshot, write_atomic
 from sci_fetch.settings import Settings
-from sci_fetch.storage.base import Storage
+from sci_fetch.storage.base import SinkFactory, Storage
 
 log = logging.getLogger("sci_fetch")
 
@@ -110,6 +113,7 @@ class Engine:
         self._held_missing: list[Outcome] = []  # 404s before any success: kept back until the keys prove right
         self._planner = ThreadPoolExecutor(1, thread_name_prefix="sci-fetch-plan")
         self._previewed = 0
+        self._last_heartbeat = 0.0
         self.stats.retries = getattr(storage, "retries", self.stats.retries)  # the storage layer's live counter
 
     def live_stats(self) -> Stats:
@@ -288,7 +292,7 @@ class Engine:
                 adopted = await self._adopt(decision, dest)
                 if adopted is not None:
                     return adopted
-            info = await self.storage.download(task.key, dest, task.expected_md5)
+            info = await self.storage.download(task.key, self._sink_for(dest, task.expected_md5), str(dest))
             return Outcome(image_id=task.image_id, state=State.done, bytes=info.size, md5=info.md5, etag=info.etag,
                            attempts=info.attempts, checks=info.checks)
         except MissingError as exc:
@@ -317,6 +321,12 @@ class Engine:
                               f"{exc}; the traceback is in the log above; please report it")
             return None
 
+    def _sink_for(self, dest: Path, expected_md5: str | None) -> SinkFactory:
+        """The storage reads, files/ keeps: a fresh verified .partial per attempt. No fsync per file when
+        durability is batched (one syncfs before the manifest records the batch, see _flush)."""
+        chunk = self.settings.chunk_size
+        return lambda: VerifiedFile(dest, expected_md5, fsync=False, spill_at=chunk)
+
     async def _adopt(self, decision: Decision, dest: Path) -> Outcome | None:
         """A file is already where the image belongs (an older tool, or a crash before the manifest
         caught up): keep it when it verifies, against the id's md5 without a request, else against HEAD."""
@@ -344,17 +354,31 @@ class Engine:
     async def _flush(self) -> None:
         """Write the outcomes so far in one transaction; a batch that cannot be written is kept, never dropped."""
         if not self._outcomes:
-            await asyncio.to_thread(self.manifest.heartbeat)
+            now = time.monotonic()
+            if now - self._last_heartbeat >= 1.0:  # about every second, not every flush: the WAL stays small
+                self._last_heartbeat = now
+                await asyncio.to_thread(self.manifest.heartbeat)
             return
+        self._last_heartbeat = time.monotonic()
         batch, self._outcomes = self._outcomes, []
         try:
-            await asyncio.to_thread(self.manifest.record, batch)
+            await asyncio.to_thread(self._record, batch)
         except DiskError as exc:  # disk full: keep the batch (its files are on disk) and stop
             self._outcomes = batch + self._outcomes
             self.request_stop("disk", f"stopping: {exc}")
         except BaseException:
             self._outcomes = batch + self._outcomes
             raise
+
+    def _record(self, batch: list[Outcome]) -> None:
+        """In a thread: the files of the batch's done rows reach the disk first (one syncfs), then the
+        rows: "done" never leads the disk, not even after a power cut."""
+        if self.settings.fsync and any(o.state is State.done for o in batch):
+            try:
+                sync_filesystem(self.settings.output)
+            except OSError as exc:  # the disk cannot take the batch: stop (exit 4), the rows stay unwritten
+                raise DiskError(f"sync {self.settings.output}: {exc.strerror or exc}") from exc
+        self.manifest.record(batch)
 
     async def _flush_loop(self) -> None:
         """Also the heartbeat: about every flush_interval, whether or not images finish."""

@@ -63,9 +63,11 @@ class OutputRoot:
 class PartialFile:
     """Async writer of ``<dest>.partial`` that hashes as it writes and commits by rename.
 
-    Bytes are held in memory up to ``spill_at`` (one chunk): an object smaller than that (most camera-trap
-    originals) touches the disk only in commit, in a single hop to the thread pool that creates, writes,
-    fsyncs and renames. Larger objects spill to the file chunk by chunk.
+    Bytes are held in memory, as the chunks received (no copy), up to ``spill_at``: an object smaller than
+    that (most camera-trap originals) touches the disk only in commit, in a single hop to the thread pool
+    that hashes, checks, creates, writes and renames. Larger objects spill to the file, hashed and written
+    in one hop per ``spill_at`` bytes. With ``fsync`` each file is fsynced before its rename; the engine
+    instead makes a whole batch durable with one ``syncfs`` before the manifest records it (files.durable).
     """
 
     def __init__(self, dest: Path, fsync: bool = True, spill_at: int = 1 << 20) -> None:
@@ -75,7 +77,8 @@ class PartialFile:
         self.spill_at = spill_at
         self.size = 0
         self._md5 = hashlib.md5()
-        self._buf = bytearray()  # received, not yet on disk
+        self._held: list[bytes] = []  # received, not yet on disk
+        self._held_size = 0
         self._fh = None  # the open .partial, once spilled
         self._committed = False
 
@@ -84,8 +87,9 @@ class PartialFile:
 
     async def write(self, data: bytes) -> None:
         self.size += len(data)
-        self._buf += data
-        if len(self._buf) < self.spill_at:
+        self._held.append(data)
+        self._held_size += len(data)
+        if self._held_size < self.spill_at:
             return
         if self._fh is None:
             # Created on the loop, not in a worker thread: with no await between creating the file and
@@ -94,11 +98,9 @@ class PartialFile:
                 self._fh = aiofiles.threadpool.wrap(_create(self.partial), loop=asyncio.get_running_loop())
             except OSError as exc:
                 raise map_os_error(exc, "open", self.partial) from exc
-        chunk = bytes(self._buf)
-        self._buf.clear()
-        self._md5.update(chunk)
+        chunks, self._held, self._held_size = self._held, [], 0
         try:
-            await self._fh.write(chunk)
+            await aiofiles.os.wrap(_hash_and_write)(self._md5, self._fh._file, chunks)
         except OSError as exc:
             raise map_os_error(exc, "write", self.partial) from exc
 
@@ -107,12 +109,11 @@ class PartialFile:
         return self._md5.hexdigest()
 
     async def commit(self, check: Callable[[str], None] | None = None) -> None:
-        """Hash the held tail, ``check(md5)`` (it raises to refuse the bytes), then write, flush, fsync,
+        """Hash the held tail, ``check(md5)`` (it raises to refuse the bytes), then write, flush, (fsync),
         close and rename, all in one hop: hashing runs off the event loop (hashlib releases the GIL), and
         after this returns the file is complete under its name. The thread either renames or removes the
         .partial itself, so a cancel that lands while it runs leaves no temporary file behind."""
-        tail = bytes(self._buf)
-        self._buf.clear()
+        tail, self._held, self._held_size = self._held, [], 0
         try:
             if self._fh is None:
                 await aiofiles.os.wrap(_write_whole)(self._md5, tail, check, self.fsync, self.partial, self.dest)
@@ -138,13 +139,20 @@ class PartialFile:
             pass
 
 
-def _write_whole(md5, data: bytes, check, fsync: bool, partial: Path, dest: Path) -> None:
-    md5.update(data)
+def _hash_and_write(md5, raw, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        md5.update(chunk)
+    raw.writelines(chunks)
+
+
+def _write_whole(md5, chunks: list[bytes], check, fsync: bool, partial: Path, dest: Path) -> None:
+    for chunk in chunks:
+        md5.update(chunk)
     if check is not None:
         check(md5.hexdigest())  # before anything is on disk
     raw = _create(partial)
     try:
-        _finish(None, raw, data, None, fsync, partial, dest)
+        _finish(None, raw, chunks, None, fsync, partial, dest)
     except BaseException:
         raw.close()
         try:
@@ -154,13 +162,14 @@ def _write_whole(md5, data: bytes, check, fsync: bool, partial: Path, dest: Path
         raise
 
 
-def _finish(md5, raw, tail: bytes, check, fsync: bool, partial: Path, dest: Path) -> None:
+def _finish(md5, raw, chunks: list[bytes], check, fsync: bool, partial: Path, dest: Path) -> None:
     if md5 is not None:
-        md5.update(tail)
+        for chunk in chunks:
+            md5.update(chunk)
     if check is not None:
         check(md5.hexdigest())
-    if tail:
-        raw.write(tail)
+    if chunks:
+        raw.writelines(chunks)
     raw.flush()
     if fsync:
         os.fsync(raw.fileno())

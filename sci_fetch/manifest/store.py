@@ -119,7 +119,7 @@ class Manifest:
                 if not path.exists():
                     raise UsageError(f"no manifest at {path}; has a download been started with this output dir?")
                 self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=30)
-                if self.meta("schema_version") == "1":  # read as it is; the next download upgrades it
+                if self._version() == "1":  # read as it is; the next download upgrades it
                     self._columns = _COLUMNS.replace(", checks", ", NULL AS checks")
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -307,6 +307,12 @@ class Manifest:
                 "ORDER BY updated_at DESC LIMIT ?", (limit,)
             ).fetchall()
         return [_row(r) for r in fetched]
+
+    def _version(self) -> str | None:
+        try:
+            return self.meta("schema_version")
+        except sqlite3.OperationalError:  # a file a killed run left before it made its tables
+            return None
 
     def meta(self, name: str) -> str | None:
         with self._lock:

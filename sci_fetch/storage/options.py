@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict
 
 
@@ -22,7 +24,8 @@ class StorageOptions(BaseModel):
     max_requests_per_second: float | None = None
     outage_limit: float = 600.0
     chunk_size: int = 1 << 20
-    fsync: bool = True
+    ca_bundle: Path | None = None
+    direct_get: bool = True
 
     def describe(self) -> str:
         """Where requests go, for error messages: bucket, profile, endpoint; never a secret."""

@@ -1,15 +1,18 @@
-"""S3 behind the Storage interface: one aioboto3 client for the whole run, retries only here.
+"""S3 behind the Storage interface: one aioboto3 session and client for the whole run, retries only here.
 
-One client means one connection pool: keep-alive connections are reused across keys, so a GET does
-not pay a TCP (or TLS) handshake, which is most of the latency on a real WAN.
+One connection pool for the run: keep-alive connections are reused across keys, so a GET does not pay a
+TCP (or TLS) handshake, which is most of the latency on a real WAN. The hot GET goes out on the lean path
+of storage.direct (signed by botocore's signer, sent by aiohttp); HEAD, credentials, region and endpoint
+configuration stay with the aioboto3 client. The bytes go to a sink (files.sink): this module knows
+nothing of files.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,10 +22,9 @@ from aiobotocore.config import AioConfig
 from asyncio_throttle import Throttler
 from botocore import UNSIGNED
 
-from sci_fetch.errors import FetchError, IntegrityError, PermanentError, SciFetchError, TransientError, UsageError
-from sci_fetch.files.partial import PartialFile
-from sci_fetch.files.verify import HEAD_BYTES, content_problem
-from sci_fetch.storage.base import ObjectInfo
+from sci_fetch.errors import FetchError, SciFetchError, TransientError, UsageError
+from sci_fetch.storage.base import Expected, ObjectInfo, SinkFactory
+from sci_fetch.storage.direct import DirectGet, Response, bucket_url
 from sci_fetch.storage.options import StorageOptions
 from sci_fetch.storage.reachability import Reachability
 from sci_fetch.storage.retry import Budget, classify, retrying
@@ -54,6 +56,7 @@ class S3Storage:
         self.retries: Counter[str] = Counter()
         self._stack = AsyncExitStack()
         self._client: Any = None
+        self._direct: DirectGet | None = None
         self._throttler = Throttler(rate_limit=options.max_requests_per_second, period=1.0) if options.max_requests_per_second else None
         self.reachability = Reachability(options.describe(), self._probe, threshold=min(8, max(2, options.pool_size)),
                                          outage_limit=options.outage_limit)
@@ -76,11 +79,17 @@ class S3Storage:
         )
         try:
             self._client = await self._stack.enter_async_context(
-                session.client("s3", endpoint_url=opts.endpoint_url or None, config=config)
+                session.client("s3", endpoint_url=opts.endpoint_url or None, config=config,
+                               verify=str(opts.ca_bundle) if opts.ca_bundle else None)
             )
         except ValueError as exc:
             raise UsageError(f"endpoint_url {opts.endpoint_url!r} is not usable: {exc}") from exc
         self._client.meta.events.register("before-send.s3", self._count_request)
+        if opts.direct_get:
+            credentials = None if opts.anonymous else await session.get_credentials()
+            base = await bucket_url(self._client, opts.bucket)
+            region = self._client.meta.region_name or opts.region or "us-east-1"
+            self._direct = await self._stack.enter_async_context(DirectGet(opts, credentials, region, base))
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -155,47 +164,63 @@ class S3Storage:
         info, _ = await self._with_retries(key, once)
         return info
 
-    async def download(self, key: str, dest: Path, expected_md5: str | None = None) -> ObjectInfo:
-        """GET ``key`` into ``dest`` verified, retrying per policy; the error carries the attempt count."""
-        info, attempts = await self._with_retries(key, lambda: self._download_once(key, dest, expected_md5))
+    async def download(self, key: str, sink: SinkFactory, dst: str | None = None) -> ObjectInfo:
+        """Stream ``key`` into a fresh sink per attempt, retrying per policy; the error carries the attempt
+        count. ``dst`` only names the destination in messages."""
+        info, attempts = await self._with_retries(key, lambda: self._download_once(key, sink, dst))
         return info.model_copy(update={"attempts": attempts})
 
-    async def _download_once(self, key: str, dest: Path, expected_md5: str | None) -> ObjectInfo:
-        src = f"s3://{self.options.bucket}/{key}"
-        resp = await self._call("get_object", key, str(dest))
-        body = resp["Body"]
-        length = int(resp["ContentLength"])
-        etag = resp.get("ETag", "").strip('"')
-        etag_md5 = plain_md5_etag(etag, resp)
-        checks = ["size", *(["etag"] if etag_md5 else []), *(["id-md5"] if expected_md5 else [])]
-        chunk_size = self.options.chunk_size
+    def _get(self, key: str, dst: str | None) -> AbstractAsyncContextManager[Response]:
+        return self._get_direct(key, dst) if self._direct is not None else self._get_client(key, dst)
+
+    @asynccontextmanager
+    async def _get_direct(self, key: str, dst: str | None) -> AsyncIterator[Response]:
+        """The lean GET; its errors are mapped exactly as the client's (see _call)."""
+        assert self._direct is not None
+        if self._throttler is not None:
+            async with self._throttler:
+                pass
+        self.requests += 1
         try:
-            async with body:
-                async with PartialFile(dest, fsync=self.options.fsync, spill_at=chunk_size) as out:
-                    head = b""  # the first bytes, for content_problem()
-                    while chunk := await body.read(chunk_size):
-                        if len(head) < HEAD_BYTES:
-                            head += chunk[: HEAD_BYTES - len(head)]
-                        await out.write(chunk)
+            async with self._direct.get(key, self.options.chunk_size) as resp:
+                self.reachability.on_answer()
+                yield resp
+        except bce.ClientError as exc:
+            self.reachability.on_answer()
+            raise self._map(exc, "get_object", key, dst) or exc from exc
 
-                    def check(md5: str) -> None:  # runs in commit's thread, before the rename
-                        if out.size != length:
-                            raise IntegrityError("get", src, str(dest), f"short body: got {out.size} of {length} bytes", reason="short-body")
-                        if etag_md5 is not None and etag_md5 != md5:
-                            raise IntegrityError("get", src, str(dest), f"MD5 {md5} does not match ETag {etag_md5}", reason="etag-mismatch")
-                        if expected_md5 is not None and expected_md5 != md5:
-                            raise IntegrityError("get", src, str(dest), f"MD5 {md5} does not match the md5 in the image id ({expected_md5})", reason="id-md5-mismatch")
-                        problem = content_problem(head, out.size)
-                        if problem is not None:  # the stored object itself is not an image: no retry fixes it
-                            raise PermanentError("get", src, str(dest), problem, reason="not-an-image")
+    @asynccontextmanager
+    async def _get_client(self, key: str, dst: str | None) -> AsyncIterator[Response]:
+        """The same GET through the aioboto3 client (direct_get = false)."""
+        resp = await self._call("get_object", key, dst)
+        body = resp["Body"]
+        headers = {k.lower(): v for k, v in resp["ResponseMetadata"].get("HTTPHeaders", {}).items()}
+        headers.setdefault("content-length", str(resp["ContentLength"]))
+        headers.setdefault("etag", resp.get("ETag", ""))
 
-                    await out.commit(check)
-                    md5 = out.md5()
+        async def chunks() -> AsyncIterator[bytes]:
+            while chunk := await body.read(self.options.chunk_size):
+                yield chunk
+
+        async with body:
+            yield Response(headers, chunks())
+
+    async def _download_once(self, key: str, sink: SinkFactory, dst: str | None) -> ObjectInfo:
+        src = f"s3://{self.options.bucket}/{key}"
+        try:
+            async with self._get(key, dst) as resp, sink() as out:
+                etag = (resp.get("etag") or "").strip('"')
+                sse = {"ServerSideEncryption": resp.get("x-amz-server-side-encryption"),
+                       "SSECustomerAlgorithm": resp.get("x-amz-server-side-encryption-customer-algorithm")}
+                length = int(resp.get("content-length") or 0)
+                async for chunk in resp.chunks:
+                    await out.write(chunk)
+                kept = await out.commit(Expected(source=src, size=length, etag_md5=plain_md5_etag(etag, sse)))
         except SciFetchError:
-            raise  # already typed: integrity, disk, local file
+            raise  # already typed: integrity, disk, local file, a mapped S3 error
         except Exception as exc:  # network errors while streaming the body; anything unknown is a bug
-            mapped = classify(exc, "get", src, str(dest), self.options.describe())
+            mapped = classify(exc, "get", src, dst, self.options.describe())
             if mapped is None:
                 raise
             raise mapped from exc
-        return ObjectInfo(size=length, etag=etag, md5=md5, checks=",".join(checks))
+        return ObjectInfo(size=length, etag=etag, md5=kept.md5, checks=kept.checks)
