@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -47,13 +49,13 @@ def lila(public_s3, tmp_path_factory):
 
 def public_flags(server: SeaweedS3) -> list[str]:
     return ["--anonymous", "--bucket", PUBLIC, "--region", "us-east-1", "--endpoint-url", server.endpoint_url,
-            "--key-template", PREFIX + "/{file_name}", "--progress", "off"]
+            "--key-template", PREFIX + "/{file_name}"]
 
 
 def test_lila_style_coco_downloads_anonymously_with_a_key_template(public_s3, lila, tmp_path, capsys):
     coco, blobs = lila
     out = tmp_path / "ena24"
-    code = main(["download", str(coco), "--output", str(out), *public_flags(public_s3)])
+    code = main(["download", str(coco), "--output", str(out), *public_flags(public_s3), "--progress", "off"])
     assert code == 0, capsys.readouterr()
     got = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*.jpg")}
     assert {k: hashlib.md5(v).hexdigest() for k, v in got.items()} == {k: hashlib.md5(v).hexdigest() for k, v in blobs.items()}
@@ -83,3 +85,17 @@ def test_unsigned_requests_cannot_list_or_write_the_public_bucket(public_s3):
         client.list_objects_v2(Bucket=PUBLIC)
     with pytest.raises(ClientError, match="AccessDenied"):
         client.put_object(Bucket=PUBLIC, Key="x", Body=b"1")
+
+
+def test_the_readme_command_works_beside_the_shipped_settings_toml(public_s3, lila, tmp_path, capsys, monkeypatch):
+    """The shipped settings.toml names the `animl` profile, which a LILA user does not have: `--profile ''` in
+    the README's command is what keeps it out, for `plan` and `download` alike."""
+    coco, blobs = lila
+    repo = Path(__file__).resolve().parents[1]
+    shutil.copy(repo / "settings.toml", tmp_path / "settings.toml")
+    monkeypatch.chdir(tmp_path)
+    flags = [*public_flags(public_s3), "--profile", ""]
+    assert main(["plan", str(coco), "--output", "ena24", *flags]) == 0
+    assert "12 exist, 0 missing" in capsys.readouterr().out
+    assert main(["download", str(coco), "--output", "ena24", *flags]) == 0
+    assert sorted(p.relative_to(tmp_path / "ena24").as_posix() for p in (tmp_path / "ena24").rglob("*.jpg")) == sorted(blobs)
