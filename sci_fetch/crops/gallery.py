@@ -109,7 +109,8 @@ def _thumb(row: dict[str, str], crops_dir: Path, page_dir: Path) -> Thumb | None
     rel = Path(os.path.relpath(found.resolve(), page_dir.resolve())).as_posix()
     size = f"{row.get('crop_width', '')}×{row.get('crop_height', '')}".strip("×")
     where = " · ".join(v for v in (row.get("location"), row.get("datetime")) if v)
-    return Thumb(quote(rel, safe="/"), f"{row['image_path']}\n{where}".strip(), size)
+    caption = " · ".join(v for v in (size, row.get("location")) if v)
+    return Thumb(quote(rel, safe="/"), f"{row['image_path']}\n{where}".strip(), caption)
 
 
 def _downloads(images_dir: Path | None, manifest: Path | None) -> dict[str, int] | None:
@@ -167,7 +168,7 @@ td.n { text-align:right; font-variant-numeric:tabular-nums; }
 .grid { display:grid; grid-template-columns:repeat(auto-fill,minmax(150px,1fr)); gap:10px; }
 figure { margin:0; background:var(--card); border:1px solid var(--line); border-radius:6px; overflow:hidden; }
 figure img { display:block; width:100%; height:150px; object-fit:contain; background:#222; }
-figcaption { font-size:12px; color:var(--muted); padding:3px 7px; }
+figcaption { font-size:12px; color:var(--muted); padding:3px 7px; white-space:nowrap; overflow:hidden; text-overflow:ellipsis; }
 .note { color:var(--muted); margin:0 0 8px; }
 """
 
