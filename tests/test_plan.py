@@ -157,3 +157,19 @@ def test_space_check_refuses_a_tmpfs_too_small_and_the_flag_overrides(s3_env, kn
 
     fine = asyncio.run(check_roomy())
     assert fine.fit is Fit.fits and fine.exit_code == 0 and fine.message == ""
+
+
+def test_no_answer_at_all_is_exit_1_and_says_what_to_check(s3_env, known, tmp_path, capsys):
+    """A wrong endpoint: every HEAD fails to connect; the plan says so instead of claiming the keys are missing."""
+    import socket
+
+    coco, _, _, _ = known
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    flags = [f if f != s3_env.endpoint_url else f"http://127.0.0.1:{port}" for f in server_flags(s3_env)]
+    code = main(["plan", str(coco), "--output", str(tmp_path / "images"), *flags, "--max-attempts", "1"])
+    text = capsys.readouterr().out
+    assert code == 1
+    assert "0 exist, 0 missing, 10 without an answer" in text
+    assert "no sampled key got an answer: check --endpoint-url" in text

@@ -2,7 +2,7 @@
 
 It HEADs a random sample of the keys a download would still fetch (the manifest's done ones left out),
 GETs a few of them into a temp folder to time the bytes, and prints the estimate with its range.
-Exit codes: 0 it fits (or may), 1 none of the sampled keys exists, 2 bad settings or input, 3 a
+Exit codes: 0 it fits (or may), 1 none of the sampled keys exists or answered, 2 bad settings or input, 3 a
 credentials or access error, 4 the estimate clearly exceeds the free space.
 """
 
@@ -32,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "plan", help=HELP,
         description=HELP + ". Takes the same settings as `download`. Exit codes: 0 it fits, 1 none of the sampled "
-        "keys exists, 2 bad settings or input, 3 credentials or access error, 4 clearly more than the free space.",
+        "keys exists or answered, 2 bad settings or input, 3 credentials or access error, 4 clearly more than the free space.",
     )
     add_settings_flags(parser, Settings, positional="coco", only=PLAN_SETTINGS)
     parser.add_argument("--sample", type=int, default=200, metavar="N",

@@ -17,7 +17,7 @@ from sci_fetch.plan.report import human_bytes
 from sci_fetch.settings import Settings
 from sci_fetch.storage.base import Storage
 
-EXIT_OK, EXIT_NOTHING_FOUND, EXIT_DISK = 0, 1, 4
+EXIT_OK, EXIT_NOTHING_FOUND, EXIT_DISK = 0, 1, 4  # 1: no sampled key exists or answered
 SPACE_CHECK_SAMPLE = 64  # keys a download HEADs before it starts: seconds, not minutes, on a WAN
 
 
@@ -37,7 +37,7 @@ class Plan:
     def exit_code(self) -> int:
         if self.fit is Fit.exceeds:
             return EXIT_DISK
-        if self.estimate.sampled and not self.estimate.found:
+        if self.probe.heads and not self.estimate.found:  # every key missing, or no answer at all
             return EXIT_NOTHING_FOUND
         return EXIT_OK
 

@@ -42,12 +42,14 @@ def plan_lines(plan: Plan) -> list[str]:
              f"{pop.invalid:,} unusable records; {pop.remaining:,} to fetch"]
     if pop.remaining == 0:
         return [*lines, "nothing left to fetch"]
-    kind = "every key left" if est.exact else f"a random sample of {len(pop.sample):,} keys"
+    kind = "every key left" if len(pop.sample) >= pop.remaining else f"a random sample of {len(pop.sample):,} keys"
     lines.append(f"asked S3 about {kind}: {est.found:,} exist, {len(probe.missing):,} missing, {len(probe.errors):,} without an answer")
     if probe.missing:
         lines.append(f"  a missing key: {probe.missing[0]}  (wrong bucket, variant or --key-template?)")
     if probe.errors:
         lines.append(f"  an unanswered key: {probe.errors[0]}")
+    if est.mean_size is None and not est.sampled:
+        return [*lines, "no sampled key got an answer: check --endpoint-url, the region and the network before a run"]
     if est.mean_size is None:
         return [*lines, "none of the sampled keys exists: check the bucket, --variant and --key-template before a run"]
     rng = "exact: every key was asked" if est.exact else f"{est.confidence:.0%} range {human_bytes(est.low)} to {human_bytes(est.high)}"
