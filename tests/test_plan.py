@@ -173,3 +173,19 @@ def test_no_answer_at_all_is_exit_1_and_says_what_to_check(s3_env, known, tmp_pa
     assert code == 1
     assert "0 exist, 0 missing, 10 without an answer" in text
     assert "no sampled key got an answer: check --endpoint-url" in text
+
+
+def test_space_check_sends_nothing_when_turned_off_or_on_a_dry_run(s3_env, known, tmp_path):
+    coco, _, _, _ = known
+
+    async def check(**overrides):
+        settings = settings_for(s3_env, coco, tmp_path / "images", **overrides)
+        async with S3Storage(settings.storage_options()) as storage:
+            verdict = await space_check(settings, storage)
+            return verdict, storage.requests
+
+    for overrides in ({"space_check": False}, {"dry_run": True}):
+        verdict, requests = asyncio.run(check(**overrides))
+        assert (verdict.fit, verdict.exit_code, requests) == (None, 0, 0), overrides
+    verdict, requests = asyncio.run(check())
+    assert verdict.fit is Fit.fits and requests == 10  # one HEAD per key left (fewer than the sample size)
