@@ -11,10 +11,12 @@ import sys
 
 from sci_fetch import __version__
 from sci_fetch.commands import crops, demo, download, filter, status, verify
+from sci_fetch.commands import gallery, plan
 from sci_fetch.errors import DiskError, SciFetchError
 from sci_fetch.observe import logs
 
 COMMANDS = [download, status, verify, crops, filter, demo]
+COMMANDS += [plan, gallery]
 
 
 def build_parser() -> argparse.ArgumentParser:

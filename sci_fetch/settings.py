@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     limit: int | None = Field(None, ge=1, description="fetch only the first N images of the COCO file (for a trial run)")
     retry_missing: bool = Field(False, description="ask again for keys that were 404 in an earlier run")
     dry_run: bool = Field(False, description="read and plan everything (manifest rows included) but send no request: how much is left to fetch")
+    space_check: bool = Field(True, description="before a download, HEAD a small random sample of the keys left and refuse to start (exit 4) when their estimated size clearly exceeds the free space")
 
     # Where the objects are
     bucket: str = Field("animl-images-serving-prod", min_length=3, max_length=255, description="S3 bucket")

@@ -185,6 +185,7 @@ class SeaweedS3:
         secret_key: str | None = None,
         buckets: Iterable[str] = (),
         *,
+        anonymous_read: Iterable[str] = (),
         startup_timeout: float = 30.0,
         stop_timeout: float = 10.0,
         start_attempts: int = 3,
@@ -194,6 +195,8 @@ class SeaweedS3:
         self.access_key = access_key or "SCI" + secrets.token_hex(8).upper()
         self.secret_key = secret_key or secrets.token_urlsafe(30)
         self.buckets = list(buckets)
+        # Buckets anyone may GET/HEAD without credentials (no listing), as a public data set's bucket.
+        self.anonymous_read = list(anonymous_read)
         for b in self.buckets:
             if len(b) < 3:
                 raise ValueError(f"S3 bucket names need at least 3 characters: {b!r}")
@@ -286,6 +289,8 @@ class SeaweedS3:
                 }
             ]
         }
+        if self.anonymous_read:  # weed's reserved identity name for unsigned requests
+            identities["identities"].append({"name": "anonymous", "actions": [f"Read:{b}" for b in self.anonymous_read]})
         self.config_path.write_text(json.dumps(identities, indent=2) + "\n")
         self.config_path.chmod(0o600)
 
