@@ -170,9 +170,9 @@ def test_no_answer_at_all_is_exit_1_and_says_what_to_check(s3_env, known, tmp_pa
     flags = [f if f != s3_env.endpoint_url else f"http://127.0.0.1:{port}" for f in server_flags(s3_env)]
     code = main(["plan", str(coco), "--output", str(tmp_path / "images"), *flags, "--max-attempts", "1"])
     text = capsys.readouterr().out
-    assert code == 1
-    assert "0 exist, 0 missing, 10 without an answer" in text
-    assert "no sampled key got an answer: check --endpoint-url" in text
+    assert code == 3  # as a download does: an endpoint that never answers stops with exit 3, one line
+    assert "the endpoint cannot be reached" in text and f"127.0.0.1:{port}" in text and "check the endpoint URL" in text
+    assert len(text.strip().splitlines()) == 1
 
 
 def test_space_check_sends_nothing_when_turned_off_or_on_a_dry_run(s3_env, known, tmp_path):

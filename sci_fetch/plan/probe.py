@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sci_fetch.errors import DiskError, FatalError, FetchError, MissingError
+from sci_fetch.errors import DiskError, FatalError, FetchError, ForbiddenError, MissingError
+from sci_fetch.files.sink import VerifiedFile
 from sci_fetch.keys.mapping import Task
 from sci_fetch.storage.base import Storage
 
@@ -56,6 +57,9 @@ async def _heads(storage: Storage, tasks: list[Task], concurrency: int, probe: P
             except MissingError:
                 probe.missing.append(task.key)
                 return
+            except ForbiddenError as exc:  # "missing, or no permission": which one, only a success can tell
+                forbidden.append(exc)
+                return
             except FatalError:
                 raise
             except FetchError as exc:
@@ -64,9 +68,16 @@ async def _heads(storage: Storage, tasks: list[Task], concurrency: int, probe: P
         probe.sizes.append(info.size)
         found.append(task)
 
+    forbidden: list[ForbiddenError] = []
     started = time.monotonic()
     await _all([one(t) for t in tasks])
     probe.head_seconds = time.monotonic() - started
+    if forbidden and not probe.sizes:  # as a download does: no key readable at all is the credentials or the bucket
+        first = forbidden[0]
+        raise FatalError(first.op, first.src, None, f"{first.err}: no sampled key was readable, so these credentials "
+                         "may not read this bucket (or the keys are wrong and listing is not allowed); check the "
+                         "profile, the bucket policy, the variant and the key template")
+    probe.missing.extend(e.src for e in forbidden)
     return found
 
 
@@ -78,7 +89,8 @@ async def _gets(storage: Storage, tasks: list[Task], probe: Probe) -> None:
 
         async def one(index: int, task: Task) -> int:
             try:
-                info = await storage.download(task.key, Path(tmp) / f"{index}.bin", task.expected_md5)
+                dest = Path(tmp) / f"{index}.bin"
+                info = await storage.download(task.key, lambda: VerifiedFile(dest, task.expected_md5), str(dest))
             except FatalError:
                 raise
             except (FetchError, DiskError):

@@ -87,6 +87,8 @@ class S3Storage:
         self._client.meta.events.register("before-send.s3", self._count_request)
         if opts.direct_get:
             credentials = None if opts.anonymous else await session.get_credentials()
+            if credentials is None and not opts.anonymous:
+                return self  # no credentials: the client's GET raises NoCredentialsError, mapped to one clear stop
             base = await bucket_url(self._client, opts.bucket)
             region = self._client.meta.region_name or opts.region or "us-east-1"
             self._direct = await self._stack.enter_async_context(DirectGet(opts, credentials, region, base))
