@@ -49,7 +49,8 @@ class Settings(BaseSettings):
     anonymous: bool = Field(False, description="unsigned requests, for public buckets (LILA and similar)")
 
     # How hard to push
-    concurrency: int = Field(64, ge=1, le=4096, description="downloads in flight at once")
+    concurrency: int = Field(64, ge=1, le=4096, description="downloads in flight at once (per process)")
+    processes: str = Field("1", description="event loops in as many processes over disjoint shares of the keys; auto = one per core")
     max_requests_per_second: float | None = Field(None, gt=0, description="cap on request starts per second; empty means no cap")
     max_attempts: int = Field(5, ge=1, le=100, description="attempts per key before it is recorded as failed")
     retry_base_delay: float = Field(0.5, ge=0, description="first backoff delay in seconds (exponential, with jitter)")
@@ -84,6 +85,14 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and value.strip() == "" else value
+
+    @field_validator("processes", mode="before")
+    @classmethod
+    def _processes(cls, value: Any) -> str:
+        text = str(value).strip().lower()
+        if text != "auto" and not (text.isdigit() and 1 <= int(text) <= 256):
+            raise ValueError(f"processes must be 'auto' or a whole number from 1 to 256, got {value!r}")
+        return text
 
     @field_validator("ca_bundle")
     @classmethod

@@ -41,7 +41,7 @@ from sci_fetch.files.partial import OutputRoot, file_md5
 from sci_fetch.files.sink import VerifiedFile
 from sci_fetch.files.verify import content_problem, read_head
 from sci_fetch.keys.mapping import UnsafePathError, make_task
-from sci_fetch.keys.shard import shard_of
+from sci_fetch.keys.shard import process_of, shard_of
 from sci_fetch.manifest.models import Action, Decision, Outcome, State
 from sci_fetch.manifest.store import Manifest
 from sci_fetch.observe.metrics import serve as serve_metrics
@@ -71,6 +71,19 @@ PREVIEW = 5  # key -> destination pairs a dry run shows
 Reject = tuple[str, str, str | None, str | None, str | None, str]
 
 
+@dataclass(frozen=True)
+class Role:
+    """What an engine does beside downloading. Alone (the default) it owns its run: it registers it, counts
+    the COCO file, writes status.json, serves metrics and draws progress. As process K of N of a run
+    (engine.processes) it takes its share of the keys under the parent's run id and reports its figures
+    to the parent, which observes for all."""
+
+    run_id: int | None = None  # given by the parent; None: begin and end a run of its own
+    share: tuple[int, int] = (0, 1)  # (index, count) of the process split
+    observe: bool = True
+    report: Callable[[Stats], None] | None = None  # called about twice a second with this engine's figures
+
+
 @dataclass
 class RunResult:
     run_id: int
@@ -96,8 +109,9 @@ def count_images(path: Path, shard_count: int = 1, shard_index: int = 0) -> int 
 
 
 class Engine:
-    def __init__(self, settings: Settings, storage: Storage, manifest: Manifest) -> None:
+    def __init__(self, settings: Settings, storage: Storage, manifest: Manifest, role: Role | None = None) -> None:
         self.settings = settings
+        self.role = role or Role()
         self.storage = storage
         self.manifest = manifest
         self.root = OutputRoot(settings.output)
@@ -141,6 +155,7 @@ class Engine:
         """Runs in a thread: read, validate, map and plan one batch at a time."""
         settings = self.settings
         images = _numbered(iter_images(settings.coco), settings.limit)
+        process, processes = self.role.share
         while not self._stop.is_set():  # the planning thread stops with the run
             chunk = list(islice(images, BATCH))
             if not chunk:
@@ -148,10 +163,12 @@ class Engine:
             tasks, rejects = [], []
             for index, item in chunk:
                 if isinstance(item, RecordError):
-                    if settings.shard_index == 0:  # shard 0 reports bad records, so N shards do not list them N times
+                    if settings.shard_index == 0 and self.role.share[0] == 0:  # reported once, not by every shard/process
                         rejects.append(("invalid", f"images[{item.index}]", item.record_id, None, None, item.reason))
                     continue
                 if settings.shard_count > 1 and shard_of(item.id, settings.shard_count) != settings.shard_index:
+                    continue
+                if processes > 1 and process_of(item.id, processes) != process:
                     continue
                 try:
                     tasks.append(make_task(item, settings.variant, settings.key_template, settings.verify_id_md5))
@@ -425,30 +442,41 @@ class Engine:
         write_atomic(self.settings.state_file("status", "json"), data)
 
     async def _count_total(self) -> None:
-        s = self.settings
-        total = await asyncio.to_thread(count_images, s.coco, s.shard_count, s.shard_index or 0)
-        if total is not None:
-            self.stats.total = min(total, s.limit) if s.limit else total
-            await asyncio.to_thread(self.manifest.set_meta, f"images_in_coco{s.shard_suffix}", str(self.stats.total))
+        self.stats.total = await count_total(self.settings, self.manifest)
 
     # ---- the run ----------------------------------------------------------------------------
+    def _helpers(self) -> list[asyncio.Task[None]]:
+        """The supervised background tasks this engine's role asks for."""
+        settings = self.settings
+        work: list[tuple[str, Coroutine[Any, Any, None]]] = [("manifest flusher", self._flush_loop())]
+        if self.role.observe:
+            work += [("status file writer", self._status_loop()),
+                     ("progress display", report(self.stats, choose_mode(settings.progress), settings.log_interval))]
+        if self.role.report is not None:
+            work.append(("figures reporter", self._report_loop(self.role.report)))
+        return [asyncio.create_task(self._supervised(name, coro)) for name, coro in work]
+
+    async def _report_loop(self, send: Callable[[Stats], None]) -> None:
+        while True:
+            send(self.live_stats())
+            await asyncio.sleep(0.5)
+
     async def run(self) -> RunResult:
         settings = self.settings
         stop_metrics = None
-        if settings.metrics_port:
+        if settings.metrics_port and self.role.observe:
             stop_metrics = serve_metrics(settings.metrics_port, settings.metrics_host, self.live_stats,
                                          f"{settings.shard_index}/{settings.shard_count}")
-        self.run_id = await asyncio.to_thread(self.manifest.begin_run, settings.model_dump(mode="json"))
+        if self.role.run_id is None:
+            self.run_id = await asyncio.to_thread(self.manifest.begin_run, settings.model_dump(mode="json"))
+        else:
+            self.run_id = self.role.run_id
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
-        counting = asyncio.create_task(self._supervised("image count", self._count_total()))
-        helpers = [
-            asyncio.create_task(self._supervised("manifest flusher", self._flush_loop())),
-            asyncio.create_task(self._supervised("status file writer", self._status_loop())),
-            asyncio.create_task(self._supervised("progress display",
-                                                 report(self.stats, choose_mode(settings.progress), settings.log_interval))),
-        ]
+        counting = asyncio.create_task(self._supervised("image count", self._count_total()) if self.role.observe
+                                       else asyncio.sleep(0))
+        helpers = self._helpers()
         producer = asyncio.create_task(self._produce())
         workers = [asyncio.create_task(self._worker()) for _ in range(settings.concurrency)]
         everything = asyncio.gather(producer, *workers)
@@ -479,16 +507,20 @@ class Engine:
         if self.stats.total is not None:
             counts["pending"] += max(0, self.stats.total - sum(counts.values()) - self.stats.invalid - self.stats.duplicates)
         exit_code = self._exit_code(counts)
-        try:
-            await asyncio.to_thread(self._final_status, exit_code)
-        except OSError as exc:  # disk full: the status file is a convenience, the run's result is not
-            log.warning("status file not written: %s", exc.strerror or exc)
+        if self.role.report is not None:
+            self.role.report(self.live_stats())  # the last figures, before the result
+        if self.role.observe:
+            try:
+                await asyncio.to_thread(self._final_status, exit_code)
+            except OSError as exc:  # disk full: the status file is a convenience, the run's result is not
+                log.warning("status file not written: %s", exc.strerror or exc)
         if stop_metrics is not None:
             stop_metrics()
-        try:
-            await asyncio.to_thread(self.manifest.end_run, self.run_id, exit_code, self.stats.as_dict())
-        except DiskError as exc:
-            log.error("%s", exc)
+        if self.role.run_id is None:
+            try:
+                await asyncio.to_thread(self.manifest.end_run, self.run_id, exit_code, self.stats.as_dict())
+            except DiskError as exc:
+                log.error("%s", exc)
         return RunResult(self.run_id, self.stats, exit_code, self._stop_reason, self._message, counts)
 
     async def _shutdown(self, producer: asyncio.Task, workers: list[asyncio.Task]) -> None:
@@ -506,16 +538,33 @@ class Engine:
             await asyncio.gather(*late, return_exceptions=True)
 
     def _exit_code(self, counts: dict[str, int]) -> int:
-        """From the manifest, not from what was printed: anything not done makes it non-zero."""
-        by_reason = {"fatal": EXIT_FATAL, "disk": EXIT_DISK, "SIGINT": EXIT_SIGINT, "SIGTERM": EXIT_SIGTERM,
-                     "input": EXIT_USAGE, "usage": EXIT_USAGE, "keys": EXIT_USAGE, "internal": EXIT_INTERNAL}
-        if self._stop_reason in by_reason:
-            return by_reason[self._stop_reason]
-        if self.settings.dry_run:
-            return EXIT_INCOMPLETE if self.stats.invalid else EXIT_OK
-        if counts.get("failed") or counts.get("missing") or counts.get("forbidden") or counts.get("pending") or self.stats.invalid:
-            return EXIT_INCOMPLETE
-        return EXIT_OK
+        return exit_code_for(self._stop_reason, counts, self.stats.invalid, self.settings.dry_run)
+
+
+async def count_total(settings: Settings, manifest: Manifest) -> int | None:
+    """The images of the COCO file this run answers for (its shard's share, at most ``limit``); kept in the
+    manifest so that ``status`` accounts for every image too."""
+    total = await asyncio.to_thread(count_images, settings.coco, settings.shard_count, settings.shard_index or 0)
+    if total is None:
+        return None
+    total = min(total, settings.limit) if settings.limit else total
+    await asyncio.to_thread(manifest.set_meta, f"images_in_coco{settings.shard_suffix}", str(total))
+    return total
+
+
+STOP_CODES = {"fatal": EXIT_FATAL, "disk": EXIT_DISK, "SIGINT": EXIT_SIGINT, "SIGTERM": EXIT_SIGTERM,
+              "input": EXIT_USAGE, "usage": EXIT_USAGE, "keys": EXIT_USAGE, "internal": EXIT_INTERNAL}
+
+
+def exit_code_for(stop_reason: str | None, counts: dict[str, int], invalid: int, dry_run: bool) -> int:
+    """From the manifest, not from what was printed: anything not done makes it non-zero."""
+    if stop_reason in STOP_CODES:
+        return STOP_CODES[stop_reason]
+    if dry_run:
+        return EXIT_INCOMPLETE if invalid else EXIT_OK
+    if counts.get("failed") or counts.get("missing") or counts.get("forbidden") or counts.get("pending") or invalid:
+        return EXIT_INCOMPLETE
+    return EXIT_OK
 
 
 def _numbered(records: Iterator[object], limit: int | None) -> Iterator[tuple[int, object]]:
@@ -530,6 +579,12 @@ def _numbered(records: Iterator[object], limit: int | None) -> Iterator[tuple[in
 
 
 async def run_download(settings: Settings, storage_factory: Callable[..., Storage]) -> RunResult:
+    """One engine on this event loop, or (--processes N, not for a dry run) N engines in N processes."""
+    from sci_fetch.engine.processes import Processes, process_count  # it builds on this module
+
+    count = process_count(settings.processes)
+    if count > 1 and not settings.dry_run:
+        return await Processes(settings, count, verbose=logging.getLogger().level <= logging.DEBUG).run()
     manifest = Manifest(settings.manifest_path)
     try:
         async with storage_factory(settings.storage_options()) as storage:

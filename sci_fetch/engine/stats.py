@@ -28,6 +28,15 @@ class Stats:
     retries: Counter[str] = field(default_factory=Counter)
     unreachable_since: float | None = None  # wall-clock start of the current outage, while there is one
 
+    def absorb(self, parts: list[Stats]) -> None:
+        """Become the sum of several processes' figures (engine.processes); start time and total stay ours."""
+        for name in ("planned", "to_fetch", "skipped_done", "skipped_missing", "duplicates", "invalid", "done",
+                     "adopted", "failed", "missing", "forbidden", "bytes", "in_flight", "requests"):
+            setattr(self, name, sum(getattr(p, name) for p in parts))
+        self.retries = sum((p.retries for p in parts), Counter())
+        outages = [p.unreachable_since for p in parts if p.unreachable_since is not None]
+        self.unreachable_since = min(outages) if outages else None
+
     def elapsed(self) -> float:
         return max(time.monotonic() - self.started, 1e-9)
 

@@ -18,6 +18,13 @@ def shard_of(image_id: str, count: int) -> int:
     return int.from_bytes(digest, "big") % count
 
 
+def process_of(image_id: str, count: int) -> int:
+    """Which of ``count`` processes of one run takes the image: the same hash, salted so that it splits a
+    shard's images evenly (shard_of alone would give every image of shard K the same remainder)."""
+    digest = hashlib.blake2b(image_id.encode("utf-8"), digest_size=8, salt=b"process").digest()
+    return int.from_bytes(digest, "big") % count
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """``K/N`` -> (K, N), 0 <= K < N; ValueError with the reason otherwise."""
     try:
