@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 from tqdm import tqdm
 
+from sci_fetch.commands.common import add_common_flags, show_value
 from sci_fetch.crops.options import CropOptions
 from sci_fetch.errors import DiskError, InputError, SciFetchError, UsageError
 from sci_fetch.keys.mapping import STATE_DIR, Variant
@@ -51,10 +52,8 @@ def _default_text(name: str) -> str:
     field = CropOptions.model_fields[name]
     value = field.default
     if value is None:
-        return "unset"
-    if isinstance(value, list):
-        return ",".join(value) or "none"
-    return str(value.value if hasattr(value, "value") else value)
+        return "not set"
+    return show_value(value) or "none"
 
 
 def add_crop_flags(parser: argparse.ArgumentParser) -> None:
@@ -81,8 +80,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "reason (see the rejects CSV), 2 bad options or input, 4 disk error, 130 interrupted.",
     )
     parser.add_argument("coco", nargs="?", type=Path, default=None, help="COCO Camera Traps JSON file (Animl export); default the settings' coco")
-    parser.add_argument("--config", type=Path, default=None, metavar="TOML",
-                        help="settings file with a [crops] table (default: $SCI_FETCH_CONFIG, else ./settings.toml if present)")
+    add_common_flags(parser)  # --config (its [crops] table) and -v
     parser.add_argument("--output", "--images-dir", dest="output", type=Path, default=None, metavar="DIR",
                         help="folder the images were downloaded to, as <output>/<file_name> (download's --output; default: images)")
     parser.add_argument("--manifest", type=Path, default=None,
@@ -145,11 +143,11 @@ def run_and_report(coco: Path, images_dir: Path, options: CropOptions, manifest:
 
     UsageError/InputError propagate (the CLI prints them); a disk error or a dead worker is printed here.
     """
-    from sci_fetch.crops.run import run_crops  # here, not at the top: pandas would cost every command its import
+    from sci_fetch.api import make_crops  # the Python API's crop step; pandas is imported only there
 
     progress = Progress()
     try:
-        summary = run_crops(coco, images_dir, options, manifest, progress=progress)
+        summary = make_crops(coco, images_dir, options, manifest, progress=progress)
     except DiskError as exc:
         print(f"sci-fetch: error: {exc}; crops made so far are kept, run the same command again", file=sys.stderr)
         return EXIT_DISK
