@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     print("demo: where everything went")
     print(f"  COCO file:   {sample.coco_path}")
     print(f"  images:      {settings.output}/")
-    print(f"  manifest:    {settings.manifest_path}   (sci-fetch status {settings.output})")
+    print(f"  manifest:    {settings.manifest_path}   (sci-fetch status --output {settings.output})")
     print(f"  failures:    {settings.state_file('failures', 'csv')}")
     print(f"  crops:       {settings.crops.crops_dir}/")
     print(f"  crop CSV:    {settings.crops.csv_path()}   (columns image_path, species_label, ...)")
