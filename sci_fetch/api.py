@@ -174,9 +174,10 @@ def _settings(config: str | Path | None, values: dict[str, Any]) -> Settings:
     return load_settings(Path(config) if config is not None else None, {k: v for k, v in values.items() if v is not None})
 
 
-def download(coco: str | Path, output: str | Path = "images", *, config: str | Path | None = None,
+def download(coco: str | Path, output: str | Path | None = None, *, config: str | Path | None = None,
              **settings: Any) -> DownloadResult:
-    """Download every image ``coco`` names into ``output``; run it again to resume.
+    """Download every image ``coco`` names into ``output`` (default: the settings' ``output``, ``images``);
+    run it again to resume.
 
     ``settings`` are any of settings.toml's names (``bucket="..."``, ``anonymous=True``,
     ``key_template="..."``, ``concurrency=32``); they win over ``SCI_FETCH_*`` and the settings file.
@@ -186,7 +187,7 @@ def download(coco: str | Path, output: str | Path = "images", *, config: str | P
     """
     if "progress" not in settings and in_notebook():
         settings["progress"] = "bar"
-    resolved = _settings(config, {**settings, "coco": Path(coco), "output": Path(output)})
+    resolved = _settings(config, {**settings, "coco": Path(coco), "output": Path(output) if output is not None else None})
     result = download_with(resolved)
     if result.stop_reason in ("input", "usage"):
         raise InputError(result.message or f"{coco}: the COCO file could not be read to its end")
@@ -223,9 +224,10 @@ class _NotebookProgress:
             self.bar.close()
 
 
-def crops(coco: str | Path | None = None, output: str | Path = "images", *, config: str | Path | None = None,
+def crops(coco: str | Path | None = None, output: str | Path | None = None, *, config: str | Path | None = None,
           manifest: str | Path | None = None, **options: Any) -> pandas.DataFrame:
-    """Crop every labelled box of ``coco`` from the images under ``output``; returns the crop table.
+    """Crop every labelled box of ``coco`` from the images under ``output`` (default: the settings' ``output``);
+    returns the crop table.
 
     ``options`` are the ``[crops]`` settings (``crops_dir="crops"``, ``padding=0.1``, ``square=True``,
     ``label_map="sci"``, ``exclude=[...]``, ...). The DataFrame is the crop-label CSV (``image_path``,
@@ -236,7 +238,8 @@ def crops(coco: str | Path | None = None, output: str | Path = "images", *, conf
 
     from sci_fetch.commands.crops import for_download
 
-    settings = _settings(config, {"coco": Path(coco) if coco is not None else None, "output": Path(output),
+    settings = _settings(config, {"coco": Path(coco) if coco is not None else None,
+                                  "output": Path(output) if output is not None else None,
                                   "manifest": Path(manifest) if manifest is not None else None,
                                   "crops": {k: v for k, v in options.items() if v is not None}})
     if settings.coco is None:
