@@ -90,24 +90,38 @@ def run_coroutine(factory: Callable[[], Awaitable[T]]) -> T:
         return asyncio.run(factory())  # type: ignore[arg-type]
     box: dict[str, Any] = {}
     loops: list[_ThreadLoop] = []
+    finished = threading.Event()
 
     def work() -> None:
-        with asyncio.Runner(loop_factory=lambda: loops.append(_ThreadLoop()) or loops[-1]) as runner:
-            try:
+        try:
+            with asyncio.Runner(loop_factory=lambda: loops.append(_ThreadLoop()) or loops[-1]) as runner:
                 box["value"] = runner.run(factory())  # type: ignore[arg-type]
-            except BaseException as exc:  # handed to the caller's thread, raised there
-                box["error"] = exc
+        except BaseException as exc:  # handed to the caller's thread, raised there
+            box["error"] = exc
+        finally:
+            finished.set()
+
+    def forward_sigint() -> bool:
+        handler = loops[0].handlers.get(signal.SIGINT) if loops else None
+        if handler is None:
+            return False
+        loops[0].call_soon_threadsafe(handler[0], *handler[1])
+        return True
 
     thread = threading.Thread(target=work, name="sci-fetch-run", daemon=True)
-    thread.start()
-    while thread.is_alive():
+    started = False
+    while not finished.is_set():
+        # An Event, not thread.join: a KeyboardInterrupt inside join() can mark a live thread as stopped
+        # (CPython 3.11's bpo-45274 handling releases the thread's own lock).
         try:
-            thread.join(0.2)
+            if not started:
+                started = True
+                thread.start()
+            finished.wait(0.2)
         except KeyboardInterrupt:
-            handler = loops[0].handlers.get(signal.SIGINT) if loops else None
-            if handler is None:
+            if not forward_sigint():
                 raise
-            loops[0].call_soon_threadsafe(handler[0], *handler[1])
+    thread.join()
     if "error" in box:
         raise box["error"]
     return box["value"]

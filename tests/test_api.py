@@ -103,3 +103,33 @@ def test_run_coroutine_uses_asyncio_run_without_a_loop_and_a_thread_with_one():
         return run_coroutine(where)
 
     assert asyncio.run(nested()) == "sci-fetch-run"
+
+
+def test_ctrl_c_in_a_notebook_reaches_the_run_as_sigint():
+    """Inside a running loop the run is in a worker thread; Ctrl-C hits the main thread and is handed over."""
+    import _thread
+    import signal
+    import threading
+
+    ready = threading.Event()
+
+    async def run() -> str:
+        stopped = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stopped.set)  # as the engine does
+        ready.set()
+        await asyncio.wait_for(stopped.wait(), timeout=120)
+        return "stopped by SIGINT"
+
+    def interrupt() -> None:
+        assert ready.wait(120)
+        _thread.interrupt_main()  # what "interrupt kernel" does to the main thread
+
+    async def notebook_cell() -> str:
+        threading.Thread(target=interrupt, daemon=True).start()
+        return run_coroutine(run)
+
+    loop = asyncio.new_event_loop()  # as a kernel runs its loop: SIGINT keeps Python's handler (KeyboardInterrupt)
+    try:
+        assert loop.run_until_complete(notebook_cell()) == "stopped by SIGINT"
+    finally:
+        loop.close()
