@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from sci_fetch.commands.common import add_common_flags, show_value
 from sci_fetch.crops.options import CropOptions
+from sci_fetch.engine.progress import terminal_columns
 from sci_fetch.errors import DiskError, InputError, SciFetchError, UsageError
 from sci_fetch.keys.mapping import STATE_DIR, Variant
 from sci_fetch.settings import Settings, load_settings
@@ -119,7 +120,7 @@ class Progress:
     """A bar on a terminal; otherwise a line every ``interval`` seconds, for the logs of long runs."""
 
     def __init__(self, interval: float = 30.0) -> None:
-        self.tty = sys.stderr.isatty()
+        self.tty = bool(terminal_columns(sys.stderr))  # a terminal that reports 0 columns gets log lines
         self.interval = interval
         self.last = time.monotonic()
         self.bar: tqdm | None = None
