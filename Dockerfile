@@ -55,7 +55,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOME=/home/sci \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    SCI_FETCH_CONFIG=/config/settings.toml
+    SCI_FETCH_CONFIG=/config/settings.toml \
+    SCI_FETCH_METRICS_HOST=0.0.0.0
 
 COPY --from=build /opt/venv /opt/venv
 # The shipped settings (profile "animl", the Animl bucket and region); mount your own /config to change them.

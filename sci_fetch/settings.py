@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError, TomlConfigSettingsSource
 
 from sci_fetch.crops.options import CropOptions
@@ -34,9 +34,9 @@ class Settings(BaseSettings):
     output: Path = Field(Path("images"), description="folder the images are written under, as <output>/<file_name>")
     manifest: Path | None = Field(None, description=f"resume manifest (SQLite); default <output>/{STATE_DIR}/manifest.sqlite")
     variant: Variant = Field(Variant.original, description="Animl image variant: original, medium (fits 940x940) or small (fits 120x120)")
-    key_template: str | None = Field(None, description="S3 key template for other data sets, e.g. 'images/{file_name}'; fields {id} {id_dash} {file_name} {stem} {ext} {variant}")
+    key_template: str | None = Field(None, description="S3 key template for other data sets, e.g. 'images/{file_name}'; fields {id} {id_dash} {file_name} {stem} {ext} {variant}; empty means Animl's serving_bucket_key or <variant>/<id>-<variant>.<ext>")
     verify_id_md5: bool = Field(True, description="check originals against the md5 inside Animl image ids (<project>:<md5>)")
-    limit: int | None = Field(None, ge=1, description="fetch only the first N images of the COCO file (for a trial run)")
+    limit: int | None = Field(None, ge=1, description="fetch only the first N images of the COCO file (for a trial run); empty means all")
     retry_missing: bool = Field(False, description="ask again for keys that were 404 in an earlier run")
     dry_run: bool = Field(False, description="read and plan everything (manifest rows included) but send no request: how much is left to fetch")
     space_check: bool = Field(True, description="before a download, HEAD a small random sample of the keys left and refuse to start (exit 4) when their estimated size clearly exceeds the free space")
@@ -44,9 +44,9 @@ class Settings(BaseSettings):
     # Where the objects are
     bucket: str = Field("animl-images-serving-prod", min_length=3, max_length=255, description="S3 bucket")
     region: str | None = Field("us-west-2", description="AWS region of the bucket")
-    profile: str | None = Field(None, description="AWS profile in ~/.aws; empty means environment / instance credentials")
+    profile: str | None = Field(None, description="AWS profile in ~/.aws; empty means environment / instance credentials; the shipped settings.toml sets animl")
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. http://127.0.0.1:8333; empty means AWS")
-    anonymous: bool = Field(False, description="unsigned requests, for public buckets (LILA and similar)")
+    anonymous: bool = Field(False, description="unsigned requests, for public buckets (LILA and similar); no credentials or profile are read")
 
     # How hard to push
     concurrency: int = Field(64, ge=1, le=4096, description="downloads in flight at once (per process)")
@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field("text", description="log lines as text, or one JSON object per line")
     status_interval: float = Field(5.0, gt=0, description="seconds between rewrites of the status file <output>/.sci-fetch/status.json")
     metrics_port: int | None = Field(None, ge=1, le=65535, description="serve Prometheus metrics on this port; empty means off")
-    metrics_host: str = Field("0.0.0.0", description="address the metrics endpoint listens on")
+    metrics_host: str = Field("127.0.0.1", description="address the metrics endpoint listens on (0.0.0.0 for every interface, as the Docker image sets)")
 
     # Sharding over several machines
     shard_count: int = Field(1, ge=1, le=100000, description="split the images into N disjoint shares (by a stable hash of the image id)")
@@ -79,6 +79,19 @@ class Settings(BaseSettings):
 
     # The post-stage ([crops] table, SCI_FETCH_CROPS__<NAME>); last, since TOML tables follow the plain keys
     crops: CropOptions = Field(default_factory=CropOptions, description="crops and the crop-label CSV")
+
+    # Where each given setting came from ("flag --profile", "env SCI_FETCH_PROFILE", "settings file X"),
+    # so a message about a value can say which file or variable to change.
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auto_workers(cls, data: Any) -> Any:
+        """``[crops] workers = "auto"`` (or empty) means the built-in default: every usable CPU."""
+        crops = data.get("crops") if isinstance(data, dict) else None
+        if isinstance(crops, dict) and str(crops.get("workers", "x")).strip().lower() in ("auto", ""):
+            data = {**data, "crops": {k: v for k, v in crops.items() if k != "workers"}}
+        return data
 
     @field_validator("profile", "endpoint_url", "key_template", "region", "limit", "max_requests_per_second",
                      "manifest", "coco", "metrics_port", "shard_index", "ca_bundle", mode="before")
@@ -114,6 +127,13 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value
+
+    @model_validator(mode="after")
+    def _anonymous_has_no_profile(self) -> Settings:
+        """Anonymous means no credentials at all, whatever a settings file says about the profile."""
+        if self.anonymous:
+            self.profile = None
+        return self
 
     @model_validator(mode="after")
     def _delays(self) -> Settings:
@@ -156,6 +176,24 @@ class Settings(BaseSettings):
     def state_file(self, stem: str, ext: str) -> Path:
         """A per-shard file beside the manifest: failures.csv, status.json, ..."""
         return self.state_dir / f"{stem}{self.shard_suffix}.{ext}"
+
+    def source_of(self, name: str) -> str:
+        """Where a setting's value came from, for messages: a flag, a variable, a file, or the default."""
+        return self._sources.get(name, "the built-in default")
+
+    def check_profile(self) -> None:
+        """Fail before any work when the AWS profile does not exist, naming where it was set."""
+        if self.anonymous or not self.profile:
+            return
+        import botocore.session  # here: only a run that uses a profile pays for it
+
+        if self.profile in botocore.session.Session().available_profiles:
+            return
+        raise UsageError(
+            f"AWS profile {self.profile!r} (from {self.source_of('profile')}) not found in ~/.aws/config or "
+            "~/.aws/credentials; set 'profile' to an existing profile, to \"\" for environment credentials, "
+            "or use --anonymous for a public bucket"
+        )
 
     def storage_options(self) -> StorageOptions:
         return StorageOptions(
@@ -230,4 +268,24 @@ def load_settings(config: Path | None = None, overrides: dict[str, Any] | None =
         raise UsageError(f"settings file {toml} is not valid TOML: {exc}") from exc
     except SettingsError as exc:  # e.g. an environment value that should be JSON and is not
         raise UsageError(f"{exc}; check the {ENV_PREFIX}* variables") from exc
-    return Settings.model_construct(**dict(layered))  # a plain Settings, nested models kept as models
+    settings = Settings.model_construct(**dict(layered))  # a plain Settings, nested models kept as models
+    settings._sources = _sources(given, toml)
+    return settings
+
+
+def _sources(given: dict[str, Any], toml: Path | None) -> dict[str, str]:
+    """Which layer gave each top-level setting (the highest one that has it)."""
+    found: dict[str, str] = {}
+    if toml is not None:
+        try:
+            with open(toml, "rb") as fh:
+                for name in tomllib.load(fh):
+                    found[name] = f"settings file {toml}"
+        except (OSError, tomllib.TOMLDecodeError):
+            pass  # already read once by the settings source; nothing to add here
+    for name in Settings.model_fields:
+        if ENV_PREFIX + name.upper() in os.environ:
+            found[name] = f"env {ENV_PREFIX}{name.upper()}"
+    for name in given:
+        found[name] = f"flag --{name.replace('_', '-')}"
+    return found

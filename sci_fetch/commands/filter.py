@@ -10,8 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from sci_fetch.commands.common import add_common_flags
 from sci_fetch.crops.subset import DEFAULT_EXCLUDE, filter_coco
 from sci_fetch.errors import DiskError
+from sci_fetch.settings import load_settings
 
 HELP = "write the SCI subset of a full Animl export: no empty/person/vehicle/animal labels, only images still labelled"
 EXIT_DISK = 4
@@ -25,21 +27,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("source", type=Path, help="the full COCO export to read")
     parser.add_argument("dest", type=Path, help="the subset COCO file to write (replaced atomically)")
+    add_common_flags(parser)
     parser.add_argument("--exclude", action="append", default=None, metavar="NAMES",
                         help=f"category names to drop, comma-separated or repeated; --exclude '' drops none "
-                        f"(default: {','.join(DEFAULT_EXCLUDE)})")
+                        f"(default: {','.join(DEFAULT_EXCLUDE)}, the same list `crops` leaves out; settings: [crops] exclude, "
+                        "env SCI_FETCH_CROPS__EXCLUDE)")
     parser.set_defaults(run=run)
 
 
-def exclude_from(values: list[str] | None) -> list[str]:
+def exclude_from(values: list[str] | None, config: Path | None = None) -> list[str]:
+    """The flag, else the [crops] exclude setting (one list for both commands), whose default is the SCI list."""
     if values is None:
-        return list(DEFAULT_EXCLUDE)
+        return list(load_settings(config).crops.exclude)
     return [part.strip() for item in values for part in item.split(",") if part.strip()]
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        summary = filter_coco(args.source, args.dest, exclude_from(args.exclude))
+        summary = filter_coco(args.source, args.dest, exclude_from(args.exclude, args.config))
     except DiskError as exc:
         print(f"sci-fetch: error: {exc}", file=sys.stderr)
         return EXIT_DISK

@@ -11,10 +11,12 @@ import json
 import time
 from pathlib import Path
 
+from sci_fetch.commands.common import add_common_flags, add_output_flag, output_from
 from sci_fetch.engine.stats import format_duration
 from sci_fetch.errors import UsageError
 from sci_fetch.keys.mapping import STATE_DIR
 from sci_fetch.manifest.store import Manifest
+from sci_fetch.settings import load_settings
 
 HELP = "show the progress of a download from its manifests (safe while the download runs)"
 
@@ -22,20 +24,37 @@ HELP = "show the progress of a download from its manifests (safe while the downl
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "status", help=HELP,
-        description=HELP + ". Exit code 0 when every image is done, 1 otherwise; with --health, 0 while the "
-        "run is alive (fresh heartbeat) or ended well, 1 when it stalled or failed.",
+        description=HELP + ". Reads the same settings as download (settings.toml, SCI_FETCH_*), so a plain "
+        "`sci-fetch status` finds the download's output. Exit code 0 when every image is done, 1 otherwise; "
+        "with --health, 0 while the run is alive (fresh heartbeat) or ended well, 1 when it stalled or failed.",
     )
-    parser.add_argument("output", nargs="?", type=Path, default=Path("images"),
-                        help="the download's output dir; every manifest in OUTPUT/.sci-fetch/ is read (default: images)")
+    add_common_flags(parser)
+    add_output_flag(parser, positional=True,
+                    what=f"the download's output folder; every manifest in OUTPUT/{STATE_DIR}/ is read")
     parser.add_argument("--manifest", type=Path, action="append", default=None,
-                        help="read this manifest file instead (may be given several times)")
-    parser.add_argument("--errors", type=int, default=5, help="how many of the latest errors to show (default: 5)")
+                        help="read this manifest file instead (may be given several times; default: the settings' "
+                        "manifest, else every one under OUTPUT)")
+    parser.add_argument("--errors", "--show", dest="errors", type=int, default=5, metavar="N",
+                        help="how many of the latest errors to show (default: 5)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--health", action="store_true",
                         help="print one line and exit 0 if the run is alive or ended with exit code 0, else 1")
     parser.add_argument("--max-age", type=float, default=120.0,
                         help="with --health: seconds without a manifest write after which a running job counts as stalled (default: 120)")
     parser.set_defaults(run=run)
+
+
+def manifests_from(args: argparse.Namespace) -> tuple[Path, list[Path]]:
+    """The output folder and manifests a download with the same settings wrote (flags > env > settings.toml).
+
+    Every shard's manifest is read, so the shard settings themselves do not matter here.
+    """
+    settings = load_settings(args.config, {"output": output_from(args), "shard_count": 1, "shard_index": 0})
+    if args.manifest:
+        return settings.output, list(args.manifest)
+    if settings.manifest is not None:
+        return settings.output, [settings.manifest]
+    return settings.output, find_manifests(settings.output)
 
 
 def find_manifests(output: Path) -> list[Path]:
@@ -87,7 +106,7 @@ def health(part: dict, max_age: float, now: float) -> tuple[bool, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    paths = args.manifest or find_manifests(args.output)
+    _output, paths = manifests_from(args)
     parts = [read_one(p, args.errors) for p in paths]
     now = time.time()
     if args.health:
@@ -122,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
                 state = "running" if last["ended_at"] is None else f"ended with exit code {last['exit_code']}"
                 print(f"  last run #{last['run_id']}: {state}")
         if age is not None:
-            print(f"  last manifest write {age:.0f}s ago")
+            print(f"  last manifest write {format_duration(age)} ago")
         if job["errors"]:
             print("  latest errors:")
             for r in job["errors"][: args.errors]:

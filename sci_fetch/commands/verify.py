@@ -15,7 +15,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from sci_fetch.commands.status import find_manifests
+from sci_fetch.commands.common import add_common_flags, add_output_flag
+from sci_fetch.commands.status import manifests_from
+from sci_fetch.engine.stats import format_duration
 from sci_fetch.files.verify import Problem, check_rows
 from sci_fetch.keys.mapping import STATE_DIR
 from sci_fetch.manifest.models import State
@@ -41,13 +43,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=HELP + ". Bad images are marked pending; run the same download again to fetch them. "
         "Exit code 0 when every done image checks out, 1 when some were marked pending, 2 on a usage error.",
     )
-    parser.add_argument("output", nargs="?", type=Path, default=Path("images"),
-                        help=f"the download's output dir; every manifest in OUTPUT/{STATE_DIR}/ is checked (default: images)")
+    add_common_flags(parser)
+    add_output_flag(parser, positional=True,
+                    what=f"the download's output folder; every manifest in OUTPUT/{STATE_DIR}/ is checked")
     parser.add_argument("--manifest", type=Path, action="append", default=None,
-                        help="check this manifest file instead (may be given several times)")
+                        help="check this manifest file instead (may be given several times; default: the settings' "
+                        "manifest, else every one under OUTPUT)")
     parser.add_argument("--decode", action="store_true", help="also decode every image with Pillow (slower)")
-    parser.add_argument("--workers", type=int, default=None, help="threads hashing and decoding (default: 2 per CPU, at most 8)")
-    parser.add_argument("--show", type=int, default=20, help="how many bad images to list in the text report (default: 20)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="threads hashing and decoding (default: 2 per CPU, at most 8)")
+    parser.add_argument("--errors", "--show", dest="errors", type=int, default=20, metavar="N",
+                        help="how many bad images to list in the text report (default: 20)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.set_defaults(run=run)
 
@@ -68,16 +74,16 @@ def verify_manifest(path: Path, root: Path, decode: bool, workers: int | None) -
 
 
 def run(args: argparse.Namespace) -> int:
-    paths = args.manifest or find_manifests(args.output)
+    output, paths = manifests_from(args)
     started = time.monotonic()
-    parts = [verify_manifest(p, args.output, args.decode, args.workers) for p in paths]
+    parts = [verify_manifest(p, output, args.decode, args.workers) for p in paths]
     problems: list[Problem] = [p for part in parts for p in part["problems"]]
     checked = sum(part["checked"] for part in parts)
     by_kind = Counter(p.kind for p in problems)
     seconds = time.monotonic() - started
     if args.json:
         print(json.dumps({
-            "output": str(args.output), "manifests": [part["manifest"] for part in parts], "decode": args.decode,
+            "output": str(output), "manifests": [part["manifest"] for part in parts], "decode": args.decode,
             "checked": checked, "good": checked - len(problems), "marked_pending": len(problems),
             "by_kind": dict(by_kind), "seconds": round(seconds, 2),
             "problems": [{"image_id": p.image_id, "destination": p.dest, "kind": p.kind, "detail": p.detail} for p in problems],
@@ -88,13 +94,13 @@ def run(args: argparse.Namespace) -> int:
                 print(f"warning: {part['manifest']} was written less than {_RUNNING_AGE:.0f}s ago; a download may be "
                       "running, and images it finishes meanwhile are not checked")
         what = "size, MD5 and decoding" if args.decode else "size and MD5"
-        print(f"verified {checked} done images ({what}) in {seconds:.1f}s: {checked - len(problems)} good, {len(problems)} bad")
+        print(f"verified {checked} done images ({what}) in {format_duration(seconds)}: {checked - len(problems)} good, {len(problems)} bad")
         for kind, n in sorted(by_kind.items()):
             print(f"  {_KIND_TEXT[kind]}: {n}")
-        for p in problems[: args.show]:
+        for p in problems[: args.errors]:
             print(f"  {p.kind}: {p.dest}: {p.detail}")
-        if len(problems) > args.show:
-            print(f"  ... and {len(problems) - args.show} more (--json lists them all)")
+        if len(problems) > args.errors:
+            print(f"  ... and {len(problems) - args.errors} more (--json lists them all)")
         if problems:
             print(f"marked {len(problems)} images pending: run the same 'sci-fetch download' again to fetch them")
         if by_kind.get("decode"):

