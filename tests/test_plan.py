@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import animl_image, seed, settings_for, write_coco
+from helpers import animl_image, last_summary, seed, settings_for, write_coco
 
 from sci_fetch.cli import main
 from sci_fetch.commands.download import download
@@ -140,7 +140,7 @@ def test_space_check_refuses_a_tmpfs_too_small_and_the_flag_overrides(s3_env, kn
     coco, _, _, _ = known
 
     async def check(**overrides):
-        settings = settings_for(s3_env, coco, tmpfs / "images", **overrides)
+        settings = settings_for(s3_env, coco, tmpfs / "images", **{"space_check": True, **overrides})
         async with S3Storage(settings.storage_options()) as storage:
             return await space_check(settings, storage, seed=1)
 
@@ -149,7 +149,7 @@ def test_space_check_refuses_a_tmpfs_too_small_and_the_flag_overrides(s3_env, kn
     assert str(tmpfs) in verdict.message and "--no-space-check" in verdict.message and "550.0 KB" in verdict.message
     off = asyncio.run(check(space_check=False))
     assert not off.refuse and off.exit_code == 0 and off.fit is None
-    roomy = settings_for(s3_env, coco, tmp_path / "images")
+    roomy = settings_for(s3_env, coco, tmp_path / "images", space_check=True)
 
     async def check_roomy():
         async with S3Storage(roomy.storage_options()) as storage:
@@ -179,7 +179,7 @@ def test_space_check_sends_nothing_when_turned_off_or_on_a_dry_run(s3_env, known
     coco, _, _, _ = known
 
     async def check(**overrides):
-        settings = settings_for(s3_env, coco, tmp_path / "images", **overrides)
+        settings = settings_for(s3_env, coco, tmp_path / "images", **{"space_check": True, **overrides})
         async with S3Storage(settings.storage_options()) as storage:
             verdict = await space_check(settings, storage)
             return verdict, storage.requests
@@ -189,3 +189,26 @@ def test_space_check_sends_nothing_when_turned_off_or_on_a_dry_run(s3_env, known
         assert (verdict.fit, verdict.exit_code, requests) == (None, 0, 0), overrides
     verdict, requests = asyncio.run(check())
     assert verdict.fit is Fit.fits and requests == 10  # one HEAD per key left (fewer than the sample size)
+
+
+def test_a_download_that_clearly_cannot_fit_refuses_to_start_with_exit_4(s3_env, known, tmpfs, capsys):
+    """The download makes the plan's check first: 550 KB into a 256 KB filesystem is refused before any GET."""
+    coco, _, _, _ = known
+    out = tmpfs / "images"
+    code = main(["download", str(coco), "--output", str(out), *server_flags(s3_env), "--progress", "off"])
+    printed = capsys.readouterr()
+    assert code == 4
+    text = printed.out + printed.err
+    assert "the 10 images left need about" in text and "free some space or choose another --output" in text
+    assert "--no-space-check" in text
+    assert not [p for p in out.rglob("*.jpg")] if out.exists() else True  # nothing downloaded
+
+
+def test_the_space_check_on_a_finished_job_sends_no_request(s3_env, known, tmp_path):
+    coco, _, _, _ = known
+    settings = settings_for(s3_env, coco, tmp_path / "images", space_check=True)
+    assert download(settings) == 0
+    first = last_summary(settings)
+    assert first["requests"] == 10 + 10  # ten HEADs of the check (every key is in the sample), ten GETs
+    assert download(settings) == 0
+    assert last_summary(settings)["requests"] == 0

@@ -77,5 +77,6 @@ def start(s3, coco: Path, out: Path, *extra: str, endpoint: str | None = None, e
                    AWS_CONFIG_FILE=str(out.parent / "no-aws-config"), AWS_SHARED_CREDENTIALS_FILE=str(out.parent / "no-aws-credentials"))
     environ.update(env or {})
     cmd = [sys.executable, "-m", "sci_fetch", *(["-v"] if verbose else []), "download", str(coco), "--output", str(out), "--bucket", BUCKET,
-           "--endpoint-url", endpoint or s3.endpoint_url, "--profile", "", "--progress", "off", "--flush-interval", "0.3", *extra]
+           "--endpoint-url", endpoint or s3.endpoint_url, "--profile", "", "--progress", "off", "--flush-interval", "0.3",
+           "--no-space-check", *extra]
     return subprocess.Popen(cmd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sci_fetch.commands.common import add_common_flags
 from sci_fetch.keys.mapping import STATE_DIR
 from sci_fetch.settings import load_settings
 
@@ -20,8 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=HELP + ". The page links the crops by relative paths, so the crops folder can be zipped and "
         "shared. Exit codes: 0 written, 2 no crop CSV or bad options, 4 the page could not be written.",
     )
-    parser.add_argument("--config", type=Path, default=None, metavar="TOML",
-                        help="settings file with a [crops] table (default: $SCI_FETCH_CONFIG, else ./settings.toml if present)")
+    add_common_flags(parser)
     parser.add_argument("--output", "--images-dir", dest="output", type=Path, default=None, metavar="DIR",
                         help=f"folder the images were downloaded to, for the download's figures from DIR/{STATE_DIR}/ (default: images)")
     parser.add_argument("--crops-dir", type=Path, default=None, metavar="DIR",

@@ -48,6 +48,7 @@ from sci_fetch.observe.metrics import serve as serve_metrics
 from sci_fetch.observe.status_file import RateWindow, snapshot, write_atomic
 from sci_fetch.settings import Settings
 from sci_fetch.storage.base import SinkFactory, Storage
+from sci_fetch.storage.retry import forbidden_hint
 
 log = logging.getLogger("sci_fetch")
 
@@ -316,9 +317,8 @@ class Engine:
             return Outcome(image_id=task.image_id, state=State.missing, attempts=max(exc.attempts, 1), error=str(exc))
         except ForbiddenError as exc:
             if self._succeeded() == 0:  # nothing of this run got through: it is the credentials or the bucket
-                self.request_stop("fatal", f"stopping: {exc}: no object of this run has been readable yet, so these "
-                                  "credentials may not read this bucket (or the keys are wrong and listing is not "
-                                  "allowed); check the profile, the bucket policy, the variant and the key template")
+                self.request_stop("fatal", f"stopping: {exc}: no object of this run has been readable yet, so "
+                                  f"{forbidden_hint(self.settings.anonymous)}")
                 return None
             return Outcome(image_id=task.image_id, state=State.forbidden, attempts=max(exc.attempts, 1), error=str(exc))
         except FatalError as exc:
@@ -579,15 +579,63 @@ def _numbered(records: Iterator[object], limit: int | None) -> Iterator[tuple[in
 
 
 async def run_download(settings: Settings, storage_factory: Callable[..., Storage]) -> RunResult:
-    """One engine on this event loop, or (--processes N, not for a dry run) N engines in N processes."""
+    """One engine on this event loop, or (--processes N, not for a dry run) N engines in N processes;
+    either way after the space check (plan.check), which refuses a run that clearly cannot fit (exit 4)."""
     from sci_fetch.engine.processes import Processes, process_count  # it builds on this module
 
     count = process_count(settings.processes)
     if count > 1 and not settings.dry_run:
+        if _space_matters(settings):
+            async with storage_factory(settings.storage_options()) as storage:
+                refused = await _space_refusal(settings, storage)
+            if refused is not None:
+                return refused
         return await Processes(settings, count, verbose=logging.getLogger().level <= logging.DEBUG).run()
     manifest = Manifest(settings.manifest_path)
     try:
         async with storage_factory(settings.storage_options()) as storage:
+            if _space_matters(settings):
+                refused = await _space_refusal(settings, storage)
+                if refused is not None:
+                    return refused
             return await Engine(settings, storage, manifest).run()
     finally:
         manifest.close()
+
+
+def _space_matters(settings: Settings) -> bool:
+    """No check on a dry run, when turned off, or when the manifest says nothing is left (a resume of a
+    finished job sends no request at all)."""
+    if not settings.space_check or settings.dry_run:
+        return False
+    if not settings.manifest_path.exists():
+        return True
+    try:
+        manifest = Manifest(settings.manifest_path, readonly=True)
+    except SciFetchError:
+        return True
+    try:
+        total = manifest.meta(f"images_in_coco{settings.shard_suffix}")
+        return total is None or manifest.counts()["done"] < int(total)
+    finally:
+        manifest.close()
+
+
+async def _space_refusal(settings: Settings, storage: Storage) -> RunResult | None:
+    from sci_fetch.plan.check import space_check
+
+    try:
+        verdict = await space_check(settings, storage)
+    except FatalError as exc:  # the check's HEADs met what the run would have: stop the same way (exit 3)
+        log.error("stopping: %s", exc)
+        return RunResult(0, Stats(), EXIT_FATAL, "fatal", f"stopping: {exc}", {})
+    except DiskError as exc:
+        log.error("stopping: %s", exc)
+        return RunResult(0, Stats(), EXIT_DISK, "disk", f"stopping: {exc}", {})
+    if not verdict.refuse:
+        if verdict.message:
+            log.warning("%s", verdict.message)
+        return None
+    message = f"stopping: {verdict.message}"
+    log.error("%s", message)
+    return RunResult(0, Stats(), EXIT_DISK, "disk", message, {})

@@ -62,7 +62,7 @@ async def make_plan(settings: Settings, storage: Storage, sample: int = 200, get
                     confidence: float = 0.95) -> Plan:
     """Sample the keys still to fetch, ask S3 about them, and put the figures together."""
     population = await asyncio.to_thread(sample_remaining, settings, sample, random.Random(seed))
-    probe = await probe_sample(storage, population.sample, settings.concurrency, gets)
+    probe = await probe_sample(storage, population.sample, settings.concurrency, gets, settings.anonymous)
     estimate = estimate_total(population.remaining, probe.sizes, len(probe.missing), confidence)
     folder, free = free_space(settings.output)
     head_rate = rate(probe.heads, probe.head_seconds)

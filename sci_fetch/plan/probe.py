@@ -17,6 +17,7 @@ from sci_fetch.errors import DiskError, FatalError, FetchError, ForbiddenError, 
 from sci_fetch.files.sink import VerifiedFile
 from sci_fetch.keys.mapping import Task
 from sci_fetch.storage.base import Storage
+from sci_fetch.storage.retry import forbidden_hint
 
 
 @dataclass
@@ -46,7 +47,7 @@ async def _all(coros: list) -> list:
         raise
 
 
-async def _heads(storage: Storage, tasks: list[Task], concurrency: int, probe: Probe) -> list[Task]:
+async def _heads(storage: Storage, tasks: list[Task], concurrency: int, probe: Probe, anonymous: bool) -> list[Task]:
     limit = asyncio.Semaphore(max(1, concurrency))
     found: list[Task] = []
 
@@ -74,9 +75,8 @@ async def _heads(storage: Storage, tasks: list[Task], concurrency: int, probe: P
     probe.head_seconds = time.monotonic() - started
     if forbidden and not probe.sizes:  # as a download does: no key readable at all is the credentials or the bucket
         first = forbidden[0]
-        raise FatalError(first.op, first.src, None, f"{first.err}: no sampled key was readable, so these credentials "
-                         "may not read this bucket (or the keys are wrong and listing is not allowed); check the "
-                         "profile, the bucket policy, the variant and the key template")
+        raise FatalError(first.op, first.src, None, f"{first.err}: no sampled key was readable, so "
+                         f"{forbidden_hint(anonymous)}")
     probe.missing.extend(e.src for e in forbidden)
     return found
 
@@ -104,9 +104,10 @@ async def _gets(storage: Storage, tasks: list[Task], probe: Probe) -> None:
     probe.get_bytes = sum(s for s in sizes if s >= 0)
 
 
-async def probe_sample(storage: Storage, tasks: list[Task], concurrency: int, gets: int = 0) -> Probe:
+async def probe_sample(storage: Storage, tasks: list[Task], concurrency: int, gets: int = 0,
+                       anonymous: bool = False) -> Probe:
     """HEAD each of ``tasks`` (``concurrency`` at a time), then GET up to ``gets`` of those found."""
     probe = Probe()
-    found = await _heads(storage, tasks, concurrency, probe)
+    found = await _heads(storage, tasks, concurrency, probe, anonymous)
     await _gets(storage, found[: max(0, gets)], probe)
     return probe

@@ -71,6 +71,15 @@ _FATAL_HINTS = {
 }
 
 
+def forbidden_hint(anonymous: bool) -> str:
+    """What to check when no key of a run is readable (403 on all): the engine and the plan say the same."""
+    if anonymous:
+        return ("this bucket may not allow anonymous reads (or the keys are wrong); check the bucket, its policy, "
+                "the variant and the key template, or drop --anonymous and use a profile")
+    return ("these credentials may not read this bucket (or the keys are wrong and listing is not allowed); "
+            "check the profile, the bucket policy, the variant and the key template")
+
+
 def classify(exc: BaseException, op: str, src: str, dst: str | None, where: str) -> FetchError | None:
     """Map a botocore/aiohttp error this table knows to sci_fetch's tree; ``where`` names bucket and
     credentials. None for anything else: a bug must surface as itself, never as a failed image."""
