@@ -47,7 +47,10 @@ def _child(settings: Settings, run_id: int, index: int, count: int, conn: Connec
     logs.configure(settings.log_format, verbose)
 
     def send(stats: Stats) -> None:
-        conn.send(("stats", stats))
+        try:
+            conn.send(("stats", stats))
+        except OSError:  # the parent is gone (killed): stop as on SIGTERM, with the grace time
+            os.kill(os.getpid(), signal.SIGTERM)
 
     async def main() -> tuple[str | None, str | None]:
         manifest = Manifest(settings.manifest_path)
@@ -65,8 +68,11 @@ def _child(settings: Settings, run_id: int, index: int, count: int, conn: Connec
     except Exception as exc:  # a bug: its traceback in the log, and the parent stops the run
         log.exception("internal error in process %d of %d", index + 1, count)
         reason, message = "internal", f"stopping: internal error in process {index + 1} of {count}: {type(exc).__name__}: {exc}"
-    conn.send(("result", reason, message))
-    conn.close()
+    try:
+        conn.send(("result", reason, message))
+        conn.close()
+    except OSError:
+        pass  # nobody is listening any more
 
 
 @dataclass
@@ -198,7 +204,8 @@ class Processes:
         if self.stats.total is not None:
             counts["pending"] += max(0, self.stats.total - sum(counts.values()) - self.stats.invalid - self.stats.duplicates)
         code = exit_code_for(reason if reason != "died" else None, counts, self.stats.invalid, settings.dry_run)
-        final = snapshot(self.stats, (0.0, 0.0), [], reason or "finished", shard) | {"exit_code": code}
+        final = snapshot(self.stats, (0.0, 0.0), [], reason or "finished", shard) | {"exit_code": code,
+                                                                                    "processes": self.count}
         try:
             await asyncio.to_thread(write_atomic, settings.state_file("status", "json"), final)
         except OSError as exc:
