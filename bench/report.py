@@ -162,6 +162,11 @@ def markdown(results: dict) -> str:
                  f"Tools: {', '.join(f'{k} {v}' for k, v in meta.get('versions', {}).items())}. "
                  f"sci_fetch at {meta.get('git', '?')}.")
     lines.append(f"Command: `{meta['command']}`")
+    if "sci_fetch_has_processes" in meta:
+        lines.append("")
+        lines.append("sci_fetch has `--processes`: " + ("yes (`sci_fetch` runs at its default process count, `sci_fetch_1proc` "
+                     "with `--processes 1`)." if meta["sci_fetch_has_processes"] else "no (`sci_fetch` is one process; "
+                     "`sci_fetch_2proc`, two `--shard` processes with C/2 each, stands in for the multi-process engine)."))
     lines.append("")
     if tp:
         d = tp["dataset"]
