@@ -2,7 +2,9 @@
 
 By default it is the fault proxy of the reliability work (``tests/fault_proxy.py``, ``FaultProxy``)
 with every fault rate at 0 and ``latency`` seconds added to each request; when that file is not
-there (or ``--proxy relay``), ``bench/relay.py`` adds the same latency.
+there (or ``--proxy relay``), ``bench/relay.py`` adds the same latency. In front of an HTTPS server it
+is always ``bench/relay.py``, a byte-level relay that adds the latency per client turn (the TLS bytes
+are opaque to it; see its docstring).
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ def fault_proxy_available() -> bool:
 
 class LatencyProxy:
     def __init__(self, upstream: str, latency: float, kind: str = "auto", log: Path | None = None) -> None:
-        if kind == "auto":
+        if upstream.startswith("https:"):
+            kind = "relay"  # the fault proxy speaks plain HTTP only
+        elif kind == "auto":
             kind = "fault" if fault_proxy_available() else "relay"
         if kind == "fault" and not fault_proxy_available():
             raise RuntimeError(f"{FAULT_PROXY} does not exist; use --proxy relay")
@@ -72,16 +76,21 @@ class LatencyProxy:
         self.url = line
         return self
 
-    def requests(self) -> int | None:
-        """Requests the proxy has received so far."""
+    def stats(self) -> dict:
+        """Counters so far: ``requests`` (None over TLS), and from the relay ``turns`` and ``connections``."""
         if self.proc is None:
-            return None
+            return {}
         try:
             self.proc.stdin.write(b"stats\n")
             self.proc.stdin.flush()
-            return int(json.loads(self.proc.stdout.readline())["requests"])
-        except (OSError, ValueError, KeyError):
-            return None
+            return dict(json.loads(self.proc.stdout.readline()))
+        except (OSError, ValueError):
+            return {}
+
+    def requests(self) -> int | None:
+        """Requests the proxy has received so far (None when it cannot tell: TLS)."""
+        value = self.stats().get("requests")
+        return int(value) if value is not None else None
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is None:

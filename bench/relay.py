@@ -5,9 +5,16 @@ s5cmd and rclone do not say), and as a stand-in latency proxy when ``tests/fault
 there. Counting is exact for the requests these tools send while downloading: GET/HEAD/LIST carry
 no body, so the client's stream is a run of header blocks, one per request, each ending in a blank line.
 
+For TLS (an ``https://`` upstream) the bytes are opaque, so the relay works by turns instead: the
+latency is added whenever the client sends after the server has spoken (and to a connection's first
+bytes), which for HTTP/1.1 without pipelining is once per request, plus once per handshake flight
+(ClientHello, the client's Finished): a new TLS connection costs its round trips as on a WAN.
+There it counts turns and connections, not requests (``requests`` is then ``null``).
+
 As a process (so its CPU is nobody else's): ``python -m bench.relay UPSTREAM_URL [--latency 0.04]``
-prints its URL on the first line, then ``{"requests": N}`` for every line it reads on stdin; it
-ends when its stdin is closed.
+prints its URL on the first line (same scheme as the upstream), then
+``{"requests": N, "turns": T, "connections": C}`` for every line it reads on stdin; it ends when
+its stdin is closed.
 """
 
 from __future__ import annotations
@@ -23,9 +30,11 @@ from urllib.parse import urlparse
 class Relay:
     def __init__(self, upstream_url: str, latency: float = 0.0) -> None:
         u = urlparse(upstream_url)
-        self.up_host, self.up_port = u.hostname or "127.0.0.1", u.port or 80
+        self.tls = u.scheme == "https"
+        self.up_host, self.up_port = u.hostname or "127.0.0.1", u.port or (443 if self.tls else 80)
         self.latency = latency
-        self.requests = 0
+        self.requests: int | None = None if self.tls else 0
+        self.turns = 0
         self.connections = 0
         self.url: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -56,9 +65,33 @@ class Relay:
             except Exception:  # noqa: BLE001
                 pass
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe_client_turns(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                                 server_spoke: list[bool]) -> None:
+        """Client to server, for opaque (TLS) bytes: latency before each client turn."""
+        first = True
+        try:
+            while data := await reader.read(1 << 16):
+                if first or server_spoke[0]:
+                    first, server_spoke[0] = False, False
+                    self.turns += 1
+                    if self.latency:
+                        await asyncio.sleep(self.latency)
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    server_spoke: list[bool] | None = None) -> None:
         try:
             while data := await reader.read(1 << 18):
+                if server_spoke is not None:
+                    server_spoke[0] = True
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
@@ -77,14 +110,19 @@ class Relay:
             c_writer.close()
             return
         try:
-            await asyncio.gather(self._pipe_client(c_reader, u_writer), self._pipe(u_reader, c_writer))
+            if self.tls:
+                spoke = [False]
+                await asyncio.gather(self._pipe_client_turns(c_reader, u_writer, spoke),
+                                     self._pipe(u_reader, c_writer, spoke))
+            else:
+                await asyncio.gather(self._pipe_client(c_reader, u_writer), self._pipe(u_reader, c_writer))
         except asyncio.CancelledError:  # the relay is closing
             pass
 
     async def _serve(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=1024)
         port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{port}"
 
     # -- in a thread ----------------------------------------------------------------------------
     def __enter__(self) -> Relay:
@@ -126,7 +164,8 @@ def main() -> int:
     with Relay(args.upstream, args.latency) as relay:
         print(relay.url, flush=True)
         for _line in sys.stdin:  # until the benchmark closes the pipe
-            print(json.dumps({"requests": relay.requests}), flush=True)
+            print(json.dumps({"requests": relay.requests, "turns": relay.turns, "connections": relay.connections}),
+                  flush=True)
     return 0
 
 

@@ -1,6 +1,8 @@
-"""``python -m bench``: sci_fetch against s5cmd, rclone and the Animl-script method, in one run.
+"""``python -m bench``: sci_fetch against s5cmd, rclone, the AWS CRT S3 client and the Animl-script
+method, in one run.
 
-Starts SeaweedFS on loopback, seeds the objects, runs every part asked for, prints the figures and
+Makes a throw-away CA and server certificate, starts SeaweedFS on loopback (plain and HTTPS S3
+ports), seeds the objects, runs every part asked for, prints the figures and
 the targets, and writes ``bench/results/<date>[-quick].json``, ``.md`` and ``.png``.
 See bench/README.md for what each figure means.
 """
@@ -22,13 +24,15 @@ import traceback
 from pathlib import Path
 
 from bench import data, report
-from bench.tools import Target, binary, clean_env, make_tools
+from bench.throughput import REGIMES
+from bench.tls import SeaweedS3Https, make_certs
+from bench.tools import Target, binary, clean_env, make_tools, sci_fetch_has_processes
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PARTS = ["throughput", "resume", "memory", "crops"]
 
-QUICK = {"objects": 300, "rounds": 2, "resume_objects": 2000, "memory_images": 20_000, "memory_missing_images": 5000,
+QUICK = {"objects": 300, "rounds": 3, "resume_objects": 2000, "memory_images": 20_000, "memory_missing_images": 5000,
          "crop_images": 200, "crop_scaling": "2000,5000,10000", "scan_sample": 1000}
 # memory_missing_images: one 404 per image (~500/s here), so 1,000,000 would take ~35 min; pass it explicitly.
 FULL = {"objects": 2000, "rounds": 3, "resume_objects": 20_000, "memory_images": 1_000_000, "memory_missing_images": 100_000,
@@ -38,19 +42,22 @@ FULL = {"objects": 2000, "rounds": 3, "resume_objects": 20_000, "memory_images":
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a ~3 minute smoke run: fewer objects, 2 rounds, small side benchmarks")
+    p.add_argument("--quick", action="store_true", help="a ~12 minute smoke run: 300 objects, small side benchmarks")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)} (default: all)")
     p.add_argument("--objects", type=int, help="objects per download run (default 2000; quick 300)")
     p.add_argument("--small", action="store_true", help="~100 KB objects under medium/ keys (Animl's medium variant)")
     p.add_argument("--concurrency", type=int, default=64, help="C for every tool (default 64)")
-    p.add_argument("--rounds", type=int, help="rounds per regime, tool order rotated each round (default 3; quick 2)")
-    p.add_argument("--regimes", default="loopback,latency", help="loopback, latency or both (default both)")
-    p.add_argument("--latency", type=float, default=0.04, help="seconds added to every request in the latency regime (default 0.04)")
+    p.add_argument("--rounds", type=int, help="rounds per regime, tool order rotated each round (default 3)")
+    p.add_argument("--regimes", default=",".join(REGIMES),
+                   help=f"comma-separated subset of {','.join(REGIMES)} (default all; https_latency is the headline)")
+    p.add_argument("--latency", type=float, default=0.04,
+                   help="seconds added to every request (HTTPS: every client turn) in the latency regimes (default 0.04)")
     p.add_argument("--proxy", choices=["auto", "fault", "relay"], default="auto",
                    help="latency proxy: tests/fault_proxy.py (fault), bench/relay.py (relay), or fault if present (auto)")
-    p.add_argument("--tools", default="sci_fetch,s5cmd,rclone,animl",
-                   help="tools to compare (also: sci_fetch_nofsync = sci_fetch --no-fsync; sci_fetch_2proc = two "
-                   "sci_fetch processes with --shard 0/2 and 1/2, C/2 each)")
+    p.add_argument("--tools", default="sci_fetch,sci_fetch_1proc,s5cmd,rclone,crt,animl",
+                   help="tools to compare (sci_fetch_1proc = --processes 1, or sci_fetch_2proc when sci_fetch has no "
+                   "--processes; also: sci_fetch_nofsync = sci_fetch --no-fsync; sci_fetch_2proc = two sci_fetch "
+                   "processes with --shard 0/2 and 1/2, C/2 each)")
     p.add_argument("--resume-objects", type=int, help="objects of the finished job for the resume test (default 20000; 110320 = SCI)")
     p.add_argument("--resume-full", action="store_true", help="resume test with 110,320 objects, the size of the SCI export")
     p.add_argument("--memory-images", type=int, help="images of the memory test's --dry-run pass (default 1000000, "
@@ -75,6 +82,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.resume_objects = 110_320
     args.parts = [x for x in args.parts.split(",") if x]
     args.regimes = [x for x in args.regimes.split(",") if x]
+    if [x for x in args.regimes if x not in REGIMES]:
+        p.error(f"unknown regime(s) {[x for x in args.regimes if x not in REGIMES]}; known: {','.join(REGIMES)}")
     args.crop_scaling = [int(x) for x in str(args.crop_scaling).split(",") if x]
     bad = [x for x in args.parts if x not in PARTS + ["profile"]]
     if bad:
@@ -123,14 +132,18 @@ def meta(args: argparse.Namespace, argv: list[str]) -> dict:
     }
     import boto3
     info["versions"]["boto3 (Animl method)"] = boto3.__version__
+    try:
+        from importlib.metadata import version
+        info["versions"]["awscrt"] = version("awscrt")
+    except Exception:  # noqa: BLE001 - informative only
+        info["versions"]["awscrt"] = "?"
+    info["sci_fetch_has_processes"] = sci_fetch_has_processes()
     return info
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    from sci_fetch.demo.seaweed import SeaweedS3
-
     started = time.perf_counter()
 
     def say(text: str) -> None:
@@ -141,10 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     results: dict = {"meta": meta(args, argv), "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     say(f"workdir {workdir}; parts {','.join(args.parts)}{' + profile' if args.profile else ''}")
-    server = SeaweedS3(workdir / "seaweed", buckets=["bench-data", "bench-resume", "bench-empty"])
+    certs = make_certs(workdir / "tls")
+    server = SeaweedS3Https(workdir / "seaweed", buckets=["bench-data", "bench-resume", "bench-empty"], certs=certs)
     try:
         server.start()
-        say(f"SeaweedFS on {server.endpoint_url} (pid {server.pid})")
+        say(f"SeaweedFS on {server.endpoint_url} and {server.https_url} (pid {server.pid}); throw-away CA {certs.ca}")
         dataset = None
         coco = workdir / "coco.json"
         if "throughput" in args.parts or args.profile:
@@ -167,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             part("throughput", lambda: run_throughput(
                 s3=server, bucket="bench-data", dataset=dataset, coco=coco, tools=make_tools(args.tools.split(",")),
                 regimes=args.regimes, rounds=args.rounds, concurrency=args.concurrency, latency=args.latency,
-                proxy_kind=args.proxy, workdir=workdir, say=say))
+                proxy_kind=args.proxy, workdir=workdir, say=say, ca=certs.ca))
         if args.profile:
             from bench.profile import run_profile
             part("profile", lambda: run_profile(s3=server, bucket="bench-data", dataset=dataset, coco=coco,

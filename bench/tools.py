@@ -7,26 +7,37 @@ Every tool downloads the same key list into an empty folder with the same concur
 - ``s5cmd``: ``s5cmd --numworkers C run FILE`` with one ``cp s3://B/KEY DEST`` line per object.
 - ``rclone``: ``rclone copy REMOTE:B DIR --files-from KEYS --no-traverse --transfers C --checkers C``
   (rclone checks the MD5 of each download against the ETag by default).
+- ``crt``: ``bench/crt_download.py``, the AWS Common Runtime's S3 client (what aws-cli's ``crt``
+  transfer client and Mountpoint use): one GET_OBJECT meta-request per key, C in flight.
 - ``animl``: ``bench/animl_download.py``, the method of Animl's ``download_images.py`` (threads =
   min(50, N^(1/3)); C does not apply, which is the point: it is what users run today).
+- ``sci_fetch_1proc``: ``--processes 1`` when ``sci-fetch download --help`` lists that flag (the
+  default ``sci_fetch`` then runs with its default process count); with an engine that has no such
+  flag it stands for ``sci_fetch_2proc`` instead (``sci_fetch`` is then one process anyway).
 
-Informative variants (not in the default set): ``sci_fetch_nofsync`` (``--no-fsync``) and
-``sci_fetch_2proc`` (two processes, ``--shard 0/2`` and ``--shard 1/2``, C/2 each): what using
-every core would give.
+Informative variants: ``sci_fetch_nofsync`` (``--no-fsync``) and ``sci_fetch_2proc`` (two
+processes, ``--shard 0/2`` and ``--shard 1/2``, C/2 each): what using every core gives.
+
+Over HTTPS every tool trusts the benchmark's throw-away CA and nothing else: the CA-bundle variables
+(``AWS_CA_BUNDLE`` for botocore and s5cmd) point at it, rclone gets ``--ca-cert``, the CRT driver
+``--ca-file``.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shlex
 import shutil
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.data import Obj
+from bench.tls import trust_env
 
 HERE = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
@@ -52,6 +63,11 @@ class Target:
     access_key: str
     secret_key: str
     region: str = "us-west-2"
+    ca: Path | None = None  # the CA every tool must trust (and the only one), when set
+
+    @property
+    def https(self) -> bool:
+        return self.endpoint_url.startswith("https:")
 
 
 @dataclass
@@ -79,7 +95,15 @@ def clean_env(target: Target) -> dict[str, str]:
         "AWS_EC2_METADATA_DISABLED": "true",
         "PYTHONUNBUFFERED": "1",
     })
-    return env
+    return trust_env(env, target.ca) if target.ca else env
+
+
+@functools.cache
+def sci_fetch_has_processes() -> bool:
+    """Whether this sci_fetch's ``download`` has ``--processes`` (it is being built while this is)."""
+    out = subprocess.run([sys.executable, "-m", "sci_fetch", "download", "--help"], capture_output=True, text=True,
+                         timeout=60).stdout
+    return "--processes" in out
 
 
 class Tool:
@@ -160,7 +184,7 @@ class Rclone(Tool):
         keys.write_text("".join(o.key + "\n" for o in job.objects))
         return [binary("rclone"), "copy", f"bench:{target.bucket}", str(out), "--files-from", str(keys),
                 "--no-traverse", "--transfers", str(job.concurrency), "--checkers", str(job.concurrency),
-                "--stats", "0"]
+                "--stats", "0"] + (["--ca-cert", str(target.ca)] if target.https and target.ca else [])
 
     def env(self, target: Target) -> dict[str, str]:
         env = clean_env(target)
@@ -177,6 +201,17 @@ class Rclone(Tool):
         return env
 
 
+class Crt(Tool):
+    name = "crt"
+
+    def command(self, job: Job, target: Target, out: Path) -> list[str]:
+        lines = job.workdir / f"crt-{out.name}.txt"
+        lines.write_text("".join(f"{o.key}\t{out / o.file_name}\n" for o in job.objects))
+        return [sys.executable, str(HERE / "crt_download.py"), "--list", str(lines), "--endpoint-url",
+                target.endpoint_url, "--bucket", target.bucket, "--region", target.region,
+                "--concurrency", str(job.concurrency)] + (["--ca-file", str(target.ca)] if target.https and target.ca else [])
+
+
 class AnimlScript(Tool):
     name = "animl"
 
@@ -186,17 +221,24 @@ class AnimlScript(Tool):
 
 
 def make_tools(names: list[str]) -> list[Tool]:
+    """The tools named; ``sci_fetch_1proc`` becomes ``sci_fetch_2proc`` on an engine without ``--processes``."""
     known = {
         "sci_fetch": lambda: SciFetch(),
+        "sci_fetch_1proc": lambda: SciFetch("sci_fetch_1proc", ["--processes", "1"]),
         "sci_fetch_nofsync": lambda: SciFetch("sci_fetch_nofsync", ["--no-fsync"]),
         "sci_fetch_2proc": lambda: SciFetchSharded(2),
         "s5cmd": S5cmd,
         "rclone": Rclone,
+        "crt": Crt,
         "animl": AnimlScript,
     }
     unknown = [n for n in names if n not in known]
     if unknown:
         raise SystemExit(f"unknown tool(s) {unknown}; known: {', '.join(known)}")
+    if "sci_fetch_1proc" in names and not sci_fetch_has_processes():
+        print("sci_fetch has no --processes yet: sci_fetch is one process; sci_fetch_2proc (two --shard processes) "
+              "is run in place of sci_fetch_1proc", flush=True)
+        names = list(dict.fromkeys("sci_fetch_2proc" if n == "sci_fetch_1proc" else n for n in names))
     return [known[n]() for n in names]
 
 
