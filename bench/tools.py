@@ -225,6 +225,7 @@ def make_tools(names: list[str]) -> list[Tool]:
     known = {
         "sci_fetch": lambda: SciFetch(),
         "sci_fetch_1proc": lambda: SciFetch("sci_fetch_1proc", ["--processes", "1"]),
+        "sci_fetch_2p": lambda: SciFetch("sci_fetch_2p", ["--processes", "2"]),
         "sci_fetch_nofsync": lambda: SciFetch("sci_fetch_nofsync", ["--no-fsync"]),
         "sci_fetch_2proc": lambda: SciFetchSharded(2),
         "s5cmd": S5cmd,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from sci_fetch.engine.loop import run as run_loop
 from sci_fetch.errors import InputError, SciFetchError, UsageError
 from sci_fetch.settings import Settings, load_settings
 
@@ -87,7 +88,7 @@ def run_coroutine(factory: Callable[[], Awaitable[T]]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(factory())  # type: ignore[arg-type]
+        return run_loop(factory())  # type: ignore[arg-type]
     box: dict[str, Any] = {}
     loops: list[_ThreadLoop] = []
     finished = threading.Event()

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from sci_fetch.engine.loop import run as run_loop
 from sci_fetch.engine.progress import choose_mode, report
 from sci_fetch.engine.run import STOP_CODES, Engine, Role, RunResult, count_total, exit_code_for
 from sci_fetch.engine.stats import Stats
@@ -62,7 +63,7 @@ def _child(settings: Settings, run_id: int, index: int, count: int, conn: Connec
             manifest.close()
 
     try:
-        reason, message = asyncio.run(main())
+        reason, message = run_loop(main())
     except SciFetchError as exc:  # a setting no storage could use (a profile that does not exist, ...)
         reason, message = "usage", str(exc)
     except Exception as exc:  # a bug: its traceback in the log, and the parent stops the run
