@@ -10,6 +10,7 @@ then cancel them; ``.partial`` files are removed as their tasks unwind.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -474,6 +475,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
+        restore_gc = quiet_gc()
         counting = asyncio.create_task(self._supervised("image count", self._count_total()) if self.role.observe
                                        else asyncio.sleep(0))
         helpers = self._helpers()
@@ -501,6 +503,7 @@ class Engine:
             if not counting.done() and self._stop_reason is not None:
                 counting.cancel()
             await asyncio.gather(counting, return_exceptions=True)
+            restore_gc()
         self.live_stats()
         counts = await asyncio.to_thread(self.manifest.counts, self.run_id)
         # Images never read from the COCO file (a stopped run) are still to do: every image is accounted for.
@@ -539,6 +542,23 @@ class Engine:
 
     def _exit_code(self, counts: dict[str, int]) -> int:
         return exit_code_for(self._stop_reason, counts, self.stats.invalid, self.settings.dry_run)
+
+
+def quiet_gc() -> Callable[[], None]:
+    """Keep the garbage collector out of the hot path (8% of the client's CPU in the profile): what start-up
+    made (modules, the botocore service model) is frozen out of every collection, and young collections
+    run every 50,000 allocations instead of 700 (objects per download are few and short-lived). Returns
+    what puts the process back as it was (a notebook's kernel lives on after the run)."""
+    before = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+    def restore() -> None:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+    return restore
 
 
 async def count_total(settings: Settings, manifest: Manifest) -> int | None:

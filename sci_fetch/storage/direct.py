@@ -76,8 +76,11 @@ class DirectGet:
         connector = aiohttp.TCPConnector(limit=max(opts.pool_size, 10), ssl=ssl_context(opts), ttl_dns_cache=300,
                                          enable_cleanup_closed=True)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=opts.connect_timeout, sock_read=opts.read_timeout)
+        # read_bufsize: aiohttp pauses the socket when a response holds twice this many unread bytes; at its
+        # 64 KiB default a 600 KB body pauses and resumes reading several times (measured: a tenth of the
+        # loop's time). One chunk keeps each body flowing in one go.
         self._http = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
-                                           skip_auto_headers=("User-Agent",))
+                                           skip_auto_headers=("User-Agent",), read_bufsize=max(opts.chunk_size, 1 << 16))
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
