@@ -20,7 +20,10 @@ from sci_fetch.errors import DiskError
 CROP_COLUMNS = (
     "image_path", "species_label", "image_id", "annotation_id", "category_id", "source_path",
     "bbox_x", "bbox_y", "bbox_w", "bbox_h", "crop_width", "crop_height", "location", "datetime",
+    "source_x", "source_y", "source_w", "source_h",
 )
+# crop_width/crop_height: the crop file's pixels (after --max-size/--size); source_*: the whole-pixel box
+# cut from source_path for it (after padding and --square), which the resize maps onto those pixels.
 REJECT_COLUMNS = (
     "image_id", "annotation_id", "category_id", "category", "species_label", "source_path",
     "bbox_x", "bbox_y", "bbox_w", "bbox_h", "reason", "detail",

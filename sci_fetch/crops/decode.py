@@ -1,0 +1,109 @@
+"""Decode only what the boxes need: one band of an image (the rectangle around all its boxes), at full
+size or shrunk 1/2, 1/4, 1/8 in the DCT domain.
+
+Two decoders give the same pixels (both are libjpeg-turbo with its default accurate DCT and fancy
+upsampling; the tests compare them):
+
+- ``vips`` (pyvips, optional: ``pip install 'sci-fetch[fast]'``) reads a JPEG top to bottom and stops
+  after the band's last row, and shrinks on load. Most boxes end well above an image's bottom edge,
+  so a crop costs a part of a full decode.
+- ``pillow`` decodes the whole image (JPEGs through ``Image.draft`` when shrunk). It is the fallback
+  and the only path for PNG and other formats, and for JPEGs vips would convert differently (CMYK).
+
+Memory stays flat: at most one band of one image per worker, never more than the decoded image.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from PIL import Image
+
+from sci_fetch.crops.boxes import Rect
+
+Decoder = Literal["auto", "vips", "pillow"]
+JPEG_MAGIC = b"\xff\xd8\xff"
+JPEG_EOI = b"\xff\xd9"
+
+try:  # optional: the fast path
+    os.environ.setdefault("VIPS_WARNING", "0")  # libvips would print a line per damaged JPEG to stderr
+    import pyvips
+
+    pyvips.cache_set_max(0)  # every band is read once; a cache only holds memory
+    pyvips.concurrency_set(1)  # one worker process per CPU already
+    HAVE_VIPS = True
+except (ImportError, OSError):  # OSError: pyvips installed but libvips missing
+    pyvips = None
+    HAVE_VIPS = False
+
+
+class DecodeError(Exception):
+    """The image cannot be decoded (the caller rejects its boxes as corrupt_image)."""
+
+
+def resolve(decoder: Decoder) -> str:
+    """``auto`` becomes vips when it can be imported; asking for vips without it falls back to pillow."""
+    if decoder == "pillow" or not HAVE_VIPS:
+        return "pillow"
+    return "vips"
+
+
+def scaled_band(band: Rect, scale: int, size: tuple[int, int]) -> Rect:
+    """``band`` (full-size pixels) on the 1/``scale`` image libjpeg makes (its sides are rounded up)."""
+    sw, sh = -(-size[0] // scale), -(-size[1] // scale)
+    left, top = band.left // scale, band.top // scale
+    right, bottom = min(-(-band.right // scale), sw), min(-(-band.bottom // scale), sh)
+    return Rect(left, top, max(right, left + 1), max(bottom, top + 1))
+
+
+def _whole_jpeg(path: str) -> bool:
+    """A JPEG whose last bytes are its end marker. vips stops after the band's rows, so it would not see
+    a file cut short further down; Pillow reads to the end and calls it truncated. Files that do not end
+    in the marker (cut short, or a camera's trailer after it) go to Pillow, so both paths agree."""
+    with open(path, "rb") as fh:
+        if fh.read(3) != JPEG_MAGIC:
+            return False
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - 64))
+        return fh.read().rstrip(b"\x00\r\n ").endswith(JPEG_EOI)
+
+
+def _vips_band(path: str, band: Rect, scale: int, size: tuple[int, int]) -> Image.Image | None:
+    """The band through libvips, or None when this image is not one vips should do (CMYK, 16-bit)."""
+    try:
+        image = pyvips.Image.new_from_file(path, access="sequential", shrink=scale, fail_on="truncated")
+        if image.format != "uchar" or image.bands not in (1, 3) or image.interpretation not in ("srgb", "b-w"):
+            return None
+        if image.width not in (size[0] // scale, -(-size[0] // scale)) or image.height not in (size[1] // scale, -(-size[1] // scale)):
+            raise DecodeError(f"decoded size {image.width}x{image.height} does not match the header's {size[0]}x{size[1]}")
+        r = scaled_band(band, scale, size)
+        if r.right > image.width or r.bottom > image.height:
+            return None  # libvips drops libjpeg's last partial pixel when it shrinks; Pillow keeps it
+        data = image.crop(r.left, r.top, r.width, r.height).write_to_memory()
+    except pyvips.Error as exc:
+        raise DecodeError(str(exc).strip().splitlines()[0] if str(exc).strip() else "libvips cannot decode it") from None
+    return Image.frombytes("RGB" if image.bands == 3 else "L", (r.width, r.height), data)
+
+
+def _pillow_band(im: Image.Image, band: Rect, scale: int) -> tuple[Image.Image, int]:
+    """The band of an opened image through Pillow; JPEGs shrink in the DCT domain by ``Image.draft``."""
+    size = im.size
+    if scale > 1 and im.format == "JPEG":
+        im.draft("RGB", (size[0] // scale, size[1] // scale))
+        got = round(size[0] / im.size[0]) if im.size[0] else 1
+        scale = got if im.size == (-(-size[0] // got), -(-size[1] // got)) else 1
+    else:
+        scale = 1
+    r = scaled_band(band, scale, size)
+    return im.crop(r.as_tuple()), scale
+
+
+def decode_band(path: str, im: Image.Image, band: Rect, scale: int, decoder: str) -> tuple[Image.Image, int]:
+    """The pixels of ``band`` of the image at ``path`` (already opened as ``im`` for its header),
+    at 1/``scale`` or, where the format cannot shrink, at full size; returns them and the scale used."""
+    if decoder == "vips" and im.format == "JPEG" and _whole_jpeg(path):
+        got = _vips_band(path, band, scale, im.size)
+        if got is not None:
+            return got, scale
+    return _pillow_band(im, band, scale)
