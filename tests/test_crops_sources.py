@@ -89,8 +89,7 @@ def _jpeg(colour: tuple[int, int, int], n: int) -> bytes:
     buf = io.BytesIO()
     im = scene()
     im.paste(colour, (32, 32, 96, 64))
-    im.putpixel((0, 0), (n % 256, n // 256, 0))  # every image its own bytes, so its own md5 and id
-    im.save(buf, format="JPEG", quality=95)
+    im.save(buf, format="JPEG", quality=95, comment=f"image {n}".encode())  # its own bytes, md5 and id
     return buf.getvalue()
 
 

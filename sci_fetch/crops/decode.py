@@ -15,6 +15,7 @@ Memory stays flat: at most one band of one image per worker, never more than the
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Literal
 
@@ -29,6 +30,10 @@ JPEG_EOI = b"\xff\xd9"
 try:  # optional: the fast path
     os.environ.setdefault("VIPS_WARNING", "0")  # libvips would print a line per damaged JPEG to stderr
     import pyvips
+
+    # pyvips forwards libvips' chatter (threadpool info, warnings on damaged files) to logging; a
+    # damaged file is reported once, as corrupt_image, so only real errors are worth a log line.
+    logging.getLogger("pyvips").setLevel(logging.ERROR)
 
     pyvips.cache_set_max(0)  # every band is read once; a cache only holds memory
     pyvips.concurrency_set(1)  # one worker process per CPU already
