@@ -194,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             from bench.crops import run_crops_bench
             env = clean_env(Target(server.endpoint_url, "none", server.access_key, server.secret_key))
             part("crops", lambda: run_crops_bench(n_images=args.crop_images, scaling=args.crop_scaling,
-                                                  scan_sample=args.scan_sample, workdir=workdir, say=say, env=env))
+                                                  scan_sample=args.scan_sample, workdir=workdir, say=say, env=env,
+                                                  big_count=8 if args.quick else 40))
     finally:
         server.stop()
         results["meta"]["seconds"] = round(time.perf_counter() - started, 1)

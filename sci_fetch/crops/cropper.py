@@ -154,7 +154,8 @@ def _cut(band: Image.Image, origin: Rect, scale: int, item: _Todo) -> Image.Imag
     else:
         area = (rect.left / scale - origin.left, rect.top / scale - origin.top,
                 rect.right / scale - origin.left, rect.bottom / scale - origin.top)
-        crop = band.resize(item.target, Image.Resampling.LANCZOS, box=area)
+        # reducing_gap: a box reduce to within 3x of the target first, then Lanczos; as sharp, far cheaper
+        crop = band.resize(item.target, Image.Resampling.LANCZOS, box=area, reducing_gap=3.0)
     return crop if crop.mode == "RGB" else crop.convert("RGB")
 
 

@@ -77,7 +77,8 @@ def _whole_jpeg(path: str) -> bool:
 def _vips_band(path: str, band: Rect, scale: int, size: tuple[int, int]) -> Image.Image | None:
     """The band through libvips, or None when this image is not one vips should do (CMYK, 16-bit)."""
     try:
-        image = pyvips.Image.new_from_file(path, access="sequential", shrink=scale, fail_on="truncated")
+        # jpegload directly (no loader search); unbuffered: each row is read once, top to bottom.
+        image = pyvips.Image.jpegload(path, access="sequential-unbuffered", shrink=scale, fail_on="truncated")
         if image.format != "uchar" or image.bands not in (1, 3) or image.interpretation not in ("srgb", "b-w"):
             return None
         if image.width not in (size[0] // scale, -(-size[0] // scale)) or image.height not in (size[1] // scale, -(-size[1] // scale)):
