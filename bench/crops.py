@@ -169,7 +169,7 @@ def _slope(points: list[tuple[int, float]]) -> float | None:
 
 
 def run_crops_bench(*, n_images: int, scaling: list[int], scan_sample: int, workdir: Path, say,
-                    env: dict[str, str]) -> dict:
+                    env: dict[str, str], big_count: int = 40) -> dict:
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     root = workdir / "crops-bench"

@@ -117,13 +117,20 @@ def meta(args: argparse.Namespace, argv: list[str]) -> dict:
     info["git"] = git + (" + uncommitted changes in sci_fetch/" if dirty else "")
     info["versions"] = {
         "sci_fetch": _version([sys.executable, "-m", "sci_fetch", "--version"]).replace("sci-fetch ", ""),
-        "s5cmd": _version([binary("s5cmd"), "version"]),
-        "rclone": _version([binary("rclone"), "version"]).replace("rclone ", ""),
+        "s5cmd": _optional_version("s5cmd", "version"),  # only the download parts need them
+        "rclone": _optional_version("rclone", "version").replace("rclone ", ""),
         "weed": _version([binary("weed"), "version"]).replace("version ", "")[:40],
     }
     import boto3
     info["versions"]["boto3 (Animl method)"] = boto3.__version__
     return info
+
+
+def _optional_version(name: str, *args: str) -> str:
+    try:
+        return _version([binary(name), *args])
+    except RuntimeError:
+        return "not installed"
 
 
 def main(argv: list[str] | None = None) -> int:

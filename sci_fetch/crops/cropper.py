@@ -27,7 +27,7 @@ from typing import NamedTuple
 from PIL import Image
 
 from sci_fetch.crops.boxes import Geometry, Planned, Rect, plan_crop
-from sci_fetch.crops.decode import DecodeError, decode_band, scaled_band
+from sci_fetch.crops.decode import Band, DecodeError, decode_band
 from sci_fetch.crops.resize import Resize, common_scale, dct_scale, target_size
 from sci_fetch.crops.reasons import Reason
 from sci_fetch.errors import DiskError
@@ -145,17 +145,17 @@ def _plan_boxes(job: ImageJob, params: WorkerParams, size: tuple[int, int], sour
     return todo
 
 
-def _cut(band: Image.Image, origin: Rect, scale: int, item: _Todo) -> Image.Image:
+def _cut(band: Band, item: _Todo) -> Image.Image:
     """One box out of the decoded band: a plain crop at full size, else a Lanczos resize of the box's
     exact (fractional, when DCT-shrunk) area to the target."""
-    rect = item.plan.rect
+    rect, scale, origin = item.plan.rect, band.scale, band.origin
     if scale == 1 and item.target == (rect.width, rect.height):
-        crop = band.crop((rect.left - origin.left, rect.top - origin.top, rect.right - origin.left, rect.bottom - origin.top))
+        crop = band.region(rect)
     else:
         area = (rect.left / scale - origin.left, rect.top / scale - origin.top,
                 rect.right / scale - origin.left, rect.bottom / scale - origin.top)
         # reducing_gap: a box reduce to within 3x of the target first, then Lanczos; as sharp, far cheaper
-        crop = band.resize(item.target, Image.Resampling.LANCZOS, box=area, reducing_gap=3.0)
+        crop = band.image.resize(item.target, Image.Resampling.LANCZOS, box=area, reducing_gap=3.0)
     return crop if crop.mode == "RGB" else crop.convert("RGB")
 
 
@@ -164,11 +164,9 @@ def _make(im: Image.Image, job: ImageJob, params: WorkerParams, todo: list[_Todo
     band_rect = Rect(min(t.plan.rect.left for t in todo), min(t.plan.rect.top for t in todo),
                      max(t.plan.rect.right for t in todo), max(t.plan.rect.bottom for t in todo))
     scale = common_scale(dct_scale(t.plan.rect.width, t.plan.rect.height, t.target) for t in todo)
-    size = im.size
-    band, scale = decode_band(job.source, im, band_rect, scale, params.decoder)
-    origin = scaled_band(band_rect, scale, size)
+    band = decode_band(job.source, im, band_rect, scale, params.decoder)
     for item in todo:
-        crop = _cut(band, origin, scale, item)
+        crop = _cut(band, item)
         try:
             _write(crop, item.box.crop_path, params.jpeg_quality, item.mark)
         except OSError as exc:

@@ -15,9 +15,10 @@ Memory stays flat: at most one band of one image per worker, never more than the
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 from PIL import Image
 
@@ -27,20 +28,37 @@ Decoder = Literal["auto", "vips", "pillow"]
 JPEG_MAGIC = b"\xff\xd8\xff"
 JPEG_EOI = b"\xff\xd9"
 
-try:  # optional: the fast path
-    os.environ.setdefault("VIPS_WARNING", "0")  # libvips would print a line per damaged JPEG to stderr
-    import pyvips
+def _spec_found() -> bool:
+    try:
+        return importlib.util.find_spec("pyvips") is not None
+    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules (blocked)
+        return False
 
-    # pyvips forwards libvips' chatter (threadpool info, warnings on damaged files) to logging; a
-    # damaged file is reported once, as corrupt_image, so only real errors are worth a log line.
-    logging.getLogger("pyvips").setLevel(logging.ERROR)
 
-    pyvips.cache_set_max(0)  # every band is read once; a cache only holds memory
-    pyvips.concurrency_set(1)  # one worker process per CPU already
-    HAVE_VIPS = True
-except (ImportError, OSError):  # OSError: pyvips installed but libvips missing
-    pyvips = None
-    HAVE_VIPS = False
+# Whether pyvips is installed, known without importing it: the main process never loads libvips (its
+# memory would be copied into every worker's RSS); a worker loads it at its first JPEG.
+HAVE_VIPS = _spec_found()
+_vips: Any = None
+_vips_tried = False
+
+
+def _load_vips() -> Any:
+    """pyvips, imported once per process; None when it cannot be (then Pillow decodes, with the same pixels)."""
+    global _vips, _vips_tried
+    if not _vips_tried:
+        _vips_tried = True
+        os.environ.setdefault("VIPS_WARNING", "0")  # libvips would print a line per damaged JPEG to stderr
+        try:
+            import pyvips
+        except (ImportError, OSError):  # OSError: pyvips installed but libvips missing
+            return None
+        # pyvips forwards libvips' chatter (threadpool info, warnings on damaged files) to logging; a
+        # damaged file is reported once, as corrupt_image, so only real errors are worth a log line.
+        logging.getLogger("pyvips").setLevel(logging.ERROR)
+        pyvips.cache_set_max(0)  # every band is read once; a cache only holds memory
+        pyvips.concurrency_set(1)  # one worker process per CPU already
+        _vips = pyvips
+    return _vips
 
 
 class DecodeError(Exception):
@@ -48,7 +66,7 @@ class DecodeError(Exception):
 
 
 def resolve(decoder: Decoder) -> str:
-    """``auto`` becomes vips when it can be imported; asking for vips without it falls back to pillow."""
+    """``auto`` becomes vips when it is installed; asking for vips without it falls back to pillow."""
     if decoder == "pillow" or not HAVE_VIPS:
         return "pillow"
     return "vips"
@@ -75,7 +93,11 @@ def _whole_jpeg(path: str) -> bool:
 
 
 def _vips_band(path: str, band: Rect, scale: int, size: tuple[int, int]) -> Image.Image | None:
-    """The band through libvips, or None when this image is not one vips should do (CMYK, 16-bit)."""
+    """The band through libvips, or None when this image is not one vips should do (CMYK, 16-bit)
+    or pyvips cannot be loaded here."""
+    pyvips = _load_vips()
+    if pyvips is None:
+        return None
     try:
         # jpegload directly (no loader search); unbuffered: each row is read once, top to bottom.
         image = pyvips.Image.jpegload(path, access="sequential-unbuffered", shrink=scale, fail_on="truncated")
@@ -89,11 +111,26 @@ def _vips_band(path: str, band: Rect, scale: int, size: tuple[int, int]) -> Imag
         data = image.crop(r.left, r.top, r.width, r.height).write_to_memory()
     except pyvips.Error as exc:
         raise DecodeError(str(exc).strip().splitlines()[0] if str(exc).strip() else "libvips cannot decode it") from None
-    return Image.frombytes("RGB" if image.bands == 3 else "L", (r.width, r.height), data)
+    mode = "RGB" if image.bands == 3 else "L"
+    return Image.frombuffer(mode, (r.width, r.height), data, "raw", mode, 0, 1)  # no copy of the band
 
 
-def _pillow_band(im: Image.Image, band: Rect, scale: int) -> tuple[Image.Image, int]:
-    """The band of an opened image through Pillow; JPEGs shrink in the DCT domain by ``Image.draft``."""
+class Band(NamedTuple):
+    """Decoded pixels that cover the band: ``origin`` is where ``image`` sits on the 1/``scale`` image."""
+
+    image: Image.Image
+    origin: Rect
+    scale: int
+
+    def region(self, rect: Rect) -> Image.Image:
+        """``rect`` (full-size pixels) of a full-size band, as its own image."""
+        o = self.origin
+        return self.image.crop((rect.left - o.left, rect.top - o.top, rect.right - o.left, rect.bottom - o.top))
+
+
+def _pillow_band(im: Image.Image, scale: int) -> Band:
+    """The whole image through Pillow (it cannot stop early), shrunk in the DCT domain by ``Image.draft``
+    for JPEGs; the boxes are cut from it directly, with no copy of the band."""
     size = im.size
     if scale > 1 and im.format == "JPEG":
         im.draft("RGB", (size[0] // scale, size[1] // scale))
@@ -101,15 +138,15 @@ def _pillow_band(im: Image.Image, band: Rect, scale: int) -> tuple[Image.Image, 
         scale = got if im.size == (-(-size[0] // got), -(-size[1] // got)) else 1
     else:
         scale = 1
-    r = scaled_band(band, scale, size)
-    return im.crop(r.as_tuple()), scale
+    im.load()
+    return Band(im, Rect(0, 0, im.size[0], im.size[1]), scale)
 
 
-def decode_band(path: str, im: Image.Image, band: Rect, scale: int, decoder: str) -> tuple[Image.Image, int]:
-    """The pixels of ``band`` of the image at ``path`` (already opened as ``im`` for its header),
-    at 1/``scale`` or, where the format cannot shrink, at full size; returns them and the scale used."""
+def decode_band(path: str, im: Image.Image, band: Rect, scale: int, decoder: str) -> Band:
+    """Pixels covering ``band`` of the image at ``path`` (already opened as ``im`` for its header), at
+    1/``scale`` or, where the format or decoder cannot shrink, at full size (``Band.scale`` says which)."""
     if decoder == "vips" and im.format == "JPEG" and _whole_jpeg(path):
         got = _vips_band(path, band, scale, im.size)
         if got is not None:
-            return got, scale
-    return _pillow_band(im, band, scale)
+            return Band(got, scaled_band(band, scale, im.size), scale)
+    return _pillow_band(im, scale)

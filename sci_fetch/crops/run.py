@@ -8,7 +8,6 @@ come out in COCO order (images, then annotation index) while memory stays flat: 
 from __future__ import annotations
 
 import multiprocessing
-import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -94,14 +93,15 @@ class _InlineExecutor(Executor):
 def _executor(workers: int) -> Executor:
     if workers == 1:
         return _InlineExecutor()
-    # fork is the cheapest start, but forking while other threads run (after `download`, say) can
-    # deadlock on a lock one of them held; then forkserver forks workers from a clean process instead.
-    methods = multiprocessing.get_all_start_methods()
-    if "fork" in methods and threading.active_count() == 1:
-        method = "fork"
+    # Workers start from a small server process that has imported only the cropper (Pillow, the box
+    # math), not as forks of this one: a fork would carry pandas and the joined annotations into every
+    # worker's resident memory. A fork server is also safe when other threads run (after `download`).
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["sci_fetch.crops.cropper"])
     else:
-        method = "forkserver" if "forkserver" in methods else "spawn"
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+        context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
 @dataclass(slots=True)
