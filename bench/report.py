@@ -207,7 +207,9 @@ def markdown(results: dict) -> str:
         lines.append("")
         if crops.get("decoder"):
             lines.append(f"Default decoder here: {crops['decoder']}. The seed method ran before and after the sci_fetch runs "
-                         f"(crops/s {crops['seed_method'].get('runs_crops_per_s')}); its figure is their mean.")
+                         f"(crops/s {crops['seed_method'].get('runs_crops_per_s')}); its figure is their mean. No CPU s for "
+                         "sci_fetch: its workers are children of a fork server that nobody waits for, so no rusage holds "
+                         "their CPU; the profile below has CPU ms per crop.")
             lines.append("")
         big = crops.get("big_20mp")
         if big:
