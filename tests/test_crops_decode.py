@@ -186,3 +186,15 @@ def test_fallback_without_pyvips_gives_the_same_csv_and_pixels(tmp_path, export,
     for r in fast:
         with Image.open(tmp_path / "fast" / r["image_path"]) as a, Image.open(tmp_path / "absent" / r["image_path"]) as b:
             assert mad(a, b) < 1, r["annotation_id"]
+
+
+def test_workers_import_neither_pydantic_nor_pyvips_until_they_decode():
+    """What a fork-server worker loads: every module counts in each worker's resident memory."""
+    code = ("import sys; import sci_fetch.crops.cropper as c; from sci_fetch.keys.mapping import PARTIAL_SUFFIX; "
+            "print(c.WorkerParams(None, 95, True, False).partial_suffix == PARTIAL_SUFFIX)")
+    check = subprocess.run([sys.executable, "-c", "import sys, sci_fetch.crops.cropper; "
+                            "print(sorted(m for m in ('pydantic', 'pyvips', 'pandas') if m in sys.modules))"],
+                           capture_output=True, text=True, timeout=60)
+    assert check.stdout.strip() == "[]", check.stderr
+    same = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert same.stdout.strip() == "True", same.stderr

@@ -31,7 +31,6 @@ from sci_fetch.crops.decode import Band, DecodeError, decode_band
 from sci_fetch.crops.resize import Resize, common_scale, dct_scale, target_size
 from sci_fetch.crops.reasons import Reason
 from sci_fetch.errors import DiskError
-from sci_fetch.keys.mapping import PARTIAL_SUFFIX
 
 # Writing more crops cannot succeed after these: stop the run (as the download does) instead of
 # listing every remaining box as write_failed.
@@ -61,6 +60,8 @@ class WorkerParams(NamedTuple):
     recheck: bool
     resize: Resize | None = None
     decoder: str = "pillow"  # "vips" or "pillow", resolved in the main process
+    # keys.mapping's PARTIAL_SUFFIX, handed over so a worker never imports pydantic (~18 MB of RSS each)
+    partial_suffix: str = ".partial"
 
 
 class BoxResult(NamedTuple):
@@ -107,9 +108,9 @@ def existing_crop(path: str, expected: bytes, recheck: bool) -> tuple[int, int] 
         return True
 
 
-def _write(crop: Image.Image, path: str, quality: int, mark: bytes) -> None:
+def _write(crop: Image.Image, path: str, quality: int, mark: bytes, suffix: str) -> None:
     """Temp name + rename: a killed run never leaves a half crop under the real name."""
-    tmp = path + PARTIAL_SUFFIX
+    tmp = path + suffix
     try:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         crop.save(tmp, format="JPEG", quality=quality, comment=mark)
@@ -168,7 +169,7 @@ def _make(im: Image.Image, job: ImageJob, params: WorkerParams, todo: list[_Todo
     for item in todo:
         crop = _cut(band, item)
         try:
-            _write(crop, item.box.crop_path, params.jpeg_quality, item.mark)
+            _write(crop, item.box.crop_path, params.jpeg_quality, item.mark, params.partial_suffix)
         except OSError as exc:
             if exc.errno in _FATAL_ERRNOS:
                 raise DiskError(f"cannot write crop {item.box.crop_path}: {exc.strerror or exc}") from None

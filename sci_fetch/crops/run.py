@@ -28,7 +28,7 @@ from sci_fetch.crops.options import CropOptions
 from sci_fetch.crops.reasons import FILTER_REASONS, Reason
 from sci_fetch.crops.table import CROP_COLUMNS, REJECT_COLUMNS, CsvSink, number
 from sci_fetch.errors import InputError, SciFetchError, UsageError
-from sci_fetch.keys.mapping import STATE_DIR, UnsafePathError, Variant, safe_relative_path
+from sci_fetch.keys.mapping import PARTIAL_SUFFIX, STATE_DIR, UnsafePathError, Variant, safe_relative_path
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.store import Manifest
 
@@ -318,7 +318,7 @@ def run_crops(
     resize = Resize(options.max_size, options.size) if options.max_size or options.size else None
     params = WorkerParams(
         Geometry(options.padding, options.square, options.min_size), options.jpeg_quality,
-        variant is Variant.original, options.recheck, resize, resolve(options.decoder),
+        variant is Variant.original, options.recheck, resize, resolve(options.decoder), PARTIAL_SUFFIX,
     )
     summary = CropSummary(csv_path, rejects_path, boxes=groups.total)
     clashes = extension_clashes(annotated_file_names(coco, groups.by_image)) if options.naming == "nested" else set()
