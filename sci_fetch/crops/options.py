@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_settings import NoDecode  # comma-separated lists from SCI_FETCH_CROPS__EXCLUDE, not JSON
 
 from sci_fetch.keys.mapping import Variant
@@ -76,9 +76,11 @@ class CropOptions(BaseModel):
 
     @field_validator("size")
     @classmethod
-    def _size_positive(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+    def _size_positive(cls, value: tuple[int, int] | None, info: ValidationInfo) -> tuple[int, int] | None:
         if value is not None and not all(0 < v <= 65535 for v in value):
             raise ValueError("width and height must be 1..65535")
+        if value is not None and info.data.get("max_size") is not None:  # max_size is validated first
+            raise ValueError("give --max-size or --size, not both")
         return value
 
     @field_validator("max_size", mode="before")
@@ -86,11 +88,6 @@ class CropOptions(BaseModel):
     def _empty_max_size(cls, value: Any) -> Any:
         return None if isinstance(value, str) and value.strip() == "" else value
 
-    @model_validator(mode="after")
-    def _one_resize(self) -> CropOptions:
-        if self.max_size is not None and self.size is not None:
-            raise ValueError("give --max-size or --size, not both")
-        return self
 
     @field_validator("exclude", "keep", mode="before")
     @classmethod
