@@ -126,8 +126,8 @@ def meta(args: argparse.Namespace, argv: list[str]) -> dict:
     info["git"] = git + (" + uncommitted changes in sci_fetch/" if dirty else "")
     info["versions"] = {
         "sci_fetch": _version([sys.executable, "-m", "sci_fetch", "--version"]).replace("sci-fetch ", ""),
-        "s5cmd": _version([binary("s5cmd"), "version"]),
-        "rclone": _version([binary("rclone"), "version"]).replace("rclone ", ""),
+        "s5cmd": _optional_version("s5cmd", "version"),  # only the download parts need them
+        "rclone": _optional_version("rclone", "version").replace("rclone ", ""),
         "weed": _version([binary("weed"), "version"]).replace("version ", "")[:40],
     }
     import boto3
@@ -139,6 +139,13 @@ def meta(args: argparse.Namespace, argv: list[str]) -> dict:
         info["versions"]["awscrt"] = "?"
     info["sci_fetch_has_processes"] = sci_fetch_has_processes()
     return info
+
+
+def _optional_version(name: str, *args: str) -> str:
+    try:
+        return _version([binary(name), *args])
+    except RuntimeError:
+        return "not installed"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             from bench.crops import run_crops_bench
             env = clean_env(Target(server.endpoint_url, "none", server.access_key, server.secret_key))
             part("crops", lambda: run_crops_bench(n_images=args.crop_images, scaling=args.crop_scaling,
-                                                  scan_sample=args.scan_sample, workdir=workdir, say=say, env=env))
+                                                  scan_sample=args.scan_sample, workdir=workdir, say=say, env=env,
+                                                  big_count=8 if args.quick else 40))
     finally:
         server.stop()
         results["meta"]["seconds"] = round(time.perf_counter() - started, 1)

@@ -198,11 +198,13 @@ def test_csv_columns_and_rows_are_the_expected_table(dirs):
         {"image_path": str(crops / "proj/CAM1/dep/proj-00000000000000000000000000000001___crop00.jpg"),
          "species_label": "lizard", "image_id": a["id"], "annotation_id": "obj1", "category_id": "2",
          "source_path": str(images / a["file_name"]), "bbox_x": "32", "bbox_y": "32", "bbox_w": "64", "bbox_h": "32",
-         "crop_width": "64", "crop_height": "32", "location": "Site 1", "datetime": "2023-01-02T06:30:00.000Z"},
+         "crop_width": "64", "crop_height": "32", "location": "Site 1", "datetime": "2023-01-02T06:30:00.000Z",
+         "source_x": "32", "source_y": "32", "source_w": "64", "source_h": "32"},
         {"image_path": str(crops / "proj/CAM2/dep/b___crop00.jpg"),
          "species_label": "skunk", "image_id": b["id"], "annotation_id": "obj2", "category_id": "3",
          "source_path": str(images / "proj/CAM2/dep/b.png"), "bbox_x": "224", "bbox_y": "96.5", "bbox_w": "64",
-         "bbox_h": "64", "crop_width": "32", "crop_height": "32", "location": "", "datetime": "2023-01-03T06:30:00.000Z"},
+         "bbox_h": "64", "crop_width": "32", "crop_height": "32", "location": "", "datetime": "2023-01-03T06:30:00.000Z",
+         "source_x": "224", "source_y": "96", "source_w": "32", "source_h": "32"},
     ]
     assert read_rows(crops / "crops_rejected.csv") == [
         {"image_id": b["id"], "annotation_id": "obj3", "category_id": "0", "category": "empty", "species_label": "empty",

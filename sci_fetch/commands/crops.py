@@ -45,6 +45,9 @@ _FLAGS: dict[str, dict[str, Any]] = {
     "keep": {"action": "append", "metavar": "LABELS", "extra": " Comma-separated or repeated."},
     "workers": {"type": int, "metavar": "N"},
     "variant": {"choices": [v.value for v in Variant]},
+    "max_size": {"type": int, "metavar": "PIXELS"},
+    "size": {"metavar": "WxH"},
+    "decoder": {"choices": ["auto", "vips", "pillow"]},
 }
 _SKIP = {"after_download"}  # a `download` option, not one of this command's
 
@@ -54,6 +57,8 @@ def _default_text(name: str) -> str:
     value = field.default
     if value is None:
         return "not set"
+    if isinstance(value, tuple):  # --size WxH
+        return "x".join(map(str, value))
     return show_value(value) or "none"
 
 
@@ -85,7 +90,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", "--images-dir", dest="output", type=Path, default=None, metavar="DIR",
                         help="folder the images were downloaded to, as <output>/<file_name> (download's --output; default: images)")
     parser.add_argument("--manifest", type=Path, default=None,
-                        help=f"the download's manifest, to tell images not downloaded yet (default: OUTPUT/{STATE_DIR}/manifest.sqlite if present)")
+                        help=f"the download's manifest, to tell images not downloaded yet and the md5 of those that are "
+                        f"(default: every manifest in OUTPUT/{STATE_DIR}/, the plain one and each shard's)")
     add_crop_flags(parser)
     parser.set_defaults(run=run)
 
@@ -169,7 +175,9 @@ def run(args: argparse.Namespace) -> int:
                                            "crops": crop_overrides(args)})
     if settings.coco is None:
         raise UsageError("no COCO file given: sci-fetch crops COCO.json [--output IMAGES_DIR]")
-    manifest = settings.manifest_path if settings.manifest_path.exists() else None
+    # Only a manifest that was named: otherwise run_crops reads every manifest in the output folder,
+    # the plain one and each shard's, so crops after a sharded download see every image.
+    manifest = settings.manifest
     return run_and_report(settings.coco, settings.output, for_download(settings), manifest)
 
 

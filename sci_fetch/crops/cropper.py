@@ -8,11 +8,13 @@ stored pixels, so rotating by the EXIF tag would move every box of a tagged imag
 only matches the COCO size after a 90° turn is caught by the aspect check in ``boxes.scale_factors``
 and rejected as ``size_mismatch`` rather than cropped in the wrong place.
 
-``Image.draft`` is not used: it decodes JPEGs at 1/2..1/8 scale, and crops are wanted at full size.
+Only the band of rows and columns around an image's boxes is decoded (``decode.py``), shrunk in the
+DCT domain when every box is that much larger than its ``--max-size``/``--size`` target.
 
-Each crop carries a fingerprint in its JPEG comment (the rectangle, JPEG quality and the source's
-byte size), so a later run keeps a crop only if it would make the very same one: changed options, a
-changed box or a re-downloaded image make it again, without any side file to keep in step.
+Each crop carries a fingerprint in its JPEG comment (the rectangle, the final size, JPEG quality and
+the source's md5 from the manifest, or its byte size without one), so a later run keeps a crop only if
+it would make the very same one: changed options, a changed box or a changed source image make it
+again, without any side file to keep in step.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from typing import NamedTuple
 from PIL import Image
 
 from sci_fetch.crops.boxes import Geometry, Planned, Rect, plan_crop
+from sci_fetch.crops.decode import Band, DecodeError, decode_band
+from sci_fetch.crops.resize import Resize, common_scale, dct_scale, target_size
 from sci_fetch.crops.reasons import Reason
 from sci_fetch.errors import DiskError
-from sci_fetch.keys.mapping import PARTIAL_SUFFIX
 
 # Writing more crops cannot succeed after these: stop the run (as the download does) instead of
 # listing every remaining box as write_failed.
@@ -47,6 +50,7 @@ class ImageJob(NamedTuple):
     coco_size: tuple[int | None, int | None]
     boxes: tuple[BoxJob, ...]
     absent: Reason  # what an absent source means here: not_downloaded, or missing_file (the manifest says done)
+    md5: str | None = None  # the downloaded file's md5 from the manifest: a changed source remakes its crops
 
 
 class WorkerParams(NamedTuple):
@@ -54,6 +58,10 @@ class WorkerParams(NamedTuple):
     jpeg_quality: int
     is_original: bool
     recheck: bool
+    resize: Resize | None = None
+    decoder: str = "pillow"  # "vips" or "pillow", resolved in the main process
+    # keys.mapping's PARTIAL_SUFFIX, handed over so a worker never imports pydantic (~18 MB of RSS each)
+    partial_suffix: str = ".partial"
 
 
 class BoxResult(NamedTuple):
@@ -64,10 +72,20 @@ class BoxResult(NamedTuple):
     reason: Reason | None = None
     detail: str = ""
     clipped: bool = False
+    rect: tuple[int, int, int, int] | None = None  # the pixels cut from the downloaded file (left, top, right, bottom)
 
 
-def fingerprint(rect: Rect, quality: int, source_bytes: int) -> bytes:
-    text = f"{rect.as_tuple()} q{quality} src{source_bytes}".encode()
+class _Todo(NamedTuple):
+    box: BoxJob
+    plan: Planned
+    mark: bytes
+    was_there: bool
+    target: tuple[int, int]
+
+
+def fingerprint(rect: Rect, quality: int, source: str, target: tuple[int, int]) -> bytes:
+    """What decides a crop's pixels: the rectangle, its final size, the quality and the source file."""
+    text = f"{rect.as_tuple()} -> {target[0]}x{target[1]} q{quality} {source}".encode()
     return FINGERPRINT_PREFIX + hashlib.sha1(text).hexdigest()[:16].encode()
 
 
@@ -90,9 +108,9 @@ def existing_crop(path: str, expected: bytes, recheck: bool) -> tuple[int, int] 
         return True
 
 
-def _write(crop: Image.Image, path: str, quality: int, mark: bytes) -> None:
+def _write(crop: Image.Image, path: str, quality: int, mark: bytes, suffix: str) -> None:
     """Temp name + rename: a killed run never leaves a half crop under the real name."""
-    tmp = path + PARTIAL_SUFFIX
+    tmp = path + suffix
     try:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         crop.save(tmp, format="JPEG", quality=quality, comment=mark)
@@ -109,6 +127,60 @@ def _rejected(job: ImageJob, reason: Reason, detail: str, only: set[int] | None 
     return {b.index: BoxResult(b.index, "rejected", reason=reason, detail=detail) for b in job.boxes if only is None or b.index in only}
 
 
+def _plan_boxes(job: ImageJob, params: WorkerParams, size: tuple[int, int], source_tag: str,
+                results: dict[int, BoxResult]) -> list[_Todo]:
+    """Plan every box; crops already right go to ``results`` as kept, the rest come back to be made."""
+    todo: list[_Todo] = []
+    for box in job.boxes:
+        plan = plan_crop(box.bbox, job.coco_size, size, params.is_original, params.geometry)
+        if not isinstance(plan, Planned):
+            results[box.index] = BoxResult(box.index, "rejected", reason=plan.reason, detail=plan.detail)
+            continue
+        target = target_size(plan.rect.width, plan.rect.height, params.resize)
+        mark = fingerprint(plan.rect, params.jpeg_quality, source_tag, target)
+        have = existing_crop(box.crop_path, mark, params.recheck)
+        if isinstance(have, tuple):
+            results[box.index] = BoxResult(box.index, "kept", have[0], have[1], clipped=plan.clipped, rect=plan.rect.as_tuple())
+        else:
+            todo.append(_Todo(box, plan, mark, have, target))
+    return todo
+
+
+def _cut(band: Band, item: _Todo) -> Image.Image:
+    """One box out of the decoded band: a plain crop at full size, else a Lanczos resize of the box's
+    exact (fractional, when DCT-shrunk) area to the target."""
+    rect, scale, origin = item.plan.rect, band.scale, band.origin
+    if scale == 1 and item.target == (rect.width, rect.height):
+        crop = band.region(rect)
+    else:
+        area = (rect.left / scale - origin.left, rect.top / scale - origin.top,
+                rect.right / scale - origin.left, rect.bottom / scale - origin.top)
+        # reducing_gap: a box reduce to within 3x of the target first, then Lanczos; as sharp, far cheaper
+        crop = band.image.resize(item.target, Image.Resampling.LANCZOS, box=area, reducing_gap=3.0)
+    return crop if crop.mode == "RGB" else crop.convert("RGB")
+
+
+def _make(im: Image.Image, job: ImageJob, params: WorkerParams, todo: list[_Todo], results: dict[int, BoxResult]) -> None:
+    """Decode once the band around every box still to make, cut and write each."""
+    band_rect = Rect(min(t.plan.rect.left for t in todo), min(t.plan.rect.top for t in todo),
+                     max(t.plan.rect.right for t in todo), max(t.plan.rect.bottom for t in todo))
+    scale = common_scale(dct_scale(t.plan.rect.width, t.plan.rect.height, t.target) for t in todo)
+    band = decode_band(job.source, im, band_rect, scale, params.decoder)
+    for item in todo:
+        crop = _cut(band, item)
+        try:
+            _write(crop, item.box.crop_path, params.jpeg_quality, item.mark, params.partial_suffix)
+        except OSError as exc:
+            if exc.errno in _FATAL_ERRNOS:
+                raise DiskError(f"cannot write crop {item.box.crop_path}: {exc.strerror or exc}") from None
+            results[item.box.index] = BoxResult(item.box.index, "rejected", reason=Reason.write_failed,
+                                                detail=f"{item.box.crop_path}: {exc.strerror or exc}")
+            continue
+        outcome = "remade" if item.was_there else "new"
+        results[item.box.index] = BoxResult(item.box.index, outcome, crop.width, crop.height,
+                                            clipped=item.plan.clipped, rect=item.plan.rect.as_tuple())
+
+
 def crop_image(job: ImageJob, params: WorkerParams) -> list[BoxResult]:
     """Results for every box of one image, in the order of ``job.boxes``."""
     try:
@@ -119,38 +191,15 @@ def crop_image(job: ImageJob, params: WorkerParams) -> list[BoxResult]:
     except OSError as exc:
         return list(_rejected(job, Reason.missing_file, f"cannot read {job.source}: {exc.strerror or exc}").values())
 
+    # The manifest's md5 says whether the source changed; without a manifest its size is all there is.
+    source_tag = f"md5 {job.md5}" if job.md5 else f"size {st.st_size}"
     results: dict[int, BoxResult] = {}
     try:
         with Image.open(job.source) as im:
-            size = im.size
-            todo: list[tuple[BoxJob, Planned, bytes, bool]] = []
-            for box in job.boxes:
-                plan = plan_crop(box.bbox, job.coco_size, size, params.is_original, params.geometry)
-                if not isinstance(plan, Planned):
-                    results[box.index] = BoxResult(box.index, "rejected", reason=plan.reason, detail=plan.detail)
-                    continue
-                mark = fingerprint(plan.rect, params.jpeg_quality, st.st_size)
-                have = existing_crop(box.crop_path, mark, params.recheck)
-                if isinstance(have, tuple):
-                    results[box.index] = BoxResult(box.index, "kept", have[0], have[1], clipped=plan.clipped)
-                else:
-                    todo.append((box, plan, mark, have))
+            todo = _plan_boxes(job, params, im.size, source_tag, results)
             if todo:
-                im.load()  # decode once for all boxes of the image
-                for box, plan, mark, was_there in todo:
-                    crop = im.crop(plan.rect.as_tuple())
-                    if crop.mode != "RGB":
-                        crop = crop.convert("RGB")
-                    try:
-                        _write(crop, box.crop_path, params.jpeg_quality, mark)
-                    except OSError as exc:
-                        if exc.errno in _FATAL_ERRNOS:
-                            raise DiskError(f"cannot write crop {box.crop_path}: {exc.strerror or exc}") from None
-                        results[box.index] = BoxResult(box.index, "rejected", reason=Reason.write_failed, detail=f"{box.crop_path}: {exc.strerror or exc}")
-                        continue
-                    outcome = "remade" if was_there else "new"
-                    results[box.index] = BoxResult(box.index, outcome, crop.width, crop.height, clipped=plan.clipped)
-    except _DECODE_ERRORS as exc:
+                _make(im, job, params, todo, results)
+    except (*_DECODE_ERRORS, DecodeError) as exc:
         # Boxes already kept from earlier crops stay kept; the rest cannot be cut from this file.
         left = {b.index for b in job.boxes} - results.keys()
         results.update(_rejected(job, Reason.corrupt_image, f"{job.source}: {exc}", left))

@@ -11,9 +11,11 @@ matters for full exports where most images have no annotation (they were not rev
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import ijson
 
 from sci_fetch.coco.models import CocoImage
 from sci_fetch.coco.source import iter_annotations, iter_images
@@ -79,3 +81,17 @@ def join(coco: Path, groups: Groups) -> Iterator[Joined]:
             yield Joined(item.id, boxes, item)
     for image_id in list(pending):
         yield Joined(image_id, pending.pop(image_id), None, (Reason.unknown_image, "no image with this id in the COCO file"))
+
+
+def annotated_file_names(coco: Path, wanted: Container[str]) -> Iterator[str]:
+    """The ``file_name`` of every image record whose id has boxes, read raw (the join validates them later).
+
+    A broken file ends this early without an error: the join that follows reports it with its place.
+    """
+    try:
+        with open(coco, "rb") as fh:
+            for raw in ijson.items(fh, "images.item", use_float=True):
+                if isinstance(raw, dict) and isinstance(raw.get("file_name"), str) and str(raw.get("id")) in wanted:
+                    yield raw["file_name"]
+    except ijson.JSONError:
+        return

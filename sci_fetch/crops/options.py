@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_settings import NoDecode  # comma-separated lists from SCI_FETCH_CROPS__EXCLUDE, not JSON
 
 from sci_fetch.keys.mapping import Variant
@@ -57,6 +57,37 @@ class CropOptions(BaseModel):
     recheck: bool = Field(False, description="fully decode existing crops to catch truncated ones (slower); otherwise only their header is read")
     workers: int = Field(default_factory=usable_cpus, ge=1, le=1024, description="processes decoding images; default every usable CPU")
     variant: Variant | None = Field(None, description="variant the images were downloaded as; default the download's `variant` (original when run alone)")
+    max_size: int | None = Field(None, ge=1, le=65535, description="shrink each crop so its longer side is at most this many pixels (never enlarged), aspect kept, with a Lanczos filter (Pillow's LANCZOS); JPEGs are decoded at 1/2, 1/4 or 1/8 scale first when the box is that much larger")
+    size: tuple[int, int] | None = Field(None, description="resize each crop to exactly WxH pixels (e.g. 224x224) with a Lanczos filter (Pillow's LANCZOS); add --square to keep the aspect")
+    decoder: Literal["auto", "vips", "pillow"] = Field("auto", description="JPEG decoder: vips decodes only the rows the boxes need (pip install 'sci-fetch[fast]'); pillow decodes whole images; auto uses vips when installed. Both give the same crops")
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _parse_size(cls, value: Any) -> Any:
+        """``224x224`` from a flag, env or TOML; a [w, h] list from TOML."""
+        if isinstance(value, str):
+            if value.strip() == "":
+                return None
+            parts = value.lower().replace(" ", "").split("x")
+            if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+                raise ValueError("must look like WxH with positive whole pixels, e.g. 224x224")
+            return (int(parts[0]), int(parts[1]))
+        return value
+
+    @field_validator("size")
+    @classmethod
+    def _size_positive(cls, value: tuple[int, int] | None, info: ValidationInfo) -> tuple[int, int] | None:
+        if value is not None and not all(0 < v <= 65535 for v in value):
+            raise ValueError("width and height must be 1..65535")
+        if value is not None and info.data.get("max_size") is not None:  # max_size is validated first
+            raise ValueError("give --max-size or --size, not both")
+        return value
+
+    @field_validator("max_size", mode="before")
+    @classmethod
+    def _empty_max_size(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip() == "" else value
+
 
     @field_validator("exclude", "keep", mode="before")
     @classmethod

@@ -8,7 +8,6 @@ come out in COCO order (images, then annotation index) while memory stays flat: 
 from __future__ import annotations
 
 import multiprocessing
-import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -20,14 +19,16 @@ from pathlib import Path
 from sci_fetch.coco.source import read_categories
 from sci_fetch.crops.boxes import Geometry, Reject, coco_box
 from sci_fetch.crops.cropper import BoxJob, BoxResult, ImageJob, WorkerParams, crop_chunk
-from sci_fetch.crops.join import Ann, Joined, group_annotations, join
+from sci_fetch.crops.decode import resolve
+from sci_fetch.crops.resize import Resize
+from sci_fetch.crops.join import Ann, Joined, annotated_file_names, group_annotations, join
 from sci_fetch.crops.labels import Labels, build_labels
-from sci_fetch.crops.naming import crop_relpath, flat_key
+from sci_fetch.crops.naming import crop_base, crop_relpath, extension_clashes, flat_key
 from sci_fetch.crops.options import CropOptions
 from sci_fetch.crops.reasons import FILTER_REASONS, Reason
 from sci_fetch.crops.table import CROP_COLUMNS, REJECT_COLUMNS, CsvSink, number
 from sci_fetch.errors import InputError, SciFetchError, UsageError
-from sci_fetch.keys.mapping import STATE_DIR, UnsafePathError, Variant, safe_relative_path
+from sci_fetch.keys.mapping import PARTIAL_SUFFIX, STATE_DIR, UnsafePathError, Variant, safe_relative_path
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.store import Manifest
 
@@ -92,14 +93,15 @@ class _InlineExecutor(Executor):
 def _executor(workers: int) -> Executor:
     if workers == 1:
         return _InlineExecutor()
-    # fork is the cheapest start, but forking while other threads run (after `download`, say) can
-    # deadlock on a lock one of them held; then forkserver forks workers from a clean process instead.
-    methods = multiprocessing.get_all_start_methods()
-    if "fork" in methods and threading.active_count() == 1:
-        method = "fork"
+    # Workers start from a small server process that has imported only the cropper (Pillow, the box
+    # math), not as forks of this one: a fork would carry pandas and the joined annotations into every
+    # worker's resident memory. A fork server is also safe when other threads run (after `download`).
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["sci_fetch.crops.cropper"])
     else:
-        method = "forkserver" if "forkserver" in methods else "spawn"
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+        context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
 @dataclass(slots=True)
@@ -114,29 +116,51 @@ class _Entry:
     job: ImageJob | None = None
 
 
-def _manifest_states(images_dir: Path, manifest: Path | None) -> dict[str, bool] | None:
-    """image id -> row is done; None when there is no manifest (then only the file's presence counts)."""
-    path = manifest or images_dir / STATE_DIR / "manifest.sqlite"
-    if manifest is None and not path.exists():
+def manifest_paths(images_dir: Path, manifest: Path | None) -> list[Path]:
+    """The manifest given, else every manifest a download left in ``images_dir``: the plain one and
+    one per shard (``manifest-shard-K-of-N.sqlite``), so crops after a sharded download see every image."""
+    if manifest is not None:
+        return [manifest]
+    state = images_dir / STATE_DIR
+    found = [state / "manifest.sqlite", *sorted(state.glob("manifest-shard-*-of-*.sqlite"))]
+    return [p for p in found if p.is_file()]
+
+
+def _manifest_states(images_dir: Path, manifest: Path | None) -> dict[str, str | None] | None:
+    """image id -> md5 of the downloaded file for done rows ('' when the row has none), None for rows
+    not done yet; None when there is no manifest (then only the file's presence counts).
+
+    A row done in any manifest wins: the same image may be pending in an older shard layout's manifest.
+    """
+    paths = manifest_paths(images_dir, manifest)
+    if not paths:
         return None
-    store = Manifest(path, readonly=True)
-    try:
-        return {row.image_id: row.state is State.done for row in store.rows()}
-    finally:
-        store.close()
+    states: dict[str, str | None] = {}
+    for path in paths:
+        store = Manifest(path, readonly=True)
+        try:
+            for row in store.rows():
+                if row.state is State.done:
+                    states[row.image_id] = row.md5 or ""
+                else:
+                    states.setdefault(row.image_id, None)
+        finally:
+            store.close()
+    return states
 
 
 class _Planner:
     """Main-process decisions per image: the ones that need no pixels (labels, nulls, paths, manifest)."""
 
     def __init__(self, options: CropOptions, images_dir: Path, labels: Labels, categories: dict[int, str],
-                 states: dict[str, bool] | None) -> None:
+                 states: dict[str, str | None] | None, clashes: set[str] | None = None) -> None:
         self.options = options
         self.images_dir = images_dir
         self.labels = labels
         self.categories = categories
         self.states = states
         self.flat_owner: dict[str, str] = {}
+        self.clashes = clashes or set()  # nested crop bases two file names share: those keep their extension
 
     def _box_verdict(self, ann: Ann) -> tuple[str, Reject | None]:
         name = self.categories.get(ann.category_id)
@@ -166,7 +190,7 @@ class _Planner:
             owner = self.flat_owner.setdefault(flat_key(image.file_name), image.id)
             if owner != image.id:
                 return Reject(Reason.name_collision, f"flat naming: image {owner!r} has the same file stem")
-        if self.states is not None and self.states.get(image.id) is False:
+        if self.states is not None and image.id in self.states and self.states[image.id] is None:
             return Reject(Reason.not_downloaded, "the manifest has not recorded this image as downloaded yet")
         return None
 
@@ -186,15 +210,20 @@ class _Planner:
                 entry.early[ann.index] = reject
                 continue
             assert image is not None
-            path = str(self.options.crops_dir / crop_relpath(image.file_name, ann.index, self.options.naming))
+            path = str(self.options.crops_dir / self._relpath(image.file_name, ann.index))
             entry.crop_paths[ann.index] = path
             jobs.append(BoxJob(ann.index, ann.bbox, path))
         if jobs:
             assert image is not None
-            done = self.states.get(image.id) if self.states is not None else None
-            absent = Reason.missing_file if done or self.states is None else Reason.not_downloaded
-            entry.job = ImageJob(source, (image.width, image.height), tuple(jobs), absent)
+            md5 = self.states.get(image.id) if self.states is not None else None
+            absent = Reason.missing_file if md5 is not None or self.states is None else Reason.not_downloaded
+            entry.job = ImageJob(source, (image.width, image.height), tuple(jobs), absent, md5 or None)
         return entry
+
+    def _relpath(self, file_name: str, index: int) -> str:
+        naming = self.options.naming
+        clash = naming == "nested" and crop_base(file_name) in self.clashes
+        return crop_relpath(file_name, index, naming, keep_extension=clash)
 
 
 class _Writer:
@@ -223,9 +252,11 @@ class _Writer:
                     self.summary.kept += 1
                 else:
                     self.summary.remade += 1
+                left, top, right, bottom = result.rect or (None, None, None, None)
+                cut = (left, top, right - left, bottom - top) if result.rect else (None,) * 4
                 self.crops.add((
                     entry.crop_paths[ann.index], label, image.id, ann.id, ann.category_id, entry.source,
-                    *bbox, result.width, result.height, image.location, image.datetime,
+                    *bbox, result.width, result.height, image.location, image.datetime, *cut,
                 ))
                 continue
             if early is not None:
@@ -284,12 +315,14 @@ def run_crops(
     groups = group_annotations(coco)
 
     variant = options.variant or Variant.original
+    resize = Resize(options.max_size, options.size) if options.max_size or options.size else None
     params = WorkerParams(
         Geometry(options.padding, options.square, options.min_size), options.jpeg_quality,
-        variant is Variant.original, options.recheck,
+        variant is Variant.original, options.recheck, resize, resolve(options.decoder), PARTIAL_SUFFIX,
     )
     summary = CropSummary(csv_path, rejects_path, boxes=groups.total)
-    planner = _Planner(options, images_dir, labels, categories, states)
+    clashes = extension_clashes(annotated_file_names(coco, groups.by_image)) if options.naming == "nested" else set()
+    planner = _Planner(options, images_dir, labels, categories, states, clashes)
     images_total = len(groups.by_image)  # image ids with boxes (a few may turn out to have no record)
     chunk = max(1, min(MAX_CHUNK, images_total // (options.workers * 4)))
     max_inflight = 4 * options.workers
