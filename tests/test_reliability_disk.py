@@ -208,7 +208,7 @@ def test_a_manifest_write_failing_mid_run_keeps_the_files_and_the_next_run_adopt
 
     original = Manifest.record
     monkeypatch.setattr(Manifest, "record", _disk_mapped(record))
-    settings = settings_for(s3_env, coco, out, concurrency=4, flush_interval=0.05, max_requests_per_second=200)
+    settings = settings_for(s3_env, coco, out, concurrency=4, flush_interval=0.05, max_requests_per_second=20)
     assert download(settings) == 4
     assert "cannot be written: database or disk is full" in capsys.readouterr().out
     done = check_manifest_never_leads(out, settings.manifest_path, expected)

@@ -93,7 +93,8 @@ def test_an_outage_mid_run_pauses_the_workers_and_the_run_completes(s3_env, data
         wait_until(lambda: proxy.outage_refused >= 12, "probes and attempts refused during the outage", proc=proc)
         proxy.come_up()
         output, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, output
+    failures_csv = out / ".sci-fetch" / "failures.csv"
+    assert proc.returncode == 0, output + (failures_csv.read_text() if failures_csv.exists() else "")
     assert "the endpoint is unreachable since" in output and "answers again after" in output
     for record, data in zip(images, blobs):
         assert (out / record["file_name"]).read_bytes() == data
@@ -250,7 +251,9 @@ def test_a_failing_manifest_writer_stops_the_run_and_the_next_run_adopts_its_fil
 
     monkeypatch.setattr(Manifest, "record", locked)
     assert download(settings) == EXIT_INTERNAL
-    assert any("internal error in the manifest flusher" in r.getMessage() for r in caplog.records)
+    # the flusher's own write fails, or (when the run ends first, e.g. a slow syncfs) the final flush's
+    assert any("internal error in the manifest flusher" in r.getMessage() or
+               "the manifest could not record the last" in r.getMessage() for r in caplog.records)
     assert calls >= 1
     on_disk = final_files(tmp_path / "out")
     assert on_disk >= 1 and states(settings).get("done", 0) == 0  # the files are there, the rows never said so

@@ -130,6 +130,7 @@ class Engine:
         self._planner = ThreadPoolExecutor(1, thread_name_prefix="sci-fetch-plan")
         self._previewed = 0
         self._last_heartbeat = 0.0
+        self._writing: tuple[asyncio.Future[None], list[Outcome]] | None = None  # the batch being written
         self.stats.retries = getattr(storage, "retries", self.stats.retries)  # the storage layer's live counter
 
     def live_stats(self) -> Stats:
@@ -370,7 +371,13 @@ class Engine:
 
     # ---- manifest flushing ------------------------------------------------------------------
     async def _flush(self) -> None:
-        """Write the outcomes so far in one transaction; a batch that cannot be written is kept, never dropped."""
+        """Write the outcomes so far in one transaction; a batch that cannot be written is kept, never dropped.
+
+        The write runs in a thread that a cancellation cannot stop, so it is shielded: when the run ends
+        while a batch is being written, _final_flush waits for that write instead of writing the batch
+        again beside it (which would count its attempts twice)."""
+        if self._writing is not None:
+            await self._settle_write()
         if not self._outcomes:
             now = time.monotonic()
             if now - self._last_heartbeat >= 1.0:  # about every second, not every flush: the WAL stays small
@@ -379,14 +386,31 @@ class Engine:
             return
         self._last_heartbeat = time.monotonic()
         batch, self._outcomes = self._outcomes, []
+        self._writing = (asyncio.ensure_future(asyncio.to_thread(self._record, batch)), batch)
+        await self._settle_write()
+
+    async def _settle_write(self) -> None:
+        """Wait for the batch being written; on failure put it back (its files are on disk) and stop or raise."""
+        assert self._writing is not None
+        future, batch = self._writing
         try:
-            await asyncio.to_thread(self._record, batch)
-        except DiskError as exc:  # disk full: keep the batch (its files are on disk) and stop
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if not future.done():
+                raise  # we were cancelled: the write goes on, and the final flush settles it
+            self._writing = None
+            self._outcomes = batch + self._outcomes
+            raise
+        except DiskError as exc:  # disk full: keep the batch and stop
+            self._writing = None
             self._outcomes = batch + self._outcomes
             self.request_stop("disk", f"stopping: {exc}")
         except BaseException:
+            self._writing = None
             self._outcomes = batch + self._outcomes
             raise
+        else:
+            self._writing = None
 
     def _record(self, batch: list[Outcome]) -> None:
         """In a thread: the files of the batch's done rows reach the disk first (one syncfs), then the

@@ -56,7 +56,8 @@ _NETWORK_ERRORS = (
 # or short body mid-transfer is not one of them (the server answered); the outage gate counts only these.
 _NO_ANSWER = (
     bce.EndpointConnectionError, bce.ConnectTimeoutError, bce.ReadTimeoutError, bce.ConnectionClosedError,
-    aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, asyncio.TimeoutError,
+    aiohttp.ClientOSError, aiohttp.ServerDisconnectedError, asyncio.TimeoutError,  # ClientOSError: reset before an answer
+    ConnectionRefusedError, ConnectionResetError,
 )
 
 _FATAL_HINTS = {

@@ -148,8 +148,10 @@ class S3Storage:
                     try:
                         return await once(), budget.counted()
                     except TransientError as exc:
-                        if exc.no_answer and budget.can_give_back():
-                            if self.reachability.on_no_answer(key, exc, last_attempt=budget.last_attempt()):
+                        if budget.can_give_back():
+                            if self.reachability.down:  # lost to the outage (a body cut when it began, say)
+                                budget.give_back()
+                            elif exc.no_answer and self.reachability.on_no_answer(key, exc, budget.last_attempt()):
                                 budget.give_back()
                         raise
         except FetchError as exc:
