@@ -333,6 +333,9 @@ def test_demo_shows_the_bar_on_a_terminal(tmp_path):
     # tqdm's bar, redrawn in place (\r) with the engine's postfix; a log line would read "... invalid 0, ..."
     assert re.search(r"\r[^\r\n]*4(?:/4)?(?:img)? \[[^\r\n]*failed 0, missing 0, retries 0\]", download_part), output
     assert "INFO" not in download_part
+    gallery = re.search(r"gallery:\s+(\S+)", output)  # the demo writes the crop gallery and says where
+    assert gallery and Path(gallery.group(1)).is_file(), output
+    assert "<html" in Path(gallery.group(1)).read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("seconds,text", [(0, "0.0s"), (0.42, "0.4s"), (12.2, "12s"), (185, "3m05s"), (3720, "1h02m")])

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -132,4 +133,9 @@ def test_signal_stops_within_grace_with_consistent_manifest(s3_env, dataset, tmp
     assert f"stopped by {sig.name}" in output and "sci-fetch summary" in output
     done = check_consistent(out, images, blobs)
     assert 0 < len(done) < len(images)
+    # every image of the COCO file is accounted for, the ones not attempted as pending
+    counts = re.search(r"images in this COCO file: done (\d+), failed (\d+), missing (\d+), forbidden (\d+), "
+                       r"pending (\d+), invalid (\d+), duplicates (\d+)", output)
+    assert counts, output
+    assert sum(int(n) for n in counts.groups()) == len(images) and int(counts.group(1)) == len(done)
     assert not list(out.rglob("*.partial"))

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from sci_fetch.crops.gallery import write_gallery
 from sci_fetch.commands.common import add_common_flags
 from sci_fetch.commands.download import download, then_crops
 from sci_fetch.errors import UsageError
@@ -68,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"demo folder {workdir} cannot be created: {exc.strerror or exc}") from exc
     sample = make_sample(workdir / "sample", n_images=args.images)
     server_dir = Path(tempfile.mkdtemp(prefix="sci-fetch-demo-s3-"))
+    gallery: Path | None = None
     access_key, secret_key = "demo" + secrets.token_hex(6), secrets.token_hex(16)
     try:
         with SeaweedS3(server_dir, access_key=access_key, secret_key=secret_key, buckets=[DEMO_BUCKET]) as s3:
@@ -89,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
                     print("demo: the boxes without a crop are in the sample on purpose: Animl exports a box as null when it "
                           "had no image size, and empty, person, vehicle and animal boxes are excluded (the SCI list)")
                 code = 0 if crop_code in (0, 1) else crop_code
+                if code == 0:
+                    gallery = write_gallery(settings.crops.crops_dir, images_dir=settings.output)
     finally:
         shutil.rmtree(server_dir, ignore_errors=True)
     print("demo: where everything went")
@@ -98,5 +102,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  failures:    {settings.state_file('failures', 'csv')}")
     print(f"  crops:       {settings.crops.crops_dir}/")
     print(f"  crop CSV:    {settings.crops.csv_path()}   (columns image_path, species_label, ...)")
+    if gallery is not None:
+        print(f"  gallery:     {gallery}   (open it in a browser: the crops per label)")
     print(f"  rejects:     {settings.crops.rejects_path()}   (every box without a crop, with its reason)")
     return code

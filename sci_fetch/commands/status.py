@@ -68,8 +68,12 @@ def read_one(path: Path, errors: int) -> dict:
     manifest = Manifest(path, readonly=True)
     try:
         heartbeat = manifest.meta("heartbeat")
+        counts = manifest.counts()
+        expected = manifest.images_in_coco()
+        if expected is not None:  # images of the COCO file not read yet (a stopped run) are pending too
+            counts["pending"] += max(0, expected - sum(counts.values()))
         return {
-            "path": str(path), "counts": manifest.counts(), "bytes": manifest.bytes_done(),
+            "path": str(path), "counts": counts, "bytes": manifest.bytes_done(),
             "rate": manifest.rate(60.0), "heartbeat": float(heartbeat) if heartbeat else None,
             "errors": manifest.last_errors(errors), "last_run": manifest.last_run(),
         }
@@ -133,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
         }, default=str))
     else:
         print("manifest " + ", ".join(job["manifests"]))
-        print(f"  images {total}: done {counts['done']}, pending {counts['pending']}, failed {counts['failed']}, missing {counts['missing']}")
+        print(f"  images {total}: done {counts['done']}, pending {counts['pending']}, failed {counts['failed']}, "
+              f"missing {counts['missing']}, forbidden {counts['forbidden']}")
         print(f"  {job['bytes'] / 1e6:.1f} MB on disk; last minute: {job['images_per_second']:.1f} images/s, "
               f"{job['bytes_per_second'] / 1e6:.1f} MB/s" + (f", ETA {format_duration(eta)}" if eta is not None else ""))
         for last in job["runs"]:

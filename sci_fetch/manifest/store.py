@@ -314,6 +314,12 @@ class Manifest:
         except sqlite3.OperationalError:  # a file a killed run left before it made its tables
             return None
 
+    def images_in_coco(self) -> int | None:
+        """How many images the last run's COCO file holds (its shard's share), as the run counted them."""
+        with self._lock:
+            r = self._db.execute("SELECT value FROM meta WHERE name LIKE 'images_in_coco%' LIMIT 1").fetchone()
+        return int(r[0]) if r else None
+
     def meta(self, name: str) -> str | None:
         with self._lock:
             r = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
