@@ -86,12 +86,13 @@ def test_status_file_and_metrics_during_a_run(s3_env, dataset, tmp_path):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         status_path = out / ".sci-fetch" / "status.json"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         mid = None
         while time.monotonic() < deadline:
             if status_path.exists():
                 data = json.loads(status_path.read_text())
-                if data["state"] == "running" and 10 <= data["images"]["done"] < 200:
+                # the total appears once the COCO file is counted (a couple of seconds into a run that lasts)
+                if data["state"] == "running" and 10 <= data["images"]["done"] < 200 and data["images"]["total"]:
                     mid = data
                     break
             time.sleep(0.2)

@@ -53,7 +53,8 @@ from sci_fetch.storage.retry import forbidden_hint
 
 log = logging.getLogger("sci_fetch")
 
-BATCH = 512
+BATCH = 512  # records planned per manifest transaction
+COUNT_AFTER = 2.0  # seconds before the COCO file is counted for the ETA (see _count_total)
 
 # Exit codes, documented in README.md ("Exit codes").
 EXIT_OK = 0
@@ -467,7 +468,19 @@ class Engine:
         write_atomic(self.settings.state_file("status", "json"), data)
 
     async def _count_total(self) -> None:
+        """The ETA's total, counted only when the run lasts: a short run (a resume of a finished job) ends
+        before the delay and takes its total from its own tally instead of parsing the file twice."""
+        try:
+            await asyncio.wait_for(self._stop.wait(), timeout=COUNT_AFTER)
+        except TimeoutError:
+            pass
         self.stats.total = await count_total(self.settings, self.manifest)
+
+    async def _settle_total(self) -> None:
+        if self.stats.total is None and self.role.observe:
+            s = self.settings
+            self.stats.total = self.stats.planned + self.stats.invalid + self.stats.duplicates
+            await asyncio.to_thread(self.manifest.set_meta, f"images_in_coco{s.shard_suffix}", str(self.stats.total))
 
     # ---- the run ----------------------------------------------------------------------------
     def _helpers(self) -> list[asyncio.Task[None]]:
@@ -524,9 +537,12 @@ class Engine:
                 self._outcomes.extend(self._held_missing)
             self._held_missing.clear()
             await self._final_flush()
-            if not counting.done() and self._stop_reason is not None:
+            if self._stop_reason is None:  # every record was read: the tally is the exact count, no second pass
                 counting.cancel()
-            await asyncio.gather(counting, return_exceptions=True)
+                await asyncio.gather(counting, return_exceptions=True)
+                await self._settle_total()
+            else:  # stopped early: the images never read count as pending, so the count is needed
+                await asyncio.gather(counting, return_exceptions=True)
             restore_gc()
         self.live_stats()
         counts = await asyncio.to_thread(self.manifest.counts, self.run_id)
