@@ -177,7 +177,7 @@ def test_crops_run_from_another_folder_still_resolve(tmp_path, monkeypatch):
     images = work / "images"
     record = image_record(2)
     put_image(images, record["file_name"])
-    coco = write_coco(work / "coco.json", [record], [annotation("a1", record, 1, [32, 32, 64, 32])])
+    write_coco(work / "coco.json", [record], [annotation("a1", record, 1, [32, 32, 64, 32])])
     monkeypatch.chdir(work)
     run_crops(Path("coco.json"), Path("images"), CropOptions(crops_dir=Path("crops"), workers=1))
     assert csv_rows(work / "crops" / "crops.csv")[0]["image_path"].startswith("crops/")

@@ -10,11 +10,19 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 
 import pytest
-from helpers import animl_image, final_files, random_blobs, settings_for, wait_until, write_coco
-from test_reliability_support import KB, check_manifest_equals_disk, check_manifest_never_leads, leftovers, rows, seed_parallel, start, tree
+from helpers import final_files, settings_for, wait_until
+from test_reliability_support import (
+    KB,
+    check_manifest_equals_disk,
+    check_manifest_never_leads,
+    leftovers,
+    rows,
+    seeded_dataset,
+    start,
+    tree,
+)
 
 from sci_fetch.commands.download import download
 from sci_fetch.keys.shard import process_of
@@ -25,11 +33,7 @@ N = 240
 
 @pytest.fixture(scope="module")
 def dataset(s3, tmp_path_factory):
-    project = "proc" + uuid.uuid4().hex[:6]
-    blobs = random_blobs(N, seed=21, sizes=[3 * KB, 30 * KB, 120 * KB])
-    images = [animl_image(project, b, camera=f"CAM{i % 3}") for i, b in enumerate(blobs)]
-    seed_parallel(s3, images, blobs)
-    return write_coco(tmp_path_factory.mktemp("coco") / "coco.json", images), images, blobs
+    return seeded_dataset(s3, tmp_path_factory.mktemp("coco"), "proc", N, 21, [3 * KB, 30 * KB, 120 * KB])
 
 
 def expected_tree(images, blobs) -> dict[str, bytes]:

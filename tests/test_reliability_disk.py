@@ -9,11 +9,10 @@ import re
 import shutil
 import sqlite3
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
-from helpers import animl_image, random_blobs, settings_for, write_coco
+from helpers import settings_for, write_coco
 from test_reliability_support import (
     KB,
     check_manifest_equals_disk,
@@ -21,7 +20,7 @@ from test_reliability_support import (
     last_summary,
     leftovers,
     rows,
-    seed_parallel,
+    seeded_dataset,
     tree,
 )
 
@@ -36,12 +35,8 @@ N = 80
 
 @pytest.fixture(scope="module")
 def dataset(s3, tmp_path_factory):
-    project = "disk" + uuid.uuid4().hex[:6]
-    blobs = random_blobs(N, seed=51, sizes=[20 * KB, 40 * KB, 60 * KB])
-    images = [animl_image(project, b, camera=f"CAM{i % 3}") for i, b in enumerate(blobs)]
-    seed_parallel(s3, images, blobs)
-    expected = {r["file_name"]: b for r, b in zip(images, blobs)}
-    return write_coco(tmp_path_factory.mktemp("coco") / "coco.json", images), images, expected
+    coco, images, blobs = seeded_dataset(s3, tmp_path_factory.mktemp("coco"), "disk", N, 51, [20 * KB, 40 * KB, 60 * KB])
+    return coco, images, {r["file_name"]: b for r, b in zip(images, blobs)}
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import uuid
 import pytest
 from fault_proxy import FaultProxy
 from helpers import animl_image, final_files, random_blobs, settings_for, wait_until, write_coco
-from test_reliability_support import BUCKET, KB, failures, last_summary, rows, seed_parallel, start
+from test_reliability_support import BUCKET, KB, failures, last_summary, rows, seed_parallel, seeded_dataset, start
 
 from sci_fetch.commands.download import download
 from sci_fetch.engine.run import EXIT_INTERNAL, FIRST_MISSES
@@ -29,11 +29,7 @@ N = 240
 
 @pytest.fixture(scope="module")
 def dataset(s3, tmp_path_factory):
-    project = "net" + uuid.uuid4().hex[:6]
-    blobs = random_blobs(N, seed=77, sizes=[3 * KB, 20 * KB, 90 * KB])
-    images = [animl_image(project, b, camera=f"CAM{i % 4}") for i, b in enumerate(blobs)]
-    seed_parallel(s3, images, blobs)
-    return write_coco(tmp_path_factory.mktemp("coco") / "coco.json", images), images, blobs
+    return seeded_dataset(s3, tmp_path_factory.mktemp("coco"), "net", N, 77, [3 * KB, 20 * KB, 90 * KB], cameras=4)
 
 
 def states(settings) -> dict[str, int]:

@@ -6,10 +6,11 @@ import hashlib
 import os
 import subprocess
 import sys
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from helpers import failures, last_summary  # noqa: F401  (re-exported for the reliability tests)
+from helpers import animl_image, failures, last_summary, random_blobs, write_coco  # noqa: F401  (re-exported)
 from sci_fetch.keys.mapping import STATE_DIR
 from sci_fetch.manifest.models import ManifestRow, State
 from sci_fetch.manifest.store import Manifest
@@ -22,6 +23,15 @@ def seed_parallel(s3, images: list[dict], blobs: list[bytes], key_field: str = "
     client = s3.client()
     with ThreadPoolExecutor(8) as pool:  # boto3 keeps 10 connections
         list(pool.map(lambda rb: client.put_object(Bucket=BUCKET, Key=rb[0][key_field], Body=rb[1]), zip(images, blobs)))
+
+
+def seeded_dataset(s3, folder: Path, prefix: str, n: int, seed: int, sizes: list[int], cameras: int = 3):
+    """``n`` random objects under Animl keys in the test bucket, and their COCO file: (coco, images, blobs)."""
+    project = prefix + uuid.uuid4().hex[:6]
+    blobs = random_blobs(n, seed=seed, sizes=sizes)
+    images = [animl_image(project, b, camera=f"CAM{i % cameras}") for i, b in enumerate(blobs)]
+    seed_parallel(s3, images, blobs)
+    return write_coco(folder / "coco.json", images), images, blobs
 
 
 def rows(manifest_path: Path) -> dict[str, ManifestRow]:
