@@ -190,6 +190,9 @@ def markdown(results: dict) -> str:
         lines.append("sci_fetch has `--processes`: " + ("yes (`sci_fetch` runs at its default process count, `sci_fetch_1proc` "
                      "with `--processes 1`)." if meta["sci_fetch_has_processes"] else "no (`sci_fetch` is one process; "
                      "`sci_fetch_2proc`, two `--shard` processes with C/2 each, stands in for the multi-process engine)."))
+    if "botocore_crt" in meta:
+        lines.append("")
+        lines.append(f"botocore's use of awscrt (installed for the CRT peer) in sci_fetch and the Animl method: {meta['botocore_crt']}.")
     lines.append("")
     if tp:
         d = tp["dataset"]

@@ -26,7 +26,7 @@ from pathlib import Path
 from bench import data, report
 from bench.throughput import REGIMES
 from bench.tls import SeaweedS3Https, make_certs
-from bench.tools import Target, binary, clean_env, make_tools, sci_fetch_has_processes
+from bench.tools import Target, binary, clean_env, make_tools, sci_fetch_has_processes, sci_fetch_wants_crt
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -138,6 +138,7 @@ def meta(args: argparse.Namespace, argv: list[str]) -> dict:
     except Exception:  # noqa: BLE001 - informative only
         info["versions"]["awscrt"] = "?"
     info["sci_fetch_has_processes"] = sci_fetch_has_processes()
+    info["botocore_crt"] = "on (sci_fetch depends on awscrt)" if sci_fetch_wants_crt() else "off (BOTO_DISABLE_CRT=true)"
     return info
 
 

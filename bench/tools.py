@@ -95,7 +95,23 @@ def clean_env(target: Target) -> dict[str, str]:
         "AWS_EC2_METADATA_DISABLED": "true",
         "PYTHONUNBUFFERED": "1",
     })
+    if not sci_fetch_wants_crt():
+        # The benchmark's venv has awscrt (for the CRT peer), and botocore then signs with the CRT's SigV4
+        # signer: sci_fetch and the Animl method would not run as they do where users install them.
+        env["BOTO_DISABLE_CRT"] = "true"
     return trust_env(env, target.ca) if target.ca else env
+
+
+@functools.cache
+def sci_fetch_wants_crt() -> bool:
+    """Whether sci_fetch itself depends on awscrt (then botocore may use it, as it would for users)."""
+    from importlib.metadata import PackageNotFoundError, requires
+    try:
+        reqs = requires("sci-fetch") or []
+    except PackageNotFoundError:
+        return False
+    return any(r.split(";")[0].strip().lower().startswith(("awscrt", "botocore[crt]", "boto3[crt]")) for r in reqs
+               if "extra ==" not in r)
 
 
 @functools.cache
