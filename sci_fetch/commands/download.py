@@ -20,8 +20,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "download", help=HELP,
         description=HELP + ". Every option can also be set in settings.toml or as SCI_FETCH_<NAME>; "
         "a flag wins over the environment, which wins over the file. Exit codes: 0 all done, 1 some images "
-        "failed/missing or records invalid (see failures.csv), 2 bad settings or input, 3 stopped on a credentials "
-        "or access error, 4 stopped on a disk error, 130/143 stopped by SIGINT/SIGTERM.",
+        "failed/missing/forbidden or records invalid (see failures.csv), 2 bad settings or input (or the first 20 "
+        "keys all missing), 3 stopped on a credentials or access error or an endpoint that cannot be reached, "
+        "4 stopped on a disk error (or the images clearly do not fit), 70 internal error, 130/143 stopped by "
+        "SIGINT/SIGTERM.",
     )
     add_settings_flags(parser, Settings, positional="coco")
     parser.add_argument("--crops", dest="after_download", action=argparse.BooleanOptionalAction, default=None,
