@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from sci_fetch.engine import quick
 from sci_fetch.engine.loop import run as run_loop
 from sci_fetch.engine.progress import choose_mode, report
 from sci_fetch.engine.run import STOP_CODES, Engine, Role, RunResult, count_total, exit_code_for
@@ -180,6 +181,7 @@ class Processes:
     async def _run(self, manifest: Manifest) -> RunResult:
         settings = self.settings
         run_id = await asyncio.to_thread(manifest.begin_run, settings.model_dump(mode="json"))
+        await asyncio.to_thread(quick.forget, manifest)
         shard = f"{settings.shard_index}/{settings.shard_count}"
         stop_metrics = (serve_metrics(settings.metrics_port, settings.metrics_host, lambda: self.stats, shard)
                         if settings.metrics_port else None)
@@ -212,6 +214,8 @@ class Processes:
         except OSError as exc:
             log.warning("status file not written: %s", exc.strerror or exc)
         await asyncio.to_thread(manifest.end_run, run_id, code, self.stats.as_dict() | {"processes": self.count})
+        if code == 0:
+            await asyncio.to_thread(quick.remember, manifest, settings, run_id)
         return RunResult(run_id, self.stats, code, reason, message, counts)
 
     async def _count(self, manifest: Manifest) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import ijson
 
 from sci_fetch.coco.source import iter_images
+from sci_fetch.engine import quick
 from sci_fetch.engine.progress import choose_mode, report
 from sci_fetch.engine.stats import Stats
 from sci_fetch.errors import (
@@ -507,6 +508,7 @@ class Engine:
                                          f"{settings.shard_index}/{settings.shard_count}")
         if self.role.run_id is None:
             self.run_id = await asyncio.to_thread(self.manifest.begin_run, settings.model_dump(mode="json"))
+            await asyncio.to_thread(quick.forget, self.manifest)
         else:
             self.run_id = self.role.run_id
         loop = asyncio.get_running_loop()
@@ -562,6 +564,8 @@ class Engine:
         if self.role.run_id is None:
             try:
                 await asyncio.to_thread(self.manifest.end_run, self.run_id, exit_code, self.stats.as_dict())
+                if exit_code == EXIT_OK and not settings.dry_run:
+                    await asyncio.to_thread(quick.remember, self.manifest, settings, self.run_id)
             except DiskError as exc:
                 log.error("%s", exc)
         return RunResult(self.run_id, self.stats, exit_code, self._stop_reason, self._message, counts)
@@ -643,6 +647,10 @@ async def run_download(settings: Settings, storage_factory: Callable[..., Storag
     either way after the space check (plan.check), which refuses a run that clearly cannot fit (exit 4)."""
     from sci_fetch.engine.processes import Processes, process_count  # it builds on this module
 
+    resumed = await quick.quick_resume(settings)
+    if resumed is not None:  # a finished job, unchanged: nothing to read, plan or request
+        run_id, stats, counts = resumed
+        return RunResult(run_id, stats, EXIT_OK, None, None, counts)
     count = process_count(settings.processes)
     if count > 1 and not settings.dry_run:
         if _space_matters(settings):

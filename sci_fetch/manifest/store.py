@@ -170,6 +170,11 @@ class Manifest:
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
 
+    @_disk_errors
+    def delete_meta(self, name: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM meta WHERE name = ?", (name,))
+
     def _heartbeat_locked(self) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('heartbeat', ?)", (repr(time.time()),))
 
