@@ -59,9 +59,9 @@ def _all_done_on_disk(manifest: Manifest, output: Path, run_id: int) -> int | No
     if sum(counts.values()) != counts["done"]:
         return None
     root = str(output)
-    for row in manifest.rows([State.done], run_id=run_id):
+    for dest, size in manifest.done_files(run_id):
         try:
-            if os.stat(os.path.join(root, row.dest)).st_size != row.bytes:
+            if os.stat(os.path.join(root, dest)).st_size != size:
                 return None
         except OSError:
             return None

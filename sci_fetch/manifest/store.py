@@ -319,6 +319,20 @@ class Manifest:
         except sqlite3.OperationalError:  # a file a killed run left before it made its tables
             return None
 
+    def done_files(self, run_id: int) -> Iterator[tuple[str, int]]:
+        """(destination, bytes) of every done image of a run, as plain tuples: the quick check stats 110,000
+        files and needs nothing else of the rows."""
+        after = ""
+        while True:
+            with self._lock:
+                fetched = self._db.execute(
+                    "SELECT dest, bytes FROM images WHERE state = 'done' AND run_id = ? AND dest > ? ORDER BY dest LIMIT 5000",
+                    (run_id, after)).fetchall()
+            yield from fetched
+            if len(fetched) < 5000:
+                return
+            after = fetched[-1][0]
+
     def images_in_coco(self) -> int | None:
         """How many images the last run's COCO file holds (its shard's share), as the run counted them."""
         with self._lock:
