@@ -60,10 +60,7 @@ class Relay:
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
-            try:
-                writer.close()
-            except Exception:  # noqa: BLE001
-                pass
+            _close(writer)
 
     async def _pipe_client_turns(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                                  server_spoke: list[bool]) -> None:
@@ -81,10 +78,7 @@ class Relay:
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
-            try:
-                writer.close()
-            except Exception:  # noqa: BLE001
-                pass
+            _close(writer)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     server_spoke: list[bool] | None = None) -> None:
@@ -97,10 +91,7 @@ class Relay:
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
-            try:
-                writer.close()
-            except Exception:  # noqa: BLE001
-                pass
+            _close(writer)
 
     async def _handle(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -153,6 +144,15 @@ class Relay:
             self._thread.join(5)
         if self._loop is not None:
             self._loop.close()
+
+
+
+def _close(writer: asyncio.StreamWriter) -> None:
+    """Close one side of a relayed connection; it may be gone already, which is fine here."""
+    try:
+        writer.close()
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def main() -> int:
