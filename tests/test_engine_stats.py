@@ -18,10 +18,11 @@ def test_the_eta_counts_successes_only():
     assert abs(eta - 400 / stats.images_per_second()) < 1e-3 * eta
 
 
-def test_unplanned_images_are_what_the_count_has_and_the_plan_has_not_read():
-    stats = Stats(total=700, planned=512, invalid=3, duplicates=2)
-    assert stats.unplanned() == 183
-    assert Stats(total=None).unplanned() == 0
+def test_images_never_read_count_as_pending():
+    stats = Stats(total=700, invalid=3, duplicates=2)
+    counts = {"done": 400, "failed": 10, "missing": 0, "forbidden": 0, "pending": 102}
+    assert stats.with_unread(counts) == counts | {"pending": 102 + 183}  # 700 - 512 rows - 3 - 2
+    assert Stats(total=None).with_unread(counts) == counts
 
 
 def test_figures_of_several_processes_add_up():

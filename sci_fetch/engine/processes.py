@@ -33,7 +33,7 @@ from sci_fetch.errors import SciFetchError
 from sci_fetch.manifest.store import Manifest
 from sci_fetch.observe import logs
 from sci_fetch.observe.metrics import serve as serve_metrics
-from sci_fetch.observe.status_file import RateWindow, snapshot, write_atomic
+from sci_fetch.observe.status_file import keep_writing, snapshot, write_final
 from sci_fetch.settings import Settings
 from sci_fetch.storage.s3 import S3Storage
 
@@ -203,16 +203,11 @@ class Processes:
             if stop_metrics is not None:
                 stop_metrics()
         reason, message = self._outcome()
-        counts = await asyncio.to_thread(manifest.counts, run_id)
-        if self.stats.total is not None:
-            counts["pending"] += max(0, self.stats.total - sum(counts.values()) - self.stats.invalid - self.stats.duplicates)
+        counts = self.stats.with_unread(await asyncio.to_thread(manifest.counts, run_id))
         code = exit_code_for(reason if reason != "died" else None, counts, self.stats.invalid, settings.dry_run)
-        final = snapshot(self.stats, (0.0, 0.0), [], reason or "finished", shard) | {"exit_code": code,
-                                                                                    "processes": self.count}
-        try:
-            await asyncio.to_thread(write_atomic, settings.state_file("status", "json"), final)
-        except OSError as exc:
-            log.warning("status file not written: %s", exc.strerror or exc)
+        final = snapshot(self.stats, (0.0, 0.0), [], reason or "finished", shard)
+        await asyncio.to_thread(write_final, settings.state_file("status", "json"),
+                                final | {"exit_code": code, "processes": self.count})
         await asyncio.to_thread(manifest.end_run, run_id, code, self.stats.as_dict() | {"processes": self.count})
         if code == 0:
             await asyncio.to_thread(quick.remember, manifest, settings, run_id)
@@ -222,15 +217,8 @@ class Processes:
         self.stats.total = await count_total(self.settings, manifest)
 
     async def _status_loop(self, shard: str) -> None:
-        window = RateWindow()
-        path = self.settings.state_file("status", "json")
-        while True:
-            data = snapshot(self.stats, window.add(self.stats), [], "running", shard) | {"processes": self.count}
-            try:
-                await asyncio.to_thread(write_atomic, path, data)
-            except OSError as exc:
-                log.debug("status file not written: %s", exc)
-            await asyncio.sleep(self.settings.status_interval)
+        await keep_writing(self.settings.state_file("status", "json"), self.settings.status_interval, lambda: self.stats,
+                           lambda stats, rates: snapshot(stats, rates, [], "running", shard) | {"processes": self.count})
 
 
 def process_count(setting: int | str) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 from sci_fetch.engine.stats import Stats
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.store import Manifest
-from sci_fetch.observe.status_file import snapshot, write_atomic
+from sci_fetch.observe.status_file import snapshot, write_final
 from sci_fetch.settings import Settings
 
 META = "finished_fingerprint"
@@ -85,11 +85,8 @@ async def quick_resume(settings: Settings) -> tuple[int, Stats, dict[str, int]] 
         run_id = manifest.begin_run(settings.model_dump(mode="json"))
         manifest.end_run(run_id, 0, stats.as_dict() | {"quick_check": True})
         shard = f"{settings.shard_index}/{settings.shard_count}"
-        try:
-            write_atomic(settings.state_file("status", "json"), snapshot(stats, (0.0, 0.0), [], "finished", shard)
-                         | {"exit_code": 0})
-        except OSError:
-            pass  # a convenience; the run's result stands
+        write_final(settings.state_file("status", "json"), snapshot(stats, (0.0, 0.0), [], "finished", shard)
+                    | {"exit_code": 0})
         counts = {state.value: 0 for state in State} | {"done": done}
         return run_id, stats, counts
     finally:

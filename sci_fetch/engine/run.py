@@ -47,7 +47,7 @@ from sci_fetch.keys.shard import process_of, shard_of
 from sci_fetch.manifest.models import Action, Decision, Outcome, State
 from sci_fetch.manifest.store import Manifest
 from sci_fetch.observe.metrics import serve as serve_metrics
-from sci_fetch.observe.status_file import RateWindow, snapshot, write_atomic
+from sci_fetch.observe.status_file import keep_writing, snapshot, write_final
 from sci_fetch.settings import Settings
 from sci_fetch.storage.base import SinkFactory, Storage
 from sci_fetch.storage.retry import forbidden_hint
@@ -442,16 +442,9 @@ class Engine:
 
     async def _status_loop(self) -> None:
         """Rewrite the status file every few seconds; the last one is written as the run ends."""
-        window = RateWindow()
-        path = self.settings.state_file("status", "json")
         shard = f"{self.settings.shard_index}/{self.settings.shard_count}"
-        while True:
-            data = snapshot(self.live_stats(), window.add(self.stats), list(self._last_errors), "running", shard)
-            try:
-                await asyncio.to_thread(write_atomic, path, data)
-            except OSError as exc:  # disk full for a moment: the next snapshot tries again
-                log.debug("status file not written: %s", exc)
-            await asyncio.sleep(self.settings.status_interval)
+        await keep_writing(self.settings.state_file("status", "json"), self.settings.status_interval, self.live_stats,
+                           lambda stats, rates: snapshot(stats, rates, list(self._last_errors), "running", shard))
 
     async def _final_flush(self) -> None:
         try:
@@ -465,8 +458,7 @@ class Engine:
         shard = f"{self.settings.shard_index}/{self.settings.shard_count}"
         state = self._stop_reason or "finished"
         data = snapshot(self.live_stats(), (0.0, 0.0), list(self._last_errors), state, shard)
-        data["exit_code"] = exit_code
-        write_atomic(self.settings.state_file("status", "json"), data)
+        write_final(self.settings.state_file("status", "json"), data | {"exit_code": exit_code})
 
     async def _count_total(self) -> None:
         """The ETA's total, counted only when the run lasts: a short run (a resume of a finished job) ends
@@ -547,18 +539,12 @@ class Engine:
                 await asyncio.gather(counting, return_exceptions=True)
             restore_gc()
         self.live_stats()
-        counts = await asyncio.to_thread(self.manifest.counts, self.run_id)
-        # Images never read from the COCO file (a stopped run) are still to do: every image is accounted for.
-        if self.stats.total is not None:
-            counts["pending"] += max(0, self.stats.total - sum(counts.values()) - self.stats.invalid - self.stats.duplicates)
+        counts = self.stats.with_unread(await asyncio.to_thread(self.manifest.counts, self.run_id))
         exit_code = self._exit_code(counts)
         if self.role.report is not None:
             self.role.report(self.live_stats())  # the last figures, before the result
         if self.role.observe:
-            try:
-                await asyncio.to_thread(self._final_status, exit_code)
-            except OSError as exc:  # disk full: the status file is a convenience, the run's result is not
-                log.warning("status file not written: %s", exc.strerror or exc)
+            await asyncio.to_thread(self._final_status, exit_code)
         if stop_metrics is not None:
             stop_metrics()
         if self.role.run_id is None:

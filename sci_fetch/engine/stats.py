@@ -43,11 +43,13 @@ class Stats:
     def finished(self) -> int:
         return self.done + self.adopted + self.failed + self.missing + self.forbidden
 
-    def unplanned(self) -> int:
-        """Images of the COCO file not read yet (a stopped run): they count as pending, so every image is accounted for."""
+    def with_unread(self, counts: dict[str, int]) -> dict[str, int]:
+        """The manifest's counts of this run plus the images never read from the COCO file (a stopped run),
+        as pending: done + failed + missing + forbidden + pending + invalid + duplicates = the images it names."""
         if self.total is None:
-            return 0
-        return max(0, self.total - self.planned - self.invalid - self.duplicates)
+            return counts
+        unread = max(0, self.total - sum(counts.values()) - self.invalid - self.duplicates)
+        return counts | {"pending": counts.get("pending", 0) + unread}
 
     def images_per_second(self) -> float:
         return (self.done + self.adopted) / self.elapsed()

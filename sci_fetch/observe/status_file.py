@@ -6,13 +6,19 @@ touching SQLite; a reader never sees a half-written file because it is renamed i
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sci_fetch.engine.stats import Stats
+
+log = logging.getLogger("sci_fetch")
 
 
 class RateWindow:
@@ -78,3 +84,25 @@ def write_atomic(path: Path, data: dict) -> None:
     except OSError:  # disk full: leave no half-written .tmp behind
         tmp.unlink(missing_ok=True)
         raise
+
+
+async def keep_writing(path: Path, interval: float, stats: Callable[[], Stats],
+                       make: Callable[[Stats, tuple[float, float]], dict[str, Any]]) -> None:
+    """Rewrite the status file every ``interval`` seconds until cancelled; ``make`` turns the figures and the
+    current rates into the snapshot. A write that fails (disk full for a moment) is tried again next time."""
+    window = RateWindow()
+    while True:
+        current = stats()
+        try:
+            await asyncio.to_thread(write_atomic, path, make(current, window.add(current)))
+        except OSError as exc:
+            log.debug("status file not written: %s", exc)
+        await asyncio.sleep(interval)
+
+
+def write_final(path: Path, data: dict[str, Any]) -> None:
+    """The last snapshot of a run; a convenience, so a failure is one warning and the run's result stands."""
+    try:
+        write_atomic(path, data)
+    except OSError as exc:
+        log.warning("status file not written: %s", exc.strerror or exc)
