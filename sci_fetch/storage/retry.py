@@ -7,6 +7,7 @@ and a checksum mismatch or short body is retried exactly like a 503.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 
 import aiohttp
@@ -22,6 +23,7 @@ from sci_fetch.errors import (
     RetryableError,
     TransientError,
 )
+from sci_fetch.storage import wire
 
 # Error codes S3 (and S3-compatible servers) send that another attempt may fix.
 RETRY_CODES = frozenset({
@@ -50,14 +52,14 @@ _CREDENTIAL_ERRORS = (
 _NETWORK_ERRORS = (
     bce.EndpointConnectionError, bce.ConnectionClosedError, bce.ReadTimeoutError, bce.ConnectTimeoutError,
     bce.ResponseStreamingError, bce.IncompleteReadError, bce.HTTPClientError,
-    aiohttp.ClientError, asyncio.TimeoutError, ConnectionError,
+    aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, wire.WireError,
 )
 # Failures before any response came back: what a dead endpoint or a network outage looks like. A reset
 # or short body mid-transfer is not one of them (the server answered); the outage gate counts only these.
 _NO_ANSWER = (
     bce.EndpointConnectionError, bce.ConnectTimeoutError, bce.ReadTimeoutError, bce.ConnectionClosedError,
     aiohttp.ClientOSError, aiohttp.ServerDisconnectedError, asyncio.TimeoutError,  # ClientOSError: reset before an answer
-    ConnectionRefusedError, ConnectionResetError,
+    ConnectionRefusedError, ConnectionResetError, wire.NoAnswer,
 )
 
 _FATAL_HINTS = {
@@ -107,7 +109,7 @@ def classify(exc: BaseException, op: str, src: str, dst: str | None, where: str)
                           "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use --anonymous for a public bucket")
     if isinstance(exc, _CREDENTIAL_ERRORS):
         return FatalError(op, src, dst, f"{exc}; {where}: check that the profile exists in ~/.aws and has credentials")
-    if isinstance(exc, bce.SSLError) or isinstance(exc, aiohttp.ClientSSLError):
+    if isinstance(exc, (bce.SSLError, aiohttp.ClientSSLError, ssl.SSLError)):
         if "CERTIFICATE_VERIFY_FAILED" in str(exc) or isinstance(exc, aiohttp.ClientConnectorCertificateError):
             return FatalError(op, src, dst, f"TLS: the server's certificate is not trusted ({exc}); {where}: for a "
                               "private S3-compatible server, point AWS_CA_BUNDLE (or the 'ca_bundle' setting) at its CA")
@@ -124,7 +126,7 @@ def classify(exc: BaseException, op: str, src: str, dst: str | None, where: str)
 def _transient(exc: BaseException, op: str, src: str, dst: str | None, reason: str) -> TransientError:
     text = f"{type(exc).__name__}: {exc}".rstrip(": ")
     error = TransientError(op, src, dst, text, reason=reason)
-    error.no_answer = isinstance(exc, _NO_ANSWER + (bce.SSLError, aiohttp.ClientSSLError))
+    error.no_answer = isinstance(exc, _NO_ANSWER + (bce.SSLError, aiohttp.ClientSSLError, ssl.SSLError))
     return error
 
 

@@ -1,0 +1,167 @@
+"""storage.wire against a scripted HTTP server on loopback: framing, keep-alive, and each way a response fails."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+
+import pytest
+
+from sci_fetch.storage.wire import BadResponse, BodyCut, NoAnswer, Pool
+
+
+class Server:
+    """Answers each request with the next scripted reply: bytes to send, then "close" or "keep"."""
+
+    def __init__(self, replies: list[tuple[list[bytes], str]]) -> None:
+        self.replies = list(replies)
+        self.requests: list[bytes] = []
+        self.connections = 0
+
+    async def __aenter__(self) -> Server:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while self.replies:
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.requests.append(head)
+                parts, then = self.replies.pop(0)
+                for part in parts:
+                    writer.write(part)
+                    await writer.drain()
+                    await asyncio.sleep(0)
+                if then == "close":
+                    break
+                if then == "hang":
+                    await asyncio.sleep(30)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+
+def ok(body: bytes, extra: str = "") -> bytes:
+    return f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nETag: \"x\"\r\n{extra}\r\n".encode() + body
+
+
+def pool_for(server: Server, **kw) -> Pool:
+    opts = dict(size=4, chunk_size=1 << 16, connect_timeout=2.0, read_timeout=5.0) | kw
+    return Pool(f"http://127.0.0.1:{server.port}/b/", None, **opts)
+
+
+async def get(pool: Pool, target: str = "/b/k") -> tuple[int, dict[str, str], bytes]:
+    async with pool.request(target, [("X-Test", "1")]) as resp:
+        return resp.status, resp.headers, await resp.read()
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_a_body_in_many_reads_and_chunks_arrives_whole_and_the_connection_is_reused():
+    body = os.urandom(300_000)
+
+    async def main():
+        async with Server([([ok(body)[:1000], ok(body)[1000:200_000], ok(body)[200_000:]], "keep"),
+                           ([ok(b"second")], "keep")]) as server:
+            async with pool_for(server, chunk_size=50_000) as pool:
+                status, headers, got = await get(pool)
+                assert (status, headers["etag"], hashlib.md5(got).digest()) == (200, '"x"', hashlib.md5(body).digest())
+                assert (await get(pool))[2] == b"second"
+            assert server.connections == 1
+            assert server.requests[0].startswith(b"GET /b/k HTTP/1.1\r\nHost: 127.0.0.1:")
+            assert b"\r\nX-Test: 1\r\n" in server.requests[0]
+
+    run(main())
+
+
+def test_chunked_bodies_interim_responses_and_trailers_are_decoded():
+    reply = (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n"
+             b"5;ext=1\r\n<Erro\r\n3\r\nr/>\r\n0\r\nX-Trailer: t\r\n\r\n")
+
+    async def main():
+        async with Server([([reply[:40], reply[40:70], reply[70:]], "keep"), ([ok(b"after")], "keep")]) as server:
+            async with pool_for(server) as pool:
+                assert (await get(pool))[::2] == (404, b"<Error/>")
+                assert (await get(pool))[2] == b"after"  # the chunked response ended cleanly: same connection
+            assert server.connections == 1
+
+    run(main())
+
+
+def test_a_body_without_length_is_read_until_close_and_the_connection_is_not_reused():
+    async def main():
+        async with Server([([b"HTTP/1.1 200 OK\r\n\r\nuntil", b" close"], "close"), ([ok(b"next")], "keep")]) as server:
+            async with pool_for(server) as pool:
+                assert (await get(pool))[2] == b"until close"
+                assert (await get(pool))[2] == b"next"
+            assert server.connections == 2
+
+    run(main())
+
+
+def test_a_pooled_connection_the_server_closed_is_replaced_silently():
+    async def main():
+        async with Server([([ok(b"one", "Connection: keep-alive\r\n")], "close"), ([ok(b"two")], "keep")]) as server:
+            async with pool_for(server) as pool:
+                assert (await get(pool))[2] == b"one"
+                await asyncio.sleep(0.1)  # the server's close reaches the pooled connection (or not yet: both must work)
+                assert (await get(pool))[2] == b"two"
+            assert server.connections == 2
+
+    run(main())
+
+
+def test_each_failure_is_its_own_error():
+    async def main():
+        async with Server([([], "close")]) as server:  # closes before any answer
+            async with pool_for(server) as pool:
+                with pytest.raises(NoAnswer):
+                    await get(pool)
+        async with Server([([ok(b"0123456789")[:-4]], "close")]) as server:  # cut in the body
+            async with pool_for(server) as pool:
+                with pytest.raises(BodyCut, match="middle of the response"):
+                    await get(pool)
+        async with Server([([b"SSH-2.0-OpenSSH\r\n\r\n"], "close")]) as server:
+            async with pool_for(server) as pool:
+                with pytest.raises(BadResponse, match="status line"):
+                    await get(pool)
+        async with Server([([ok(b"abc") + b"garbage"], "keep"), ([ok(b"clean")], "keep")]) as server:
+            async with pool_for(server) as pool:  # the body is whole; the bytes after it spoil only the connection
+                assert (await get(pool))[2] == b"abc"
+                assert (await get(pool))[2] == b"clean"
+            assert server.connections == 2
+        async with Server([([ok(b"0123456789")[:-4]], "hang")]) as server:  # a stall: the read timeout
+            async with pool_for(server, read_timeout=0.3) as pool:
+                with pytest.raises(TimeoutError, match="no data"):
+                    await get(pool)
+        async with Server([]) as server:
+            port = server.port
+        async with Pool(f"http://127.0.0.1:{port}/", None, size=1, chunk_size=1 << 16, connect_timeout=2,
+                        read_timeout=2) as pool:
+            with pytest.raises(NoAnswer, match="Cannot connect to host 127.0.0.1"):
+                await get(pool, "/k")
+
+    run(main())
+
+
+def test_a_reader_that_stops_early_closes_the_connection_instead_of_reusing_it():
+    body = os.urandom(200_000)
+
+    async def main():
+        async with Server([([ok(body)], "keep"), ([ok(b"fresh")], "keep")]) as server:
+            async with pool_for(server, chunk_size=10_000) as pool:
+                async with pool.request("/b/k", []) as resp:
+                    first = await anext(resp.chunks())
+                    assert first == body[:10_000]
+                assert (await get(pool))[2] == b"fresh"
+            assert server.connections == 2
+
+    run(main())
