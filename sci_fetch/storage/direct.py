@@ -1,21 +1,24 @@
-"""The hot GET, without botocore's per-request pipeline.
+"""The hot GET, without botocore's per-request pipeline and without aiohttp's response machinery.
 
 Through the aioboto3 client a GET costs about 1.5 ms of client CPU (event hooks, request building, the
 endpoint rule set evaluated per key (botocore issue 3528), signing, response parsing); measured in
 bench/micro_request.py, the same request signed by botocore's own SigV4 signer and sent on a plain aiohttp
 session costs about 0.35 ms. On a 2-core machine that is most of the difference to s5cmd, so the GET takes
-this path, and everything else stays with aioboto3:
+this path, and everything else stays with aioboto3. The request goes out on storage.wire's keep-alive pool,
+which reads each body straight into its buffer (why not aiohttp: see there).
 
 - the URL prefix of the bucket is resolved once, by botocore itself (a presigned URL for a probe key), so
   addressing style, region and custom endpoints follow the client's configuration;
 - credentials come from the aioboto3 session's chain (profiles, environment, SSO, instance roles) and are
-  refreshed by it as they expire; the signature is botocore's ``S3SigV4Auth``;
+  refreshed by it as they expire; the signature is botocore's ``S3SigV4Auth``'s, computed by
+  storage.signing's fast path for this one request shape (tested equal to botocore's);
 - errors come back as the same ``botocore.exceptions.ClientError`` a client raises (code and message parsed
   from S3's XML body), so ``storage.retry.classify`` stays the only place errors are mapped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
 import xml.etree.ElementTree as ET
@@ -25,13 +28,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import aiohttp
 import botocore.exceptions as bce
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.httpsession import get_cert_path
 
 from sci_fetch.storage.options import StorageOptions
+from sci_fetch.storage.signing import GetSigner
+from sci_fetch.storage.wire import Pool
 
 _PROBE_KEY = "sci-fetch-probe-key"
 
@@ -41,7 +43,7 @@ class Response:
     """What the GET path needs of an answer: its headers and its body as a stream of chunks."""
 
     headers: dict[str, str]
-    chunks: AsyncIterator[bytes]
+    chunks: AsyncIterator[bytes | bytearray]
 
     def get(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -62,54 +64,55 @@ def ssl_context(options: StorageOptions) -> ssl.SSLContext:
 
 
 class DirectGet:
-    """GETs signed with the session's credentials, sent on one shared aiohttp session; ``async with``."""
+    """GETs signed with the session's credentials, sent on one keep-alive pool; ``async with``."""
+
+    FROZEN_FOR = 1.0  # seconds one frozen copy of refreshable credentials is reused (they refresh minutes early)
 
     def __init__(self, options: StorageOptions, credentials: Any, region: str, base_url: str) -> None:
         self.options = options
-        self._credentials = credentials  # refreshable: frozen per request, refreshed by botocore when due
+        self._credentials = credentials  # refreshable: frozen per second, refreshed by botocore when due
+        self._frozen: Any = None
+        self._frozen_at = -1e9
         self._region = region
         self._base = base_url
-        self._http: aiohttp.ClientSession | None = None
+        self._path = urlsplit(base_url).path
+        self._pool: Pool | None = None
+        self._signer: GetSigner | None = None
 
     async def __aenter__(self) -> DirectGet:
         opts = self.options
-        connector = aiohttp.TCPConnector(limit=max(opts.pool_size, 10), ssl=ssl_context(opts), ttl_dns_cache=300,
-                                         enable_cleanup_closed=True)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=opts.connect_timeout, sock_read=opts.read_timeout)
-        # read_bufsize: aiohttp pauses the socket when a response holds twice this many unread bytes; at its
-        # 64 KiB default a 600 KB body pauses and resumes reading several times (measured: a tenth of the
-        # loop's time). One chunk keeps each body flowing in one go.
-        self._http = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
-                                           skip_auto_headers=("User-Agent",), read_bufsize=max(opts.chunk_size, 1 << 16))
+        context = ssl_context(opts) if self._base.startswith("https:") else None
+        self._pool = Pool(self._base, context, size=max(opts.pool_size, 10), chunk_size=opts.chunk_size,
+                          connect_timeout=opts.connect_timeout, read_timeout=opts.read_timeout)
+        await self._pool.__aenter__()
+        self._signer = GetSigner(self._region, self._pool.netloc)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._http is not None:
-            await self._http.close()
+        if self._pool is not None:
+            await self._pool.__aexit__(*exc_info)
 
-    def url(self, key: str) -> str:
-        return self._base + quote(key, safe="/~")
-
-    async def _headers(self, url: str) -> dict[str, str]:
+    async def _headers(self, path: str) -> list[tuple[str, str]]:
         if self.options.anonymous:
-            return {}
+            return []
         if self._credentials is None:
             raise bce.NoCredentialsError()
-        frozen = await self._credentials.get_frozen_credentials()
-        request = AWSRequest(method="GET", url=url)
-        S3SigV4Auth(frozen, "s3", self._region).add_auth(request)
-        return dict(request.headers.items())
+        now = asyncio.get_running_loop().time()
+        if now - self._frozen_at > self.FROZEN_FOR:
+            self._frozen = await self._credentials.get_frozen_credentials()
+            self._frozen_at = now
+        assert self._signer is not None
+        return self._signer.headers(self._frozen, path)
 
     @asynccontextmanager
-    async def get(self, key: str, chunk_size: int) -> AsyncIterator[Response]:
+    async def get(self, key: str) -> AsyncIterator[Response]:
         """The object's response; a status other than 200 raises the ClientError a botocore client would."""
-        assert self._http is not None, "use DirectGet as an async context manager"
-        url = self.url(key)
-        headers = await self._headers(url)
-        async with self._http.get(url, headers=headers, allow_redirects=False) as resp:
+        assert self._pool is not None, "use DirectGet as an async context manager"
+        path = self._path + quote(key, safe="/~")
+        async with self._pool.request(path, await self._headers(path)) as resp:
             if resp.status != 200:
-                raise _client_error(resp.status, await resp.read(), dict(resp.headers))
-            yield Response({k.lower(): v for k, v in resp.headers.items()}, resp.content.iter_chunked(chunk_size))
+                raise _client_error(resp.status, await resp.read(), resp.headers)
+            yield Response(resp.headers, resp.chunks())
 
 
 def _client_error(status: int, body: bytes, headers: dict[str, str]) -> bce.ClientError:

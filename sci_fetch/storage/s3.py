@@ -185,7 +185,7 @@ class S3Storage:
                 pass
         self.requests += 1
         try:
-            async with self._direct.get(key, self.options.chunk_size) as resp:
+            async with self._direct.get(key) as resp:
                 self.reachability.on_answer()
                 yield resp
         except bce.ClientError as exc:
