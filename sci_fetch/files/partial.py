@@ -12,11 +12,10 @@ import errno
 import hashlib
 import os
 from collections.abc import Callable
+from typing import BinaryIO
 from pathlib import Path
 
-import aiofiles
 import aiofiles.os
-import aiofiles.threadpool
 
 from sci_fetch.errors import DiskError, PermanentError
 from sci_fetch.keys.mapping import PARTIAL_SUFFIX
@@ -79,7 +78,7 @@ class PartialFile:
         self._md5 = hashlib.md5()
         self._held: list[bytes] = []  # received, not yet on disk
         self._held_size = 0
-        self._fh = None  # the open .partial, once spilled
+        self._fh: BinaryIO | None = None  # the open .partial, once spilled
         self._committed = False
 
     async def __aenter__(self) -> PartialFile:
@@ -92,15 +91,10 @@ class PartialFile:
         if self._held_size < self.spill_at:
             return
         if self._fh is None:
-            # Created on the loop, not in a worker thread: with no await between creating the file and
-            # owning it, a cancellation (shutdown, fatal stop) cannot leave a .partial no __aexit__ removes.
-            try:
-                self._fh = aiofiles.threadpool.wrap(_create(self.partial), loop=asyncio.get_running_loop())
-            except OSError as exc:
-                raise map_os_error(exc, "open", self.partial) from exc
+            self._fh = await _open_owned(self.partial)
         chunks, self._held, self._held_size = self._held, [], 0
         try:
-            await aiofiles.os.wrap(_hash_and_write)(self._md5, self._fh._file, chunks)
+            await aiofiles.os.wrap(_hash_and_write)(self._md5, self._fh, chunks)
         except OSError as exc:
             raise map_os_error(exc, "write", self.partial) from exc
 
@@ -118,7 +112,7 @@ class PartialFile:
             if self._fh is None:
                 await aiofiles.os.wrap(_write_whole)(self._md5, tail, check, self.fsync, self.partial, self.dest)
             else:
-                await aiofiles.os.wrap(_finish)(self._md5, self._fh._file, tail, check, self.fsync, self.partial, self.dest)
+                await aiofiles.os.wrap(_finish)(self._md5, self._fh, tail, check, self.fsync, self.partial, self.dest)
         except OSError as exc:
             raise map_os_error(exc, "commit", self.dest) from exc
         self._fh = None
@@ -130,13 +124,35 @@ class PartialFile:
         # Plain syscalls here: this also runs while the task is being cancelled at shutdown.
         if self._fh is not None:
             try:
-                self._fh._file.close()
+                self._fh.close()
             except OSError:
                 pass
         try:  # also a stale .partial a killed run left for this key
             os.unlink(self.partial)
         except FileNotFoundError:
             pass
+
+
+async def _open_owned(path: Path) -> BinaryIO:
+    """Create ``path`` in a worker thread (an open costs ~0.3 ms here, too much for the event loop). If the
+    waiting task is cancelled meanwhile (shutdown, a fatal stop), the file the thread creates is closed and
+    removed when it arrives: no .partial is ever left that no ``__aexit__`` knows of."""
+    task = asyncio.ensure_future(aiofiles.os.wrap(_create)(path))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(lambda t: None if t.cancelled() or t.exception() else _discard(t.result(), path))
+        raise
+    except OSError as exc:
+        raise map_os_error(exc, "open", path) from exc
+
+
+def _discard(raw: BinaryIO, path: Path) -> None:
+    raw.close()
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _hash_and_write(md5, raw, chunks: list[bytes]) -> None:
