@@ -52,3 +52,15 @@ def test_the_cached_signing_key_follows_the_day_and_the_secret():
     for creds, when in [(one, datetime(2026, 1, 1, 12)), (one, datetime(2026, 1, 2, 0, 0, 1)), (two, datetime(2026, 1, 2, 0, 0, 1))]:
         ours = dict(signer.headers(creds, "/k", when))
         assert ours == botocore_headers(Credentials(creds.access_key, creds.secret_key), "eu-central-1", "https://example.com/k", when)
+
+
+def test_without_an_instant_the_clock_signs_and_the_signature_is_botocores_for_that_second():
+    import time as _time
+
+    creds = Credentials("AK", "secret").get_frozen_credentials()
+    before = _time.time()
+    ours = dict(GetSigner("us-west-2", "example.com").headers(creds, "/k"))
+    after = _time.time()
+    stamp = datetime.strptime(ours["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
+    assert int(before) <= (stamp - datetime(1970, 1, 1)).total_seconds() <= after
+    assert ours == botocore_headers(Credentials("AK", "secret"), "us-west-2", "https://example.com/k", stamp)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import datetime, timezone
+import time
+from datetime import datetime
 from typing import Protocol
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # a GET has no body; botocore signs its hash
@@ -40,19 +41,28 @@ class GetSigner:
         self.region = region
         self.host = host  # as botocore puts it in the canonical request: lower case, no default port
         self._key_for: tuple[str, str] = ("", "")  # (secret, date) the cached signing key belongs to
-        self._key = b""
+        self._mac = hmac.new(b"", digestmod=hashlib.sha256)  # keyed with the signing key; copied per request
+        self._second: tuple[float, str] = (-1.0, "")  # the last timestamp, formatted once per second
 
-    def _signing_key(self, secret: str, date: str) -> bytes:
+    def _signer(self, secret: str, date: str) -> hmac.HMAC:
         if self._key_for != (secret, date):
             k = _hmac(f"AWS4{secret}".encode(), date)
             for part in (self.region, "s3", "aws4_request"):
                 k = _hmac(k, part)
-            self._key_for, self._key = (secret, date), k
-        return self._key
+            self._key_for, self._mac = (secret, date), hmac.new(k, digestmod=hashlib.sha256)
+        return self._mac.copy()
+
+    def _stamp(self, now: datetime | None) -> str:
+        if now is not None:
+            return now.strftime("%Y%m%dT%H%M%SZ")
+        second = time.time() // 1
+        if self._second[0] != second:
+            self._second = (second, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second)))
+        return self._second[1]
 
     def headers(self, creds: Credentials, path: str, now: datetime | None = None) -> list[tuple[str, str]]:
         """Headers for ``GET path`` (already URL-encoded, as sent), signed at ``now`` (default: the clock)."""
-        stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+        stamp = self._stamp(now)
         date = stamp[:8]
         token = creds.token
         canonical_headers = f"host:{self.host}\nx-amz-content-sha256:{EMPTY_SHA256}\nx-amz-date:{stamp}\n"
@@ -63,7 +73,9 @@ class GetSigner:
         canonical = f"GET\n{path}\n\n{canonical_headers}\n{signed}\n{EMPTY_SHA256}"
         scope = f"{date}/{self.region}/s3/aws4_request"
         to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode('utf-8')).hexdigest()}"
-        signature = hmac.new(self._signing_key(creds.secret_key, date), to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+        mac = self._signer(creds.secret_key, date)
+        mac.update(to_sign.encode("utf-8"))
+        signature = mac.hexdigest()
         out = [("X-Amz-Date", stamp), ("X-Amz-Content-SHA256", EMPTY_SHA256)]
         if token:
             out.append(("X-Amz-Security-Token", token))
