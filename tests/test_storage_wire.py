@@ -165,3 +165,22 @@ def test_a_reader_that_stops_early_closes_the_connection_instead_of_reusing_it()
             assert server.connections == 2
 
     run(main())
+
+
+def test_a_slow_reader_pauses_the_socket_and_still_gets_every_byte():
+    body = os.urandom(3_000_000)
+
+    async def main():
+        async with Server([([ok(body)], "keep"), ([ok(b"next")], "keep")]) as server:
+            async with pool_for(server, chunk_size=100_000) as pool:
+                got = bytearray()
+                async with pool.request("/b/k", []) as resp:
+                    async for chunk in resp.chunks():
+                        assert len(chunk) <= 100_000
+                        got += chunk
+                        await asyncio.sleep(0.001)  # a disk slower than the socket
+                assert hashlib.md5(got).digest() == hashlib.md5(body).digest()
+                assert (await get(pool))[2] == b"next"  # resumed and reusable after the pause
+            assert server.connections == 1
+
+    run(main())

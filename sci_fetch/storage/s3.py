@@ -10,10 +10,12 @@ nothing of files.
 from __future__ import annotations
 
 import re
+import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import aioboto3
 import botocore.exceptions as bce
@@ -44,6 +46,17 @@ def plain_md5_etag(etag: str | None, response: Mapping[str, Any] | None = None) 
 
 
 T = TypeVar("T")
+
+
+def uses_proxy(client: Any) -> bool:
+    """True when requests to the client's endpoint go through an HTTP proxy (HTTPS_PROXY / HTTP_PROXY without
+    a NO_PROXY match, or the client's ``proxies`` config): the lean GET speaks only to the endpoint itself,
+    so GETs then stay on botocore's path, which honours the proxy."""
+    url = client.meta.endpoint_url
+    if getattr(client.meta.config, "proxies", None):
+        return True
+    scheme, host = urlsplit(url).scheme, urlsplit(url).hostname or ""
+    return bool(urllib.request.getproxies().get(scheme)) and not urllib.request.proxy_bypass(host)
 
 
 class S3Storage:
@@ -84,7 +97,7 @@ class S3Storage:
         except ValueError as exc:
             raise UsageError(f"endpoint_url {opts.endpoint_url!r} is not usable: {exc}") from exc
         self._client.meta.events.register("before-send.s3", self._count_request)
-        if opts.direct_get:
+        if opts.direct_get and not uses_proxy(self._client):
             credentials = None if opts.anonymous else await session.get_credentials()
             if credentials is None and not opts.anonymous:
                 return self  # no credentials: the client's GET raises NoCredentialsError, mapped to one clear stop
