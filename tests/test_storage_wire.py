@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
+import ssl
+import threading
 
 import pytest
 
+from sci_fetch.demo.tls import make_certs
 from sci_fetch.storage.wire import BadResponse, BodyCut, NoAnswer, Pool
 
 
@@ -182,5 +186,87 @@ def test_a_slow_reader_pauses_the_socket_and_still_gets_every_byte():
                 assert hashlib.md5(got).digest() == hashlib.md5(body).digest()
                 assert (await get(pool))[2] == b"next"  # resumed and reusable after the pause
             assert server.connections == 1
+
+    run(main())
+
+
+def test_a_single_large_chunk_is_passed_on_in_pieces_and_its_crlf_is_checked():
+    body = os.urandom(300_000)
+    one_chunk = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + f"{len(body):x}\r\n".encode() + body
+                 + b"\r\n0\r\n\r\n")
+    bad_crlf = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXY0\r\n\r\n"
+
+    async def main():
+        async with Server([([one_chunk], "keep"), ([bad_crlf], "keep")]) as server:
+            async with pool_for(server, chunk_size=50_000) as pool:
+                async with pool.request("/b/k", []) as resp:
+                    assert resp.framing == "chunked"
+                    pieces = [bytes(c) async for c in resp.chunks()]
+                assert b"".join(pieces) == body and max(map(len, pieces)) <= 50_000
+                with pytest.raises(BadResponse, match="CRLF"):
+                    await get(pool)
+
+    run(main())
+
+
+def _tls_server(certs, body: bytes, ready: threading.Event, port: list[int]) -> None:
+    """A blocking TLS server: one response with Connection: close, then close_notify and FIN."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs.cert, certs.key)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port.append(listener.getsockname()[1])
+        ready.set()
+        conn, _ = listener.accept()
+        tls = context.wrap_socket(conn, server_side=True)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += tls.recv(4096)
+        tls.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        tls.unwrap().close()  # close_notify, then the TCP close
+
+
+@pytest.mark.parametrize("body_size", [300_000, 2_300_000])
+def test_over_tls_a_server_that_closes_after_the_body_is_read_whole_by_a_slow_reader(tmp_path, body_size):
+    """asyncio's and uvloop's TLS layers drop what they hold when the server closes while the application
+    has paused reading: the pool must not pause a response the server said it closes after."""
+    certs = make_certs(tmp_path / "certs")
+    body = os.urandom(body_size)
+    ready, port = threading.Event(), []
+    threading.Thread(target=_tls_server, args=(certs, body, ready, port), daemon=True).start()
+    assert ready.wait(30)
+
+    async def main():
+        context = ssl.create_default_context(cafile=str(certs.ca))
+        chunk = 64 * 1024 if body_size < 1_000_000 else 1 << 20
+        async with Pool(f"https://127.0.0.1:{port[0]}/", context, size=1, chunk_size=chunk, connect_timeout=10,
+                        read_timeout=30) as pool:
+            async with pool.request("/k", []) as resp:
+                conn = next(iter(pool._busy))
+                for _ in range(3000):  # a slow disk: nothing is consumed until the server's close has arrived
+                    if conn.closed:
+                        break
+                    await asyncio.sleep(0.01)
+                assert conn.closed
+                got = bytearray()
+                async for piece in resp.chunks():
+                    got += piece
+            assert len(got) == len(body) and hashlib.md5(got).digest() == hashlib.md5(body).digest()
+
+    run(main())
+
+
+def test_the_lean_get_refuses_a_200_it_cannot_tell_whole_from_cut():
+    from sci_fetch.storage.direct import DirectGet
+    from sci_fetch.storage.options import StorageOptions
+
+    async def main():
+        async with Server([([b"HTTP/1.1 200 OK\r\n\r\nno length"], "close")]) as server:
+            options = StorageOptions(bucket="b", anonymous=True)
+            async with DirectGet(options, None, "us-east-1", f"http://127.0.0.1:{server.port}/b/") as direct:
+                with pytest.raises(BadResponse, match="neither Content-Length nor chunked"):
+                    async with direct.get("k"):
+                        pass
 
     run(main())

@@ -39,14 +39,15 @@ class VerifiedFile:
         await self._file.write(data)
 
     async def commit(self, expected: Expected) -> Kept:
-        checks = ["size", *(["etag"] if expected.etag_md5 else []), *(["id-md5"] if self.expected_md5 else [])]
+        checks = [*(["size"] if expected.size is not None else []), *(["etag"] if expected.etag_md5 else []),
+                  *(["id-md5"] if self.expected_md5 else [])]
         await self._file.commit(lambda md5: self._check(md5, expected))
-        return Kept(md5=self._file.md5(), checks=",".join(checks))
+        return Kept(md5=self._file.md5(), checks=",".join(checks), size=self._file.size)
 
     def _check(self, md5: str, expected: Expected) -> None:
         """Runs in commit's thread, before anything is under the final name."""
         src, dst, size = expected.source, str(self.dest), self._file.size
-        if size != expected.size:
+        if expected.size is not None and size != expected.size:
             raise IntegrityError("get", src, dst, f"short body: got {size} of {expected.size} bytes", reason="short-body")
         if expected.etag_md5 is not None and expected.etag_md5 != md5:
             raise IntegrityError("get", src, dst, f"MD5 {md5} does not match ETag {expected.etag_md5}", reason="etag-mismatch")

@@ -29,7 +29,7 @@ class Expected:
     """What the server said the object is, for the sink to check the bytes against before it keeps them."""
 
     source: str  # s3://bucket/key, for messages
-    size: int  # Content-Length
+    size: int | None  # Content-Length; None for a chunked body, whose framing marks its own end
     etag_md5: str | None  # the ETag when it is the MD5 (not multipart, not SSE-KMS/SSE-C), else None
 
 
@@ -39,6 +39,7 @@ class Kept:
 
     md5: str
     checks: str
+    size: int  # bytes kept
 
 
 class Sink(Protocol):

@@ -33,7 +33,7 @@ from botocore.httpsession import get_cert_path
 
 from sci_fetch.storage.options import StorageOptions
 from sci_fetch.storage.signing import GetSigner
-from sci_fetch.storage.wire import Pool
+from sci_fetch.storage.wire import BadResponse, Pool
 
 _PROBE_KEY = "sci-fetch-probe-key"
 
@@ -112,6 +112,10 @@ class DirectGet:
         async with self._pool.request(path, await self._headers(path)) as resp:
             if resp.status != 200:
                 raise _client_error(resp.status, await resp.read(), resp.headers)
+            if resp.framing == "close":  # a cut body and a whole one would look alike
+                raise BadResponse(f"the 200 for {path} has neither Content-Length nor chunked framing, so a cut body "
+                                  "cannot be told from a whole one; a proxy re-framing responses? direct_get = false "
+                                  "sends GETs through botocore instead")
             yield Response(resp.headers, resp.chunks())
 
 

@@ -228,7 +228,8 @@ class S3Storage:
                 etag = (resp.get("etag") or "").strip('"')
                 sse = {"ServerSideEncryption": resp.get("x-amz-server-side-encryption"),
                        "SSECustomerAlgorithm": resp.get("x-amz-server-side-encryption-customer-algorithm")}
-                length = int(resp.get("content-length") or 0)
+                announced = resp.get("content-length")
+                length = int(announced) if announced is not None else None
                 async for chunk in resp.chunks:
                     await out.write(chunk)
                 kept = await out.commit(Expected(source=src, size=length, etag_md5=plain_md5_etag(etag, sse)))
@@ -239,4 +240,4 @@ class S3Storage:
             if mapped is None:
                 raise
             raise mapped from exc
-        return ObjectInfo(size=length, etag=etag, md5=kept.md5, checks=kept.checks)
+        return ObjectInfo(size=kept.size, etag=etag, md5=kept.md5, checks=kept.checks)

@@ -51,6 +51,7 @@ class Response:
         self._conn = conn
         self.status = status
         self.headers = headers
+        self.framing = conn._framing  # "length", "chunked" or "close" (read until the server closes)
 
     async def chunks(self) -> AsyncIterator[bytearray]:
         """The body in chunks of at most the pool's chunk size; the last one ends the body."""
@@ -65,9 +66,10 @@ class _Conn(asyncio.BufferedProtocol):
     """One connection, one request at a time. Filled chunks wait in ``_ready`` for the reader; reading
     pauses while two are waiting, so a slow disk cannot make a response pile up in memory."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, chunk_size: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, chunk_size: int, tls: bool = False) -> None:
         self._loop = loop
         self._chunk_size = chunk_size
+        self.tls = tls
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.uses = 0
@@ -88,7 +90,7 @@ class _Conn(asyncio.BufferedProtocol):
         self._cur: bytearray | None = None  # the chunk being filled (length framing)
         self._pos = 0
         self._raw = bytearray()  # chunked framing: bytes not yet decoded
-        self._chunk_left = -1  # chunked framing: bytes left of the current chunk (-1: at a size line)
+        self._chunk_left = -1  # chunked framing: bytes left of the current chunk (0: its CRLF; -1: at a size line)
         self._trailers = False  # chunked framing: the last chunk came, trailer lines follow
         self._ready: deque[bytearray] = deque()
         self._eof = False
@@ -219,10 +221,14 @@ class _Conn(asyncio.BufferedProtocol):
         self._put(chunk)
 
     def _put(self, chunk: bytearray) -> None:
-        """A chunk for the reader; reading pauses while two wait (a slow disk must not fill memory)."""
+        """A chunk for the reader; reading pauses while two wait (a slow disk must not fill memory).
+
+        Not over TLS when the server said it closes after this response: asyncio's and uvloop's TLS layers
+        keep reading while the application is paused, and on the server's close they drop what they hold
+        (up to ~256 KiB), so a whole body would look cut. Such a response is read to its end instead."""
         self._ready.append(chunk)
         self._wake()
-        if len(self._ready) >= 2 and self.transport is not None and not self._paused:
+        if len(self._ready) >= 2 and self.transport is not None and not self._paused and (self._keep_alive or not self.tls):
             self._paused = True
             self.transport.pause_reading()
 
@@ -232,13 +238,22 @@ class _Conn(asyncio.BufferedProtocol):
             return
         self._raw += data
         while self.state == "body":
-            if self._chunk_left >= 0:  # inside a chunk's data (and its closing CRLF)
-                if len(self._raw) < self._chunk_left + 2:
+            if self._chunk_left > 0:  # inside a chunk: pass its bytes on as they come, at most a chunk_size each
+                if not self._raw:
                     return
-                chunk = self._raw[:self._chunk_left]
-                del self._raw[:self._chunk_left + 2]
+                n = min(len(self._raw), self._chunk_left, self._chunk_size)
+                piece = self._raw[:n]
+                del self._raw[:n]
+                self._chunk_left -= n
+                self._put(piece)
+                continue
+            if self._chunk_left == 0:  # a chunk's data ends with CRLF
+                if len(self._raw) < 2:
+                    return
+                if self._raw[:2] != b"\r\n":
+                    raise BadResponse("chunk data not followed by CRLF")
+                del self._raw[:2]
                 self._chunk_left = -1
-                self._put(chunk)
                 continue
             nl = self._raw.find(b"\r\n")
             if nl < 0:
@@ -375,7 +390,7 @@ class Pool:
         loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _Conn(loop, self._chunk_size), self.host, self.port, ssl=self._ssl,
+                loop.create_connection(lambda: _Conn(loop, self._chunk_size, self._ssl is not None), self.host, self.port, ssl=self._ssl,
                                        server_hostname=self.host if self._ssl else None),
                 self._connect_timeout)
         except (TimeoutError, ssl.SSLError):
