@@ -12,8 +12,8 @@ import errno
 import hashlib
 import os
 from collections.abc import Callable
-from typing import BinaryIO
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import aiofiles.os
 
@@ -94,7 +94,7 @@ class PartialFile:
             self._fh = await _open_owned(self.partial)
         chunks, self._held, self._held_size = self._held, [], 0
         try:
-            await _hash_and_write_async(self._md5, self._fh, chunks)
+            await _hop(_hash_and_write)(self._md5, self._fh, chunks)
         except OSError as exc:
             raise map_os_error(exc, "write", self.partial) from exc
 
@@ -110,9 +110,9 @@ class PartialFile:
         tail, self._held, self._held_size = self._held, [], 0
         try:
             if self._fh is None:
-                await _write_whole_async(self._md5, tail, check, self.fsync, self.partial, self.dest)
+                await _hop(_write_whole)(self._md5, tail, check, self.fsync, self.partial, self.dest)
             else:
-                await _finish_async(self._md5, self._fh, tail, check, self.fsync, self.partial, self.dest)
+                await _hop(_finish)(self._md5, self._fh, tail, check, self.fsync, self.partial, self.dest)
         except OSError as exc:
             raise map_os_error(exc, "commit", self.dest) from exc
         self._fh = None
@@ -137,7 +137,7 @@ async def _open_owned(path: Path) -> BinaryIO:
     """Create ``path`` in a worker thread (an open costs ~0.3 ms here, too much for the event loop). If the
     waiting task is cancelled meanwhile (shutdown, a fatal stop), the file the thread creates is closed and
     removed when it arrives: no .partial is ever left that no ``__aexit__`` knows of."""
-    task = asyncio.ensure_future(_create_async(path))
+    task = asyncio.ensure_future(_hop(_create)(path))
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
@@ -207,12 +207,17 @@ def _create(path: Path):
     return os.fdopen(fd, "wb")
 
 
-# Each hop to the thread pool, wrapped once: aiofiles' wrap() builds a new wrapper per call (functools.wraps,
-# an iscoroutinefunction check), which was 5% of the event loop's CPU when done per object.
-_hash_and_write_async = aiofiles.os.wrap(_hash_and_write)
-_write_whole_async = aiofiles.os.wrap(_write_whole)
-_finish_async = aiofiles.os.wrap(_finish)
-_create_async = aiofiles.os.wrap(_create)
+_wrapped: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+
+def _hop(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func`` as a coroutine run in the thread pool, wrapped once per function: aiofiles' wrap() builds
+    a new wrapper per call (functools.wraps, an iscoroutinefunction check), which was 5% of the event
+    loop's CPU when done per object. Looked up by the function called, so a replaced helper is used."""
+    hop = _wrapped.get(func)
+    if hop is None:
+        hop = _wrapped[func] = aiofiles.os.wrap(func)
+    return hop
 
 
 def file_md5(path: Path, chunk_size: int = 1 << 20) -> str:
