@@ -65,11 +65,16 @@ async def get(pool: Pool, target: str = "/b/k") -> tuple[int, dict[str, str], by
         return resp.status, resp.headers, await resp.read()
 
 
-def run(coro):
-    return asyncio.run(coro)
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request):
+    """Each test on asyncio's loop and on uvloop (what a run uses when it is installed)."""
+    if request.param == "uvloop":
+        uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed (the 'fast' extra)")
+        return uvloop.run
+    return asyncio.run
 
 
-def test_a_body_in_many_reads_and_chunks_arrives_whole_and_the_connection_is_reused():
+def test_a_body_in_many_reads_and_chunks_arrives_whole_and_the_connection_is_reused(run):
     body = os.urandom(300_000)
 
     async def main():
@@ -86,7 +91,7 @@ def test_a_body_in_many_reads_and_chunks_arrives_whole_and_the_connection_is_reu
     run(main())
 
 
-def test_chunked_bodies_interim_responses_and_trailers_are_decoded():
+def test_chunked_bodies_interim_responses_and_trailers_are_decoded(run):
     reply = (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n"
              b"5;ext=1\r\n<Erro\r\n3\r\nr/>\r\n0\r\nX-Trailer: t\r\n\r\n")
 
@@ -100,7 +105,7 @@ def test_chunked_bodies_interim_responses_and_trailers_are_decoded():
     run(main())
 
 
-def test_a_body_without_length_is_read_until_close_and_the_connection_is_not_reused():
+def test_a_body_without_length_is_read_until_close_and_the_connection_is_not_reused(run):
     async def main():
         async with Server([([b"HTTP/1.1 200 OK\r\n\r\nuntil", b" close"], "close"), ([ok(b"next")], "keep")]) as server:
             async with pool_for(server) as pool:
@@ -111,7 +116,7 @@ def test_a_body_without_length_is_read_until_close_and_the_connection_is_not_reu
     run(main())
 
 
-def test_a_pooled_connection_the_server_closed_is_replaced_silently():
+def test_a_pooled_connection_the_server_closed_is_replaced_silently(run):
     async def main():
         async with Server([([ok(b"one", "Connection: keep-alive\r\n")], "close"), ([ok(b"two")], "keep")]) as server:
             async with pool_for(server) as pool:
@@ -123,7 +128,7 @@ def test_a_pooled_connection_the_server_closed_is_replaced_silently():
     run(main())
 
 
-def test_each_failure_is_its_own_error():
+def test_each_failure_is_its_own_error(run):
     async def main():
         async with Server([([], "close")]) as server:  # closes before any answer
             async with pool_for(server) as pool:
@@ -156,7 +161,7 @@ def test_each_failure_is_its_own_error():
     run(main())
 
 
-def test_a_reader_that_stops_early_closes_the_connection_instead_of_reusing_it():
+def test_a_reader_that_stops_early_closes_the_connection_instead_of_reusing_it(run):
     body = os.urandom(200_000)
 
     async def main():
@@ -171,7 +176,7 @@ def test_a_reader_that_stops_early_closes_the_connection_instead_of_reusing_it()
     run(main())
 
 
-def test_a_slow_reader_pauses_the_socket_and_still_gets_every_byte():
+def test_a_slow_reader_pauses_the_socket_and_still_gets_every_byte(run):
     body = os.urandom(3_000_000)
 
     async def main():
@@ -190,7 +195,7 @@ def test_a_slow_reader_pauses_the_socket_and_still_gets_every_byte():
     run(main())
 
 
-def test_a_single_large_chunk_is_passed_on_in_pieces_and_its_crlf_is_checked():
+def test_a_single_large_chunk_is_passed_on_in_pieces_and_its_crlf_is_checked(run):
     body = os.urandom(300_000)
     one_chunk = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + f"{len(body):x}\r\n".encode() + body
                  + b"\r\n0\r\n\r\n")
@@ -228,7 +233,7 @@ def _tls_server(certs, body: bytes, ready: threading.Event, port: list[int]) -> 
 
 
 @pytest.mark.parametrize("body_size", [300_000, 2_300_000])
-def test_over_tls_a_server_that_closes_after_the_body_is_read_whole_by_a_slow_reader(tmp_path, body_size):
+def test_over_tls_a_server_that_closes_after_the_body_is_read_whole_by_a_slow_reader(run, tmp_path, body_size):
     """asyncio's and uvloop's TLS layers drop what they hold when the server closes while the application
     has paused reading: the pool must not pause a response the server said it closes after."""
     certs = make_certs(tmp_path / "certs")
@@ -257,7 +262,7 @@ def test_over_tls_a_server_that_closes_after_the_body_is_read_whole_by_a_slow_re
     run(main())
 
 
-def test_the_lean_get_refuses_a_200_it_cannot_tell_whole_from_cut():
+def test_the_lean_get_refuses_a_200_it_cannot_tell_whole_from_cut(run):
     from sci_fetch.storage.direct import DirectGet
     from sci_fetch.storage.options import StorageOptions
 
