@@ -1,7 +1,9 @@
+import asyncio
 import hashlib
 
 import pytest
 
+from sci_fetch.errors import PermanentError
 from sci_fetch.files.partial import PartialFile
 
 
@@ -51,3 +53,54 @@ async def test_a_refusing_check_writes_nothing_under_the_final_name(tmp_path, si
             await out.write(b"z" * size)
             await out.commit(refuse)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cancelled_spill_open_leaves_no_partial_even_when_the_loop_ends_first(tmp_path, monkeypatch):
+    """The open runs in a thread; the run may end (and its loop close) before that thread finishes."""
+    import threading as _threading
+
+    from sci_fetch.files import partial as partial_module
+
+    entered, release = _threading.Event(), _threading.Event()
+    real_create = partial_module._create
+
+    def slow_create(path):
+        entered.set()
+        release.wait(30)  # still creating when the task is cancelled and the loop winds down
+        return real_create(path)
+
+    monkeypatch.setattr(partial_module, "_create", slow_create)
+    dest = tmp_path / "img.jpg"
+
+    async def main():
+        async def writer():
+            async with PartialFile(dest, fsync=False, spill_at=10) as f:
+                await f.write(b"x" * 100)  # spills: opens the .partial in a worker thread
+        task = asyncio.create_task(writer())
+        await asyncio.to_thread(entered.wait, 30)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()  # the thread now creates the file; the loop ends right after
+
+    asyncio.run(main())  # waits for the thread pool before it returns
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_leaving_without_commit_never_turns_a_clean_up_failure_into_the_error(tmp_path):
+    dest = tmp_path / "a.jpg"
+    (tmp_path / "a.jpg.partial").mkdir()  # something .partial cannot be removed as a file
+
+    async def failing():
+        async with PartialFile(dest, fsync=False):
+            raise ValueError("the real error")
+
+    with pytest.raises(ValueError, match="the real error"):
+        asyncio.run(failing())
+
+    async def abandoned():
+        async with PartialFile(dest, fsync=False):
+            pass
+
+    with pytest.raises(PermanentError, match="remove .*a.jpg.partial"):
+        asyncio.run(abandoned())

@@ -11,6 +11,7 @@ import asyncio
 import errno
 import hashlib
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -131,27 +132,51 @@ class PartialFile:
             os.unlink(self.partial)
         except FileNotFoundError:
             pass
+        except OSError as err:  # read-only now, a directory in the way, ...: typed, never a bare OSError
+            if exc_type is None:
+                raise map_os_error(err, "remove", self.partial) from err
+            # an error (or a cancellation) is already on its way out: it says more than this one
 
 
 async def _open_owned(path: Path) -> BinaryIO:
     """Create ``path`` in a worker thread (an open costs ~0.3 ms here, too much for the event loop). If the
-    waiting task is cancelled meanwhile (shutdown, a fatal stop), the file the thread creates is closed and
-    removed when it arrives: no .partial is ever left that no ``__aexit__`` knows of."""
-    task = asyncio.ensure_future(_hop(_create)(path))
+    waiting task is cancelled meanwhile (shutdown, a fatal stop), the file is closed and removed by
+    whichever side comes second, the thread or the cancelled task, under one lock: nothing depends on the
+    loop still running when the thread finishes, and no .partial is left that no ``__aexit__`` knows of."""
+    lock = threading.Lock()
+    state: dict[str, Any] = {"abandoned": False, "raw": None}
+
+    def create() -> BinaryIO | None:
+        raw = _create(path)
+        with lock:
+            if state["abandoned"]:
+                _discard(raw, path)
+                return None
+            state["raw"] = raw
+        return raw
+
+    future = asyncio.get_running_loop().run_in_executor(None, create)
     try:
-        return await asyncio.shield(task)
+        raw = await asyncio.shield(future)
     except asyncio.CancelledError:
-        task.add_done_callback(lambda t: None if t.cancelled() or t.exception() else _discard(t.result(), path))
+        with lock:
+            state["abandoned"] = True
+            created, state["raw"] = state["raw"], None
+        if created is not None:
+            _discard(created, path)
         raise
     except OSError as exc:
         raise map_os_error(exc, "open", path) from exc
+    assert raw is not None
+    return raw
 
 
 def _discard(raw: BinaryIO, path: Path) -> None:
-    raw.close()
+    """Best-effort clean-up on a path already failing or cancelled: it must not replace that error."""
     try:
+        raw.close()
         os.unlink(path)
-    except FileNotFoundError:
+    except OSError:
         pass
 
 
