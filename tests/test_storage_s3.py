@@ -38,3 +38,30 @@ def test_no_proxy_keeps_the_lean_path(monkeypatch):
 
 def test_proxies_in_the_client_config_count_too():
     assert uses_proxy(client("https://s3.amazonaws.com", proxies={"https": "http://p:1"})) is True
+
+
+@pytest.mark.parametrize("region, bucket, endpoint, expected", [
+    # regions opened since 2019 refuse the legacy global host a presigned URL would use
+    ("af-south-1", "mybucket", None, "https://mybucket.s3.af-south-1.amazonaws.com/"),
+    ("us-west-2", "animl-images-serving-prod", None, "https://animl-images-serving-prod.s3.us-west-2.amazonaws.com/"),
+    ("us-east-1", "mybucket", None, "https://mybucket.s3.amazonaws.com/"),
+    ("eu-west-1", "my.bucket", None, "https://s3.eu-west-1.amazonaws.com/my.bucket/"),  # dots: path style over TLS
+    ("us-east-1", "b", "http://127.0.0.1:8333", "http://127.0.0.1:8333/b/"),
+])
+def test_the_lean_get_goes_where_botocores_own_get_goes_and_sends_nothing_to_find_out(region, bucket, endpoint, expected):
+    import asyncio
+
+    import aioboto3
+
+    from sci_fetch.storage.direct import bucket_url
+
+    async def main():
+        session = aioboto3.Session(aws_access_key_id="AK", aws_secret_access_key="SK")
+        async with session.client("s3", region_name=region, endpoint_url=endpoint) as s3:
+            sent = []
+            s3.meta.events.register("before-send.s3", lambda **kw: sent.append(kw["request"].url))
+            url = await bucket_url(s3, bucket)
+            return url, sent
+
+    url, sent = asyncio.run(main())
+    assert url == expected and sent == []

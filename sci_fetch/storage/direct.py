@@ -7,8 +7,9 @@ session costs about 0.35 ms. On a 2-core machine that is most of the difference 
 this path, and everything else stays with aioboto3. The request goes out on storage.wire's keep-alive pool,
 which reads each body straight into its buffer (why not aiohttp: see there).
 
-- the URL prefix of the bucket is resolved once, by botocore itself (a presigned URL for a probe key), so
-  addressing style, region and custom endpoints follow the client's configuration;
+- the URL prefix of the bucket is resolved once, by botocore itself (a GetObject for a probe key, built and
+  stopped before it is sent), so addressing style, region and custom endpoints follow the client's
+  configuration;
 - credentials come from the aioboto3 session's chain (profiles, environment, SSO, instance roles) and are
   refreshed by it as they expire; the signature is botocore's ``S3SigV4Auth``'s, computed by
   storage.signing's fast path for this one request shape (tested equal to botocore's);
@@ -49,9 +50,31 @@ class Response:
         return self.headers.get(name.lower())
 
 
+class _Captured(Exception):  # noqa: N818 - not an error: carries the URL out of botocore's pipeline
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.url = url
+
+
 async def bucket_url(client: Any, bucket: str) -> str:
-    """The URL a key is appended to, as botocore builds it for this client (addressing style, region, endpoint)."""
-    url = await client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": _PROBE_KEY}, ExpiresIn=60)
+    """The URL a key is appended to, exactly as this client would send a GetObject (addressing style, region,
+    endpoint, FIPS/dual-stack): the request is built and signed by botocore, then stopped at ``before-send``
+    before anything goes on the network. (A presigned URL is not the same: for the aws partition botocore
+    presigns against the legacy global host ``<bucket>.s3.amazonaws.com``, which buckets in regions opened
+    since 2019 refuse with IllegalLocationConstraintException.)"""
+
+    def capture(request: Any, **_: Any) -> None:
+        raise _Captured(request.url)
+
+    client.meta.events.register_first("before-send.s3.GetObject", capture)
+    try:
+        await client.get_object(Bucket=bucket, Key=_PROBE_KEY)
+    except _Captured as captured:
+        url = captured.url
+    else:  # pragma: no cover - the handler always raises
+        raise AssertionError("before-send did not run")
+    finally:
+        client.meta.events.unregister("before-send.s3.GetObject", capture)
     parts = urlsplit(url)
     path = parts.path[: parts.path.rindex(_PROBE_KEY)]
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
