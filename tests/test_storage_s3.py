@@ -65,3 +65,9 @@ def test_the_lean_get_goes_where_botocores_own_get_goes_and_sends_nothing_to_fin
 
     url, sent = asyncio.run(main())
     assert url == expected and sent == []
+
+
+def test_a_no_proxy_entry_with_a_port_is_matched_as_botocore_matches_it(monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.corp:3128")
+    monkeypatch.setenv("NO_PROXY", "minio:9000")
+    assert uses_proxy(client("http://minio:9000")) is False

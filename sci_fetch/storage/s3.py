@@ -10,7 +10,6 @@ nothing of files.
 from __future__ import annotations
 
 import re
-import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -22,6 +21,7 @@ import botocore.exceptions as bce
 from aiobotocore.config import AioConfig
 from asyncio_throttle import Throttler
 from botocore import UNSIGNED
+from botocore.utils import get_environ_proxies
 
 from sci_fetch.errors import FetchError, SciFetchError, TransientError, UsageError
 from sci_fetch.storage.base import Expected, ObjectInfo, SinkFactory
@@ -49,14 +49,13 @@ T = TypeVar("T")
 
 
 def uses_proxy(client: Any) -> bool:
-    """True when requests to the client's endpoint go through an HTTP proxy (HTTPS_PROXY / HTTP_PROXY without
-    a NO_PROXY match, or the client's ``proxies`` config): the lean GET speaks only to the endpoint itself,
-    so GETs then stay on botocore's path, which honours the proxy."""
+    """True when botocore sends this client's requests through an HTTP proxy (HTTPS_PROXY / HTTP_PROXY without
+    a NO_PROXY match, decided by botocore's own ``get_environ_proxies``, or ``proxies`` in the client config):
+    the lean GET speaks only to the endpoint itself, so GETs then stay on botocore's path, which honours it."""
     url = client.meta.endpoint_url
     if getattr(client.meta.config, "proxies", None):
         return True
-    scheme, host = urlsplit(url).scheme, urlsplit(url).hostname or ""
-    return bool(urllib.request.getproxies().get(scheme)) and not urllib.request.proxy_bypass(host)
+    return bool(get_environ_proxies(url).get(urlsplit(url).scheme))
 
 
 class S3Storage:
