@@ -62,6 +62,8 @@ _NO_ANSWER = (
     ConnectionRefusedError, ConnectionResetError, wire.NoAnswer,
 )
 
+_SSL_ERRORS = (bce.SSLError, aiohttp.ClientSSLError, ssl.SSLError)  # no answer either: the handshake failed
+
 _FATAL_HINTS = {
     "NoSuchBucket": "the bucket does not exist; check the bucket name and the endpoint",
     "InvalidAccessKeyId": "the access key is not known; check the profile's credentials",
@@ -109,7 +111,7 @@ def classify(exc: BaseException, op: str, src: str, dst: str | None, where: str)
                           "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use --anonymous for a public bucket")
     if isinstance(exc, _CREDENTIAL_ERRORS):
         return FatalError(op, src, dst, f"{exc}; {where}: check that the profile exists in ~/.aws and has credentials")
-    if isinstance(exc, (bce.SSLError, aiohttp.ClientSSLError, ssl.SSLError)):
+    if isinstance(exc, _SSL_ERRORS):
         if "CERTIFICATE_VERIFY_FAILED" in str(exc) or isinstance(exc, aiohttp.ClientConnectorCertificateError):
             return FatalError(op, src, dst, f"TLS: the server's certificate is not trusted ({exc}); {where}: for a "
                               "private S3-compatible server, point AWS_CA_BUNDLE (or the 'ca_bundle' setting) at its CA")
@@ -126,7 +128,7 @@ def classify(exc: BaseException, op: str, src: str, dst: str | None, where: str)
 def _transient(exc: BaseException, op: str, src: str, dst: str | None, reason: str) -> TransientError:
     text = f"{type(exc).__name__}: {exc}".rstrip(": ")
     error = TransientError(op, src, dst, text, reason=reason)
-    error.no_answer = isinstance(exc, _NO_ANSWER + (bce.SSLError, aiohttp.ClientSSLError, ssl.SSLError))
+    error.no_answer = isinstance(exc, _NO_ANSWER + _SSL_ERRORS)
     return error
 
 

@@ -59,7 +59,7 @@ class Response:
             yield chunk
 
     async def read(self) -> bytes:
-        return b"".join([bytes(c) async for c in self.chunks()])
+        return b"".join([c async for c in self.chunks()])
 
 
 class _Conn(asyncio.BufferedProtocol):
@@ -72,7 +72,6 @@ class _Conn(asyncio.BufferedProtocol):
         self.tls = tls
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.uses = 0
         self.idle_since = 0.0
         self.last_io = 0.0  # when a byte last arrived while one was awaited, for the read timeout
         self._error: BaseException | None = None
@@ -93,7 +92,6 @@ class _Conn(asyncio.BufferedProtocol):
         self._chunk_left = -1  # chunked framing: bytes left of the current chunk (0: its CRLF; -1: at a size line)
         self._trailers = False  # chunked framing: the last chunk came, trailer lines follow
         self._ready: deque[bytearray] = deque()
-        self._eof = False
         self._keep_alive = True
         self._paused = False
 
@@ -104,8 +102,7 @@ class _Conn(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.state == "body" and self._framing == "close" and exc is None:
-            self._eof = True  # the end of a read-until-close body
-            self.state = "done"
+            self.state = "done"  # the end of a read-until-close body
         elif self.state in ("head", "body") and self._error is None:
             text = f"{exc}" if exc else "the server closed the connection"
             self._error = NoAnswer(text) if self.state == "head" and not self._head else (
@@ -307,16 +304,15 @@ class _Conn(asyncio.BufferedProtocol):
         if self._paused:
             self.transport.resume_reading()
         self._reset()
-        self.uses += 1
         self.state = "head"
         self.transport.write(request)
 
-    async def response(self) -> tuple[int, dict[str, str]]:
+    async def response(self) -> None:
+        """Wait for the response head (status and headers); raise what ended the connection before it."""
         while self.state == "head" and self._error is None:
             await self._wait()
         if self.state == "head" and self._error is not None:
             raise self._error
-        return self._status, self._headers
 
     async def next_chunk(self) -> bytearray | None:
         while True:
@@ -346,10 +342,9 @@ class Pool:
     def __init__(self, base_url: str, ssl_context: ssl.SSLContext | None, *, size: int, chunk_size: int,
                  connect_timeout: float, read_timeout: float) -> None:
         parts = urlsplit(base_url)
-        self.scheme = parts.scheme
         self.host = parts.hostname or ""
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
         default = 443 if parts.scheme == "https" else 80
+        self.port = parts.port or default
         bracketed = f"[{self.host}]" if ":" in self.host else self.host
         self.netloc = bracketed if self.port == default else f"{bracketed}:{self.port}"  # Host, as botocore signs it
         self._ssl = ssl_context if parts.scheme == "https" else None
@@ -393,7 +388,7 @@ class Pool:
                 loop.create_connection(lambda: _Conn(loop, self._chunk_size, self._ssl is not None), self.host, self.port, ssl=self._ssl,
                                        server_hostname=self.host if self._ssl else None),
                 self._connect_timeout)
-        except (TimeoutError, ssl.SSLError):
+        except (TimeoutError, ssl.SSLError):  # OSError subclasses with meanings of their own (storage.retry)
             raise
         except OSError as exc:
             raise NoAnswer(f"Cannot connect to host {self.netloc} ssl:{self._ssl is not None} [{exc.strerror or exc}]") from exc
@@ -440,15 +435,10 @@ class Pool:
                 conn.send(head)
                 await conn.response()
                 return conn
-            except NoAnswer:
+            except BaseException as exc:
                 self._busy.discard(conn)
                 if conn.transport is not None:
                     conn.transport.abort()
-                if fresh:
+                if fresh or not isinstance(exc, NoAnswer):
                     raise
-            except BaseException:
-                self._busy.discard(conn)
-                if conn.transport is not None:
-                    conn.transport.abort()
-                raise
         raise AssertionError("unreachable")
