@@ -35,7 +35,9 @@ def main() -> int:
     parser.add_argument("--max-threads", type=int, default=50)
     parser.add_argument("--bucket", required=True)
     parser.add_argument("--endpoint-url", default=None)
-    parser.add_argument("--variant", default="original", help="original uses serving_bucket_key; else <variant>/<id>-<variant>.jpg")
+    parser.add_argument(
+        "--variant", default="original", help="original uses serving_bucket_key; else <variant>/<id>-<variant>.jpg"
+    )
     args = parser.parse_args()
 
     client = boto3.client("s3", endpoint_url=args.endpoint_url)  # the default client, shared by all threads
@@ -70,8 +72,10 @@ def main() -> int:
     pbar = tqdm(total=queue.qsize(), delay=1)
     thread_count = max(1, min(args.max_threads, int(queue.qsize() ** (1 / 3))))
     print(f"Running operation on {thread_count} threads")
-    threads = [threading.Thread(target=download_image_file, kwargs={"dest_dir": args.output_dir, "pbar": pbar})
-               for _ in range(thread_count)]
+    threads = [
+        threading.Thread(target=download_image_file, kwargs={"dest_dir": args.output_dir, "pbar": pbar})
+        for _ in range(thread_count)
+    ]
     for t in threads:
         t.start()
     for t in threads:

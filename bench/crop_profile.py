@@ -76,15 +76,21 @@ def decode_timings(coco: Path, images_dir: Path, n: int) -> dict:
         pyvips.Image.jpegload(str(p), access="sequential-unbuffered", shrink=8).write_to_memory()
 
     out = {}
-    for name, fn in (("pillow_full", pillow_full), ("pillow_draft_1_8", pillow_draft8), ("vips_full", vips_full),
-                     ("vips_band_to_lowest_box", vips_band), ("vips_1_8", vips_8)):
+    for name, fn in (
+        ("pillow_full", pillow_full),
+        ("pillow_draft_1_8", pillow_draft8),
+        ("vips_full", vips_full),
+        ("vips_band_to_lowest_box", vips_band),
+        ("vips_1_8", vips_8),
+    ):
         started = time.process_time()
         for p, b in files:
             fn(p, b)
         out[name] = round((time.process_time() - started) / len(files) * 1000, 2)
     out["images"] = len(files)
     out["mean_lowest_box_bottom_fraction"] = round(
-        sum((b or 0) for _p, b in files) / sum(Image.open(p).size[1] for p, _b in files), 3)
+        sum((b or 0) for _p, b in files) / sum(Image.open(p).size[1] for p, _b in files), 3
+    )
     return out
 
 
@@ -117,10 +123,14 @@ def profile_run(coco: Path, images_dir: Path, **options) -> dict:
             areas["planning, CSV, other"] += tt
         top.append((tt, key))
     top.sort(reverse=True)
-    return {"options": options, "crops": summary.crops, "cpu_s": round(cpu, 2),
-            "ms_per_crop": round(cpu / max(1, summary.crops) * 1000, 2),
-            "areas_pct": {k: round(v / total * 100, 1) for k, v in areas.items()},
-            "top": [{"function": k, "self_s": round(t, 3)} for t, k in top[:10]]}
+    return {
+        "options": options,
+        "crops": summary.crops,
+        "cpu_s": round(cpu, 2),
+        "ms_per_crop": round(cpu / max(1, summary.crops) * 1000, 2),
+        "areas_pct": {k: round(v / total * 100, 1) for k, v in areas.items()},
+        "top": [{"function": k, "self_s": round(t, 3)} for t, k in top[:10]],
+    }
 
 
 def main() -> int:
@@ -134,8 +144,12 @@ def main() -> int:
     try:
         coco = _subset(args.coco, args.n, work / "coco.json")
         result = {"decode_ms_per_image": decode_timings(coco, args.images, min(args.n, 100)), "runs": []}
-        for options in ({"decoder": "vips"}, {"decoder": "pillow"}, {"decoder": "vips", "max_size": 224},
-                        {"decoder": "pillow", "max_size": 224}):
+        for options in (
+            {"decoder": "vips"},
+            {"decoder": "pillow"},
+            {"decoder": "vips", "max_size": 224},
+            {"decoder": "pillow", "max_size": 224},
+        ):
             result["runs"].append(profile_run(coco, args.images, **options))
     finally:
         shutil.rmtree(work, ignore_errors=True)

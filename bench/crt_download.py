@@ -47,11 +47,17 @@ def make_client(args: argparse.Namespace):
         tls_options = ClientTlsContext(opts).new_connection_options()
     elg = EventLoopGroup()
     bootstrap = ClientBootstrap(elg, DefaultHostResolver(elg))
-    creds = AwsCredentialsProvider.new_static(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"],
-                                              os.environ.get("AWS_SESSION_TOKEN"))
-    return S3Client(bootstrap=bootstrap, region=args.region, credential_provider=creds,
-                    tls_mode=S3RequestTlsMode.ENABLED if https else S3RequestTlsMode.DISABLED,
-                    tls_connection_options=tls_options, max_active_connections_override=args.concurrency)
+    creds = AwsCredentialsProvider.new_static(
+        os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"], os.environ.get("AWS_SESSION_TOKEN")
+    )
+    return S3Client(
+        bootstrap=bootstrap,
+        region=args.region,
+        credential_provider=creds,
+        tls_mode=S3RequestTlsMode.ENABLED if https else S3RequestTlsMode.DISABLED,
+        tls_connection_options=tls_options,
+        max_active_connections_override=args.concurrency,
+    )
 
 
 def read_list(path: Path) -> list[tuple[str, Path]]:
@@ -81,8 +87,11 @@ def download_all(client, items: list[tuple[str, Path]], host: str, bucket: str, 
             slots.release()
 
         request = HttpRequest("GET", f"/{bucket}/{quote(key, safe='/~')}", HttpHeaders([("Host", host)]))
-        pending.append(client.make_request(type=S3RequestType.GET_OBJECT, request=request,
-                                           recv_filepath=str(dest), on_done=on_done))
+        pending.append(
+            client.make_request(
+                type=S3RequestType.GET_OBJECT, request=request, recv_filepath=str(dest), on_done=on_done
+            )
+        )
     for meta in pending:
         meta.finished_future.exception()  # wait; on_done has recorded the outcome
     return failures

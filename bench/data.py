@@ -20,10 +20,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 PROJECT = "sci_bench"
-CAMERAS = [("X8114654", "willows_camp"), ("P1234567", "pelican_bay"), ("X8114655", "scorpion_ranch"),
-           ("P1234570", "prisoners_harbor")]
-CATEGORIES = [{"id": 0, "name": "empty"}, {"id": 1, "name": "fox"}, {"id": 2, "name": "skunk"},
-              {"id": 3, "name": "liz"}, {"id": 4, "name": "rodnet"}, {"id": 5, "name": "bird"}]
+CAMERAS = [
+    ("X8114654", "willows_camp"),
+    ("P1234567", "pelican_bay"),
+    ("X8114655", "scorpion_ranch"),
+    ("P1234570", "prisoners_harbor"),
+]
+CATEGORIES = [
+    {"id": 0, "name": "empty"},
+    {"id": 1, "name": "fox"},
+    {"id": 2, "name": "skunk"},
+    {"id": 3, "name": "liz"},
+    {"id": 4, "name": "rodnet"},
+    {"id": 5, "name": "bird"},
+]
 SPECIES = [1, 1, 1, 2, 2, 3, 4, 5]
 
 # (median bytes, sigma of log, min, max)
@@ -113,12 +123,25 @@ def write_coco(path: Path, objects: list[Obj]) -> Path:
     """An Animl-format COCO file naming ``objects`` (one box each, as an export of reviewed images)."""
     images = [image_record(o) for o in objects]
     annotations = [
-        {"id": f"ann{o.index}", "image_id": o.image_id, "category_id": SPECIES[o.index % len(SPECIES)],
-         "bbox": [100, 200, 300, 200], "sequence_level_annotation": False}
+        {
+            "id": f"ann{o.index}",
+            "image_id": o.image_id,
+            "category_id": SPECIES[o.index % len(SPECIES)],
+            "bbox": [100, 200, 300, 200],
+            "sequence_level_annotation": False,
+        }
         for o in objects
     ]
-    path.write_text(json.dumps({"info": {"version": "1.0", "description": "sci_fetch benchmark"},
-                                "images": images, "annotations": annotations, "categories": CATEGORIES}))
+    path.write_text(
+        json.dumps(
+            {
+                "info": {"version": "1.0", "description": "sci_fetch benchmark"},
+                "images": images,
+                "annotations": annotations,
+                "categories": CATEGORIES,
+            }
+        )
+    )
     return path
 
 
@@ -139,11 +162,13 @@ def seed_bucket(s3, bucket: str, dataset: Dataset, workers: int = 16) -> None:
 
 
 def save_objects(path: Path, dataset: Dataset) -> None:
-    path.write_text(json.dumps({"variant": dataset.variant, "seed": dataset.seed,
-                                "objects": [asdict(o) for o in dataset.objects]}))
+    path.write_text(
+        json.dumps({"variant": dataset.variant, "seed": dataset.seed, "objects": [asdict(o) for o in dataset.objects]})
+    )
 
 
 # ---- the memory benchmark's synthetic COCO ----------------------------------------------------
+
 
 def stream_big_coco(path: Path, n: int, seed: int = 7) -> Path:
     """A COCO file of ``n`` Animl-style image records, written streaming (never held in memory)."""
@@ -151,16 +176,25 @@ def stream_big_coco(path: Path, n: int, seed: int = 7) -> Path:
     with open(path, "w", buffering=1 << 20) as fh:
         fh.write('{"info": {"version": "1.0", "description": "sci_fetch memory benchmark"}, "images": [\n')
         for i in range(n):
-            md5 = "%032x" % rng.getrandbits(128)
+            md5 = f"{rng.getrandbits(128):032x}"
             image_id = f"{PROJECT}:{md5}"
             key, file_name = names(i, image_id, "original")
             if i:
                 fh.write(",\n")
-            fh.write(json.dumps({
-                "id": image_id, "file_name": file_name, "serving_bucket_key": key,
-                "original_file_name": f"IMG_{i:07d}.JPG", "datetime": "2023-01-10T06:30:00.000Z",
-                "location": CAMERAS[i % len(CAMERAS)][0], "width": 2048, "height": 1536,
-            }))
+            fh.write(
+                json.dumps(
+                    {
+                        "id": image_id,
+                        "file_name": file_name,
+                        "serving_bucket_key": key,
+                        "original_file_name": f"IMG_{i:07d}.JPG",
+                        "datetime": "2023-01-10T06:30:00.000Z",
+                        "location": CAMERAS[i % len(CAMERAS)][0],
+                        "width": 2048,
+                        "height": 1536,
+                    }
+                )
+            )
         fh.write('\n], "annotations": [], "categories": ' + json.dumps(CATEGORIES) + "}\n")
     return path
 
@@ -181,7 +215,9 @@ def _base_jpegs(count: int, seed: int, quality: int = 88) -> list[tuple[bytes, t
         w, h = _CROP_SHAPES[i % len(_CROP_SHAPES)]
         y = np.linspace(0, 1, h, dtype=np.float32)[:, None]
         x = np.linspace(0, 1, w, dtype=np.float32)[None, :]
-        base = np.stack(np.broadcast_arrays(80 + 90 * y + 30 * x, 90 + 60 * y * x + 40 * (1 - x), 60 + 50 * (1 - y)), axis=-1)
+        base = np.stack(
+            np.broadcast_arrays(80 + 90 * y + 30 * x, 90 + 60 * y * x + 40 * (1 - x), 60 + 50 * (1 - y)), axis=-1
+        )
         noise = rng.normal(0, 6 + 3 * (i % 4), size=(h, w, 3)).astype(np.float32)
         pixels = np.clip(base + noise, 0, 255).astype(np.uint8)
         buf = io.BytesIO()
@@ -220,11 +256,18 @@ def crop_images(root: Path, coco_path: Path, n: int, seed: int = 11, boxes_mean:
         for _ in range(1 + extra):
             bw, bh = rng.randint(w // 10, w // 3), rng.randint(h // 10, h // 3)
             bx, by = rng.randint(0, w - bw), rng.randint(0, h - bh)
-            annotations.append({"id": f"ann{len(annotations)}", "image_id": image_id,
-                                "category_id": rng.choice(SPECIES), "bbox": [bx, by, bw, bh]})
+            annotations.append(
+                {
+                    "id": f"ann{len(annotations)}",
+                    "image_id": image_id,
+                    "category_id": rng.choice(SPECIES),
+                    "bbox": [bx, by, bw, bh],
+                }
+            )
     rng.shuffle(annotations)  # exports are not sorted by image; a scan finds a box anywhere
-    coco_path.write_text(json.dumps({"info": {"version": "1.0"}, "images": images,
-                                     "annotations": annotations, "categories": CATEGORIES}))
+    coco_path.write_text(
+        json.dumps({"info": {"version": "1.0"}, "images": images, "annotations": annotations, "categories": CATEGORIES})
+    )
     return {"images": n, "annotations": len(annotations), "bytes": total_bytes}
 
 
@@ -239,22 +282,34 @@ def synthetic_annotations(coco_path: Path, n_annotations: int, seed: int = 13, b
             image_id = f"{PROJECT}:{rng.getrandbits(128):032x}"
             ids.append(image_id)
             key, file_name = names(i, image_id, "original")
-            fh.write(("" if i == 0 else ",\n") + json.dumps(
-                {"id": image_id, "file_name": file_name, "serving_bucket_key": key, "width": 2048, "height": 1536}))
+            fh.write(
+                ("" if i == 0 else ",\n")
+                + json.dumps(
+                    {"id": image_id, "file_name": file_name, "serving_bucket_key": key, "width": 2048, "height": 1536}
+                )
+            )
         fh.write('\n], "annotations": [\n')
         order = [ids[i % n_images] for i in range(n_annotations)]
         rng.shuffle(order)
         for j, image_id in enumerate(order):
-            fh.write(("" if j == 0 else ",\n") + json.dumps(
-                {"id": f"ann{j}", "image_id": image_id, "category_id": rng.choice(SPECIES),
-                 "bbox": [100, 100, 300, 200]}))
+            fh.write(
+                ("" if j == 0 else ",\n")
+                + json.dumps(
+                    {
+                        "id": f"ann{j}",
+                        "image_id": image_id,
+                        "category_id": rng.choice(SPECIES),
+                        "bbox": [100, 100, 300, 200],
+                    }
+                )
+            )
         fh.write('\n], "categories": ' + json.dumps(CATEGORIES) + "}\n")
     return {"images": n_images, "annotations": n_annotations}
 
 
 def iter_chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def tree_bytes(root: Path) -> int:

@@ -67,8 +67,9 @@ class LatencyProxy:
         else:
             cmd = [sys.executable, "-m", "bench.relay", self.upstream, "--latency", str(self.latency)]
         err = open(self.log, "ab") if self.log else subprocess.DEVNULL
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, cwd=REPO,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, cwd=REPO, start_new_session=True
+        )
         line = self.proc.stdout.readline().decode().strip()
         if not line.startswith("http"):
             self.__exit__()

@@ -57,26 +57,46 @@ def _one(mode: str, n: int, *, s3, bucket: str, concurrency: int, workdir: Path,
     tool = SciFetch(extra=["--dry-run"] if mode == "dry-run" else ["--max-attempts", "1"])
     watch = CpuWatch({"server": s3.pid})
     watch.start()
-    m = run_measured(tool.command(job, target, out), env=tool.env(target), cwd=workdir,
-                     log_prefix=logs / f"memory-{mode}", timeout=6 * 3600, sample_rss=0.5)
+    m = run_measured(
+        tool.command(job, target, out),
+        env=tool.env(target),
+        cwd=workdir,
+        log_prefix=logs / f"memory-{mode}",
+        timeout=6 * 3600,
+        sample_rss=0.5,
+    )
     server = watch.stop().get("server", 0.0)
     peak_at = max(m.rss_samples, key=lambda s: s[1]) if m.rss_samples else None
-    rec = {"mode": mode, "images": n, "coco_mb": round(coco.stat().st_size / 1e6, 1), "coco_written_s": round(gen_s, 1),
-           "peak_rss_mb": round(m.maxrss_mb, 1), "highest_sample": peak_at, "wall_s": round(m.wall, 1),
-           "cpu_s": round(m.cpu, 1), "images_per_s": round(n / m.wall, 1), "exit": m.returncode,
-           "server_cpu_s": round(server, 1), "rss_curve_mb": _curve(m.rss_samples), "summary": m.stdout[-800:]}
+    rec = {
+        "mode": mode,
+        "images": n,
+        "coco_mb": round(coco.stat().st_size / 1e6, 1),
+        "coco_written_s": round(gen_s, 1),
+        "peak_rss_mb": round(m.maxrss_mb, 1),
+        "highest_sample": peak_at,
+        "wall_s": round(m.wall, 1),
+        "cpu_s": round(m.cpu, 1),
+        "images_per_s": round(n / m.wall, 1),
+        "exit": m.returncode,
+        "server_cpu_s": round(server, 1),
+        "rss_curve_mb": _curve(m.rss_samples),
+        "summary": m.stdout[-800:],
+    }
     manifest = out / ".sci-fetch" / "manifest.sqlite"
     if manifest.exists():
         rec["manifest_mb"] = round(manifest.stat().st_size / 1e6, 1)
-    say(f"[memory] sci_fetch {mode}: peak RSS {m.maxrss_mb:.0f} MB over {n:,} images "
+    say(
+        f"[memory] sci_fetch {mode}: peak RSS {m.maxrss_mb:.0f} MB over {n:,} images "
         f"(highest sample {peak_at[1] if peak_at else '?'} MB at {peak_at[0] if peak_at else '?'} s), "
-        f"{m.wall:.0f} s ({n / m.wall:,.0f} images/s), exit {m.returncode}")
+        f"{m.wall:.0f} s ({n / m.wall:,.0f} images/s), exit {m.returncode}"
+    )
     shutil.rmtree(out, ignore_errors=True)
     return rec
 
 
-def run_memory(*, s3, bucket: str, n_images: int, n_missing: int, concurrency: int, workdir: Path, say,
-               with_animl: bool = True) -> dict:
+def run_memory(
+    *, s3, bucket: str, n_images: int, n_missing: int, concurrency: int, workdir: Path, say, with_animl: bool = True
+) -> dict:
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
     s3.ensure_bucket(bucket)
     runs = []
@@ -96,11 +116,20 @@ def run_memory(*, s3, bucket: str, n_images: int, n_missing: int, concurrency: i
         coco = workdir / f"memory-{biggest['mode']}-{biggest['images']}.json"
         target = Target(s3.endpoint_url, bucket, s3.access_key, s3.secret_key)
         job = Job(objects=[], coco=coco, variant="original", concurrency=concurrency, workdir=workdir)
-        a = run_measured(AnimlScript().command(job, target, workdir / "memory-animl"), env=AnimlScript().env(target),
-                         cwd=workdir, log_prefix=workdir / "logs" / "memory-animl", timeout=3600)
-        result["animl"] = {"images": biggest["images"], "peak_rss_mb": round(a.maxrss_mb, 1), "wall_s": round(a.wall, 1),
-                           "exit": a.returncode,
-                           "note": "loads the whole file and queues every record, then its threads stop on the first 404"}
+        a = run_measured(
+            AnimlScript().command(job, target, workdir / "memory-animl"),
+            env=AnimlScript().env(target),
+            cwd=workdir,
+            log_prefix=workdir / "logs" / "memory-animl",
+            timeout=3600,
+        )
+        result["animl"] = {
+            "images": biggest["images"],
+            "peak_rss_mb": round(a.maxrss_mb, 1),
+            "wall_s": round(a.wall, 1),
+            "exit": a.returncode,
+            "note": "loads the whole file and queues every record, then its threads stop on the first 404",
+        }
         say(f"[memory] animl method: peak RSS {a.maxrss_mb:.0f} MB on {biggest['images']:,} images (whole file loaded)")
         shutil.rmtree(workdir / "memory-animl", ignore_errors=True)
     for r in runs:

@@ -61,11 +61,16 @@ async def main_async(args) -> None:
                 client.put_object(Bucket="micro", Key=k, Body=random.randbytes(2048))
             url = s3.endpoint_url
             results = {}
-            config = AioConfig(max_pool_connections=args.concurrency, retries={"total_max_attempts": 1},
-                               request_checksum_calculation="when_required",
-                               response_checksum_validation="when_required", tcp_keepalive=True)
-            session = aioboto3.Session(aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key,
-                                       region_name="us-west-2")
+            config = AioConfig(
+                max_pool_connections=args.concurrency,
+                retries={"total_max_attempts": 1},
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+                tcp_keepalive=True,
+            )
+            session = aioboto3.Session(
+                aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key, region_name="us-west-2"
+            )
             for fixed in (False, True):
                 async with session.client("s3", endpoint_url=url, config=config) as c:
                     if fixed:
@@ -93,9 +98,10 @@ async def main_async(args) -> None:
             signer = SigV4Auth(creds, "s3", "us-west-2")
             conn = aiohttp.TCPConnector(limit=args.concurrency)
             async with aiohttp.ClientSession(connector=conn) as http:
+
                 async def signed(i):
                     req = AWSRequest(method="GET", url=f"{url}/micro/{keys[i % len(keys)]}")
-                    req.context["timestamp"] = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+                    req.context["timestamp"] = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
                     req.headers["x-amz-content-sha256"] = "UNSIGNED-PAYLOAD"
                     signer.add_auth(req)
                     async with http.get(req.url, headers=dict(req.headers.items())) as r:

@@ -59,7 +59,7 @@ async def main_async(args) -> None:
         async with PartialFile(dest, fsync=True) as out:
             pending = bytearray()
             for i in range(0, len(data), PIECE):
-                pending += data[i:i + PIECE]
+                pending += data[i : i + PIECE]
                 if len(pending) >= chunk_size:
                     await out.write(bytes(pending))
                     pending.clear()
@@ -85,12 +85,16 @@ async def main_async(args) -> None:
 
     def one_hop(fsync: bool):
         async def run(dest: Path, data: bytes) -> None:
-            pieces = [data[i:i + PIECE] for i in range(0, len(data), PIECE)]  # as they arrive
+            pieces = [data[i : i + PIECE] for i in range(0, len(data), PIECE)]  # as they arrive
             await asyncio.to_thread(write_all, dest, pieces, fsync)
+
         return run
 
-    variants = [("sci_fetch PartialFile (fsync)", sci), ("one thread hop per file (fsync)", one_hop(True)),
-                ("one thread hop per file (no fsync)", one_hop(False))]
+    variants = [
+        ("sci_fetch PartialFile (fsync)", sci),
+        ("one thread hop per file (fsync)", one_hop(True)),
+        ("one thread hop per file (no fsync)", one_hop(False)),
+    ]
     try:
         print(f"{args.files} files of ~{args.size / 1e3:.0f} KB, concurrency {args.concurrency}, under {work}:")
         print(f"  {'process CPU ms':>15} {'loop CPU ms':>12} {'wall ms':>8}  per file")

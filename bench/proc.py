@@ -80,8 +80,15 @@ def _hwm_mb(pid: int) -> float | None:
     return None
 
 
-def run_measured(cmd: list[str], *, env: dict[str, str], cwd: Path, log_prefix: Path,
-                 timeout: float = 3600.0, sample_rss: float | None = None) -> Measured:
+def run_measured(
+    cmd: list[str],
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    log_prefix: Path,
+    timeout: float = 3600.0,
+    sample_rss: float | None = None,
+) -> Measured:
     """Run ``cmd`` to its end; stdout/stderr go to ``<log_prefix>.out/.err`` (their tails are kept).
 
     ``sample_rss``: also poll the tree's RSS every so many seconds (for a memory curve)."""
@@ -92,8 +99,9 @@ def run_measured(cmd: list[str], *, env: dict[str, str], cwd: Path, log_prefix: 
     timed_out = False
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         started = time.perf_counter()
-        popen = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                 start_new_session=True)
+        popen = subprocess.Popen(
+            cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
+        )
         stop = threading.Event()
 
         def watchdog() -> None:
@@ -135,9 +143,18 @@ def run_measured(cmd: list[str], *, env: dict[str, str], cwd: Path, log_prefix: 
         stop.set()
         watcher.join()
         popen.returncode = os.waitstatus_to_exitcode(status)
-    return Measured(cmd=cmd, wall=wall, user=usage.ru_utime, sys=usage.ru_stime,
-                    maxrss_mb=max([sum(peaks.values())] + [mb for _t, mb in samples]), returncode=popen.returncode,
-                    stdout=_tail(out_path), stderr=_tail(err_path), timed_out=timed_out, rss_samples=samples)
+    return Measured(
+        cmd=cmd,
+        wall=wall,
+        user=usage.ru_utime,
+        sys=usage.ru_stime,
+        maxrss_mb=max([sum(peaks.values())] + [mb for _t, mb in samples]),
+        returncode=popen.returncode,
+        stdout=_tail(out_path),
+        stderr=_tail(err_path),
+        timed_out=timed_out,
+        rss_samples=samples,
+    )
 
 
 class CpuWatch:

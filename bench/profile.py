@@ -25,25 +25,47 @@ from bench.tools import Job, SciFetch, Target, binary, verify
 
 REPO = Path(__file__).resolve().parent.parent
 
-_WAIT = re.compile(r"PyThread_acquire_lock_timed|pthread_cond_(timed)?wait|sem_(timed)?wait|epoll_wait|epoll_pwait|"
-                   r"\bselect\b|\bpoll \(|take_gil|futex|nanosleep|__GI___poll|do_futex_wait")
+_WAIT = re.compile(
+    r"PyThread_acquire_lock_timed|pthread_cond_(timed)?wait|sem_(timed)?wait|epoll_wait|epoll_pwait|"
+    r"\bselect\b|\bpoll \(|take_gil|futex|nanosleep|__GI___poll|do_futex_wait"
+)
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]+)(?::(?P<line>\d+))?\)$")
 
 # (area, pattern on a frame's text, which includes the source line of sci_fetch frames); innermost match wins.
 _RULES = [
-    ("MD5 (hashlib)", re.compile(r"MD5_Update|EVP_update|EVP_hash|_hashopenssl|«[^»]*md5\.update\(|«[^»]*\.hexdigest\(")),
+    (
+        "MD5 (hashlib)",
+        re.compile(r"MD5_Update|EVP_update|EVP_hash|_hashopenssl|«[^»]*md5\.update\(|«[^»]*\.hexdigest\("),
+    ),
     ("fsync", re.compile(r"\bfsync\b")),
     ("file write syscalls", re.compile(r"^write \(libc|_io_FileIO_write|_bufferedwriter|os_write")),
     ("socket send/recv syscalls", re.compile(r"^(send|recv|sendto|recvfrom|__send|__recv)\b|sock_send|sock_recv")),
-    ("open/unlink/rename/stat/mkdir syscalls", re.compile(r"^(unlink|open64|openat|rename|renameat|fstatat64|__xstat|mkdir|close)\b|os_unlink|os_open|os_replace|os_stat|os_mkdir|os_close")),
+    (
+        "open/unlink/rename/stat/mkdir syscalls",
+        re.compile(
+            r"^(unlink|open64|openat|rename|renameat|fstatat64|__xstat|mkdir|close)\b|os_unlink|os_open|os_replace|os_stat|os_mkdir|os_close"
+        ),
+    ),
     ("garbage collector", re.compile(r"gc_collect|collect_generation")),
-    ("buffer copies (bytearray +=, bytes(...))", re.compile(r"«[^»]*(pending|bytes\(|_buf \+=|\+= data|\+= chunk)[^»]*»")),
+    (
+        "buffer copies (bytearray +=, bytes(...))",
+        re.compile(r"«[^»]*(pending|bytes\(|_buf \+=|\+= data|\+= chunk)[^»]*»"),
+    ),
     ("SQLite manifest", re.compile(r"sqlite3|_sqlite|manifest/store\.py")),
     ("COCO reading and planning (ijson, pydantic)", re.compile(r"ijson|pydantic|coco/source|coco/models|keys/mapping")),
-    ("SigV4 signing", re.compile(r"botocore/auth\.py|botocore/signers\.py|aiobotocore/signers\.py|\bhmac\b|_hashlib_HMAC|sha256")),
-    ("endpoint resolution (botocore rule engine)", re.compile(r"botocore/endpoint_provider\.py|botocore/regions\.py|aiobotocore/regions\.py")),
+    (
+        "SigV4 signing",
+        re.compile(r"botocore/auth\.py|botocore/signers\.py|aiobotocore/signers\.py|\bhmac\b|_hashlib_HMAC|sha256"),
+    ),
+    (
+        "endpoint resolution (botocore rule engine)",
+        re.compile(r"botocore/endpoint_provider\.py|botocore/regions\.py|aiobotocore/regions\.py"),
+    ),
     ("response parsing (botocore parsers)", re.compile(r"botocore/parsers\.py|aiobotocore/parsers\.py")),
-    ("other botocore / aiobotocore (events, request building)", re.compile(r"botocore/|aiobotocore/|aioboto3/|s3transfer/")),
+    (
+        "other botocore / aiobotocore (events, request building)",
+        re.compile(r"botocore/|aiobotocore/|aioboto3/|s3transfer/"),
+    ),
     ("aiohttp (HTTP client)", re.compile(r"aiohttp/|multidict|yarl|_http_parser")),
     ("tenacity retry wrapper", re.compile(r"tenacity/")),
     ("aiofiles / to_thread hand-offs", re.compile(r"aiofiles/|concurrent/futures/|asyncio/threads\.py")),
@@ -103,10 +125,14 @@ def summarize(raw: Path, top: int = 25) -> dict:
         threads[re.sub(r"_\d+$", "_N", thread)] += n
         frames = [annotated.setdefault(f, _annotate(f)) for f in frames]
         # self: the innermost Python frame, and the native function under it if any
-        py_index = next((i for i in range(len(frames) - 1, -1, -1) if ".py" in frames[i] or "<frozen" in frames[i]), None)
+        py_index = next(
+            (i for i in range(len(frames) - 1, -1, -1) if ".py" in frames[i] or "<frozen" in frames[i]), None
+        )
         if py_index is not None:
-            native = frames[py_index + 1:]
-            leaf = re.sub(r":\d+\)", ")", frames[py_index]) if "sci_fetch/" not in frames[py_index] else frames[py_index]
+            native = frames[py_index + 1 :]
+            leaf = (
+                re.sub(r":\d+\)", ")", frames[py_index]) if "sci_fetch/" not in frames[py_index] else frames[py_index]
+            )
             self_counts[leaf + (f"  →  {_short(native[-1])}" if native else "")] += n
         seen = set()
         for f in frames:
@@ -117,9 +143,14 @@ def summarize(raw: Path, top: int = 25) -> dict:
         if any(_IMPORT.search(f) for f in frames):
             area = "imports and start-up"
         else:
-            area = next((hit for f in reversed(frames) if (hit := next((name for name, pattern in _RULES
-                                                                         if pattern.search(f)), None))),
-                        "other (interpreter, unattributed)")
+            area = next(
+                (
+                    hit
+                    for f in reversed(frames)
+                    if (hit := next((name for name, pattern in _RULES if pattern.search(f)), None))
+                ),
+                "other (interpreter, unattributed)",
+            )
         area_counts[area] += n
         if thread == "MainThread":
             area_loop[area] += n
@@ -138,8 +169,18 @@ def summarize(raw: Path, top: int = 25) -> dict:
     }
 
 
-def run_profile(*, s3, bucket: str, dataset: Dataset, coco: Path, concurrency: int, workdir: Path, say,
-                rate: int = 100, extra: list[str] | None = None) -> dict:
+def run_profile(
+    *,
+    s3,
+    bucket: str,
+    dataset: Dataset,
+    coco: Path,
+    concurrency: int,
+    workdir: Path,
+    say,
+    rate: int = 100,
+    extra: list[str] | None = None,
+) -> dict:
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     out = workdir / "profile-out"
@@ -149,8 +190,20 @@ def run_profile(*, s3, bucket: str, dataset: Dataset, coco: Path, concurrency: i
     job = Job(objects=dataset.objects, coco=coco, variant=dataset.variant, concurrency=concurrency, workdir=workdir)
     target = Target(s3.endpoint_url, bucket, s3.access_key, s3.secret_key)
     raw = workdir / "profile.raw.txt"
-    cmd = [binary("py-spy"), "record", "--native", "--threads", "--format", "raw", "--rate", str(rate),
-           "--output", str(raw), "--", *tool.command(job, target, out)]
+    cmd = [
+        binary("py-spy"),
+        "record",
+        "--native",
+        "--threads",
+        "--format",
+        "raw",
+        "--rate",
+        str(rate),
+        "--output",
+        str(raw),
+        "--",
+        *tool.command(job, target, out),
+    ]
     proc = subprocess.run(cmd, env=tool.env(target), cwd=workdir, capture_output=True, text=True)
     (logs / "profile.err").write_text(proc.stderr)
     if not raw.exists():
@@ -159,14 +212,21 @@ def run_profile(*, s3, bucket: str, dataset: Dataset, coco: Path, concurrency: i
     ok, _ = verify(tool, out, dataset.objects)
     shutil.rmtree(out, ignore_errors=True)
     result = summarize(raw)
-    result.update(objects=len(dataset.objects), verified=ok, exit=proc.returncode, rate_hz=rate,
-                  command=" ".join(cmd[:9]) + " -- sci-fetch download ...")
+    result.update(
+        objects=len(dataset.objects),
+        verified=ok,
+        exit=proc.returncode,
+        rate_hz=rate,
+        command=" ".join(cmd[:9]) + " -- sci-fetch download ...",
+    )
     keep = workdir.parent / "bench-profile.raw.txt"
     try:
         shutil.copy(raw, keep)
         result["raw_stacks"] = str(keep)
     except OSError:
         pass
-    say(f"[profile] {result['cpu_samples']} CPU samples; by area: "
-        + ", ".join(f"{k} {v}%" for k, v in list(result["areas_pct"].items())[:8]))
+    say(
+        f"[profile] {result['cpu_samples']} CPU samples; by area: "
+        + ", ".join(f"{k} {v}%" for k, v in list(result["areas_pct"].items())[:8])
+    )
     return result

@@ -27,6 +27,7 @@ import sys
 import threading
 from urllib.parse import urlparse
 
+
 class Relay:
     def __init__(self, upstream_url: str, latency: float = 0.0) -> None:
         u = urlparse(upstream_url)
@@ -62,8 +63,9 @@ class Relay:
         finally:
             _close(writer)
 
-    async def _pipe_client_turns(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                                 server_spoke: list[bool]) -> None:
+    async def _pipe_client_turns(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server_spoke: list[bool]
+    ) -> None:
         """Client to server, for opaque (TLS) bytes: latency before each client turn."""
         first = True
         try:
@@ -80,8 +82,9 @@ class Relay:
         finally:
             _close(writer)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    server_spoke: list[bool] | None = None) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server_spoke: list[bool] | None = None
+    ) -> None:
         try:
             while data := await reader.read(1 << 18):
                 if server_spoke is not None:
@@ -103,8 +106,9 @@ class Relay:
         try:
             if self.tls:
                 spoke = [False]
-                await asyncio.gather(self._pipe_client_turns(c_reader, u_writer, spoke),
-                                     self._pipe(u_reader, c_writer, spoke))
+                await asyncio.gather(
+                    self._pipe_client_turns(c_reader, u_writer, spoke), self._pipe(u_reader, c_writer, spoke)
+                )
             else:
                 await asyncio.gather(self._pipe_client(c_reader, u_writer), self._pipe(u_reader, c_writer))
         except asyncio.CancelledError:  # the relay is closing
@@ -146,7 +150,6 @@ class Relay:
             self._loop.close()
 
 
-
 def _close(writer: asyncio.StreamWriter) -> None:
     """Close one side of a relayed connection; it may be gone already, which is fine here."""
     try:
@@ -164,8 +167,10 @@ def main() -> int:
     with Relay(args.upstream, args.latency) as relay:
         print(relay.url, flush=True)
         for _line in sys.stdin:  # until the benchmark closes the pipe
-            print(json.dumps({"requests": relay.requests, "turns": relay.turns, "connections": relay.connections}),
-                  flush=True)
+            print(
+                json.dumps({"requests": relay.requests, "turns": relay.turns, "connections": relay.connections}),
+                flush=True,
+            )
     return 0
 
 

@@ -31,7 +31,9 @@ def main() -> int:
     parser.add_argument("--coco", required=True)
     parser.add_argument("--images-dir", required=True)
     parser.add_argument("--crops-dir", required=True)
-    parser.add_argument("--threads", type=int, default=None, help="default: ThreadPoolExecutor's own (min(32, CPUs + 4))")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="default: ThreadPoolExecutor's own (min(32, CPUs + 4))"
+    )
     parser.add_argument("--sample", type=int, default=0)
     args = parser.parse_args()
 
@@ -75,10 +77,20 @@ def main() -> int:
         writer.writerow(["image_path", "species_label"])
         writer.writerows(rows)
     scale = len(images) / len(todo) if todo else 1.0
-    print(json.dumps({"images": len(images), "annotations": len(annotations), "processed": len(todo),
-                      "crops": len(rows), "load_s": round(load_s, 3), "loop_s": round(loop_s, 3),
-                      "estimated_total_s": round(load_s + loop_s * scale, 3),
-                      "threads": pool._max_workers}))  # noqa: SLF001
+    print(
+        json.dumps(
+            {
+                "images": len(images),
+                "annotations": len(annotations),
+                "processed": len(todo),
+                "crops": len(rows),
+                "load_s": round(load_s, 3),
+                "loop_s": round(loop_s, 3),
+                "estimated_total_s": round(load_s + loop_s * scale, 3),
+                "threads": pool._max_workers,
+            }
+        )
+    )  # noqa: SLF001
     return 0
 
 

@@ -82,19 +82,34 @@ class Job:
 
 def clean_env(target: Target) -> dict[str, str]:
     """The caller's environment without anything that could change a tool's behaviour, plus the keys."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SCI_FETCH_", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY", "AWS_SECRET",
-                                "AWS_SESSION", "RCLONE_", "S3_"))}
-    env.update({
-        "AWS_ACCESS_KEY_ID": target.access_key,
-        "AWS_SECRET_ACCESS_KEY": target.secret_key,
-        "AWS_DEFAULT_REGION": target.region,
-        "AWS_REGION": target.region,
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(
+            (
+                "SCI_FETCH_",
+                "AWS_PROFILE",
+                "AWS_DEFAULT_PROFILE",
+                "AWS_ACCESS_KEY",
+                "AWS_SECRET",
+                "AWS_SESSION",
+                "RCLONE_",
+                "S3_",
+            )
+        )
+    }
+    env.update(
+        {
+            "AWS_ACCESS_KEY_ID": target.access_key,
+            "AWS_SECRET_ACCESS_KEY": target.secret_key,
+            "AWS_DEFAULT_REGION": target.region,
+            "AWS_REGION": target.region,
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     if not sci_fetch_wants_crt():
         # The benchmark's venv has awscrt (for the CRT peer), and botocore then signs with the CRT's SigV4
         # signer: sci_fetch and the Animl method would not run as they do where users install them.
@@ -106,19 +121,24 @@ def clean_env(target: Target) -> dict[str, str]:
 def sci_fetch_wants_crt() -> bool:
     """Whether sci_fetch itself depends on awscrt (then botocore may use it, as it would for users)."""
     from importlib.metadata import PackageNotFoundError, requires
+
     try:
         reqs = requires("sci-fetch") or []
     except PackageNotFoundError:
         return False
-    return any(r.split(";")[0].strip().lower().startswith(("awscrt", "botocore[crt]", "boto3[crt]")) for r in reqs
-               if "extra ==" not in r)
+    return any(
+        r.split(";")[0].strip().lower().startswith(("awscrt", "botocore[crt]", "boto3[crt]"))
+        for r in reqs
+        if "extra ==" not in r
+    )
 
 
 @functools.cache
 def sci_fetch_has_processes() -> bool:
     """Whether this sci_fetch's ``download`` has ``--processes`` (it is being built while this is)."""
-    out = subprocess.run([sys.executable, "-m", "sci_fetch", "download", "--help"], capture_output=True, text=True,
-                         timeout=60).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "sci_fetch", "download", "--help"], capture_output=True, text=True, timeout=60
+    ).stdout
     return "--processes" in out
 
 
@@ -145,9 +165,27 @@ class SciFetch(Tool):
         self.extra = extra or []
 
     def command(self, job: Job, target: Target, out: Path) -> list[str]:
-        cmd = [sys.executable, "-m", "sci_fetch", "download", str(job.coco), "--output", str(out),
-               "--bucket", target.bucket, "--endpoint-url", target.endpoint_url, "--region", target.region,
-               "--profile", "", "--progress", "off", "--concurrency", str(job.concurrency)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "sci_fetch",
+            "download",
+            str(job.coco),
+            "--output",
+            str(out),
+            "--bucket",
+            target.bucket,
+            "--endpoint-url",
+            target.endpoint_url,
+            "--region",
+            target.region,
+            "--profile",
+            "",
+            "--progress",
+            "off",
+            "--concurrency",
+            str(job.concurrency),
+        ]
         if job.variant != "original":
             cmd += ["--variant", job.variant]
         return cmd + self.extra
@@ -186,8 +224,15 @@ class S5cmd(Tool):
         with open(lines, "w") as fh:
             for o in job.objects:
                 fh.write(f'cp{flag} "s3://{target.bucket}/{o.key}" "{out / o.file_name}"\n')
-        return [binary("s5cmd"), "--endpoint-url", target.endpoint_url, "--numworkers", str(job.concurrency),
-                "run", str(lines)]
+        return [
+            binary("s5cmd"),
+            "--endpoint-url",
+            target.endpoint_url,
+            "--numworkers",
+            str(job.concurrency),
+            "run",
+            str(lines),
+        ]
 
 
 class Rclone(Tool):
@@ -198,22 +243,36 @@ class Rclone(Tool):
     def command(self, job: Job, target: Target, out: Path) -> list[str]:
         keys = job.workdir / f"rclone-keys-{job.coco.stem}.txt"  # one per job: the parts use different keys
         keys.write_text("".join(o.key + "\n" for o in job.objects))
-        return [binary("rclone"), "copy", f"bench:{target.bucket}", str(out), "--files-from", str(keys),
-                "--no-traverse", "--transfers", str(job.concurrency), "--checkers", str(job.concurrency),
-                "--stats", "0"] + (["--ca-cert", str(target.ca)] if target.https and target.ca else [])
+        return [
+            binary("rclone"),
+            "copy",
+            f"bench:{target.bucket}",
+            str(out),
+            "--files-from",
+            str(keys),
+            "--no-traverse",
+            "--transfers",
+            str(job.concurrency),
+            "--checkers",
+            str(job.concurrency),
+            "--stats",
+            "0",
+        ] + (["--ca-cert", str(target.ca)] if target.https and target.ca else [])
 
     def env(self, target: Target) -> dict[str, str]:
         env = clean_env(target)
-        env.update({
-            "RCLONE_CONFIG": os.devnull,
-            "RCLONE_CONFIG_BENCH_TYPE": "s3",
-            "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
-            "RCLONE_CONFIG_BENCH_ENDPOINT": target.endpoint_url,
-            "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": target.access_key,
-            "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": target.secret_key,
-            "RCLONE_CONFIG_BENCH_REGION": target.region,
-            "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true",
-        })
+        env.update(
+            {
+                "RCLONE_CONFIG": os.devnull,
+                "RCLONE_CONFIG_BENCH_TYPE": "s3",
+                "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
+                "RCLONE_CONFIG_BENCH_ENDPOINT": target.endpoint_url,
+                "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": target.access_key,
+                "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": target.secret_key,
+                "RCLONE_CONFIG_BENCH_REGION": target.region,
+                "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true",
+            }
+        )
         return env
 
 
@@ -223,17 +282,40 @@ class Crt(Tool):
     def command(self, job: Job, target: Target, out: Path) -> list[str]:
         lines = job.workdir / f"crt-{out.name}.txt"
         lines.write_text("".join(f"{o.key}\t{out / o.file_name}\n" for o in job.objects))
-        return [sys.executable, str(HERE / "crt_download.py"), "--list", str(lines), "--endpoint-url",
-                target.endpoint_url, "--bucket", target.bucket, "--region", target.region,
-                "--concurrency", str(job.concurrency)] + (["--ca-file", str(target.ca)] if target.https and target.ca else [])
+        return [
+            sys.executable,
+            str(HERE / "crt_download.py"),
+            "--list",
+            str(lines),
+            "--endpoint-url",
+            target.endpoint_url,
+            "--bucket",
+            target.bucket,
+            "--region",
+            target.region,
+            "--concurrency",
+            str(job.concurrency),
+        ] + (["--ca-file", str(target.ca)] if target.https and target.ca else [])
 
 
 class AnimlScript(Tool):
     name = "animl"
 
     def command(self, job: Job, target: Target, out: Path) -> list[str]:
-        return [sys.executable, str(HERE / "animl_download.py"), "--coco-file", str(job.coco), "--output-dir", str(out),
-                "--bucket", target.bucket, "--endpoint-url", target.endpoint_url, "--variant", job.variant]
+        return [
+            sys.executable,
+            str(HERE / "animl_download.py"),
+            "--coco-file",
+            str(job.coco),
+            "--output-dir",
+            str(out),
+            "--bucket",
+            target.bucket,
+            "--endpoint-url",
+            target.endpoint_url,
+            "--variant",
+            job.variant,
+        ]
 
 
 def make_tools(names: list[str]) -> list[Tool]:
@@ -253,8 +335,11 @@ def make_tools(names: list[str]) -> list[Tool]:
     if unknown:
         raise SystemExit(f"unknown tool(s) {unknown}; known: {', '.join(known)}")
     if "sci_fetch_1proc" in names and not sci_fetch_has_processes():
-        print("sci_fetch has no --processes yet: sci_fetch is one process; sci_fetch_2proc (two --shard processes) "
-              "is run in place of sci_fetch_1proc", flush=True)
+        print(
+            "sci_fetch has no --processes yet: sci_fetch is one process; sci_fetch_2proc (two --shard processes) "
+            "is run in place of sci_fetch_1proc",
+            flush=True,
+        )
         names = list(dict.fromkeys("sci_fetch_2proc" if n == "sci_fetch_1proc" else n for n in names))
     return [known[n]() for n in names]
 

@@ -65,6 +65,7 @@ class RunStopped(SciFetchError):
 
 # ---- running a coroutine whether or not an event loop is already running ---------------------
 
+
 class _ThreadLoop(asyncio.SelectorEventLoop):
     """A loop for a worker thread: signal handlers are kept here, since only the main thread may set them."""
 
@@ -135,6 +136,7 @@ def in_notebook() -> bool:
 
 # ---- download --------------------------------------------------------------------------------
 
+
 def check_download_inputs(settings: Settings) -> None:
     """Everything that makes a run pointless, checked before the output folder or manifest is created."""
     coco = settings.coco
@@ -179,18 +181,28 @@ def download_with(settings: Settings, storage_factory: Callable[..., Any] | None
     finally:
         manifest.close()
     return DownloadResult(
-        exit_code=result.exit_code, counts=dict(result.counts), failures_path=failures_path,
-        failures_count=failures_count, manifest_path=settings.manifest_path, output=settings.output,
-        stop_reason=result.stop_reason, message=result.message, stats=result.stats.as_dict(), run_stats=result.stats,
+        exit_code=result.exit_code,
+        counts=dict(result.counts),
+        failures_path=failures_path,
+        failures_count=failures_count,
+        manifest_path=settings.manifest_path,
+        output=settings.output,
+        stop_reason=result.stop_reason,
+        message=result.message,
+        stats=result.stats.as_dict(),
+        run_stats=result.stats,
     )
 
 
 def _settings(config: str | Path | None, values: dict[str, Any]) -> Settings:
-    return load_settings(Path(config) if config is not None else None, {k: v for k, v in values.items() if v is not None})
+    return load_settings(
+        Path(config) if config is not None else None, {k: v for k, v in values.items() if v is not None}
+    )
 
 
-def download(coco: str | Path, output: str | Path | None = None, *, config: str | Path | None = None,
-             **settings: Any) -> DownloadResult:
+def download(
+    coco: str | Path, output: str | Path | None = None, *, config: str | Path | None = None, **settings: Any
+) -> DownloadResult:
     """Download every image ``coco`` names into ``output`` (default: the settings' ``output``, ``images``);
     run it again to resume.
 
@@ -202,7 +214,9 @@ def download(coco: str | Path, output: str | Path | None = None, *, config: str 
     """
     if "progress" not in settings and in_notebook():
         settings["progress"] = "bar"
-    resolved = _settings(config, {**settings, "coco": Path(coco), "output": Path(output) if output is not None else None})
+    resolved = _settings(
+        config, {**settings, "coco": Path(coco), "output": Path(output) if output is not None else None}
+    )
     result = download_with(resolved)
     if result.stop_reason in ("input", "usage"):
         raise InputError(result.message or f"{coco}: the COCO file could not be read to its end")
@@ -213,8 +227,14 @@ def download(coco: str | Path, output: str | Path | None = None, *, config: str 
 
 # ---- crops -----------------------------------------------------------------------------------
 
-def make_crops(coco: Path, images_dir: Path, options: CropOptions, manifest: Path | None = None,
-               progress: Callable[[int, int], None] | None = None) -> CropSummary:
+
+def make_crops(
+    coco: Path,
+    images_dir: Path,
+    options: CropOptions,
+    manifest: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> CropSummary:
     """Crop every labelled box and write the crop-label CSV; what the command and the API share."""
     from sci_fetch.crops.run import run_crops  # here: pandas would cost every command its import
 
@@ -239,8 +259,14 @@ class _NotebookProgress:
             self.bar.close()
 
 
-def crops(coco: str | Path | None = None, output: str | Path | None = None, *, config: str | Path | None = None,
-          manifest: str | Path | None = None, **options: Any) -> pandas.DataFrame:
+def crops(
+    coco: str | Path | None = None,
+    output: str | Path | None = None,
+    *,
+    config: str | Path | None = None,
+    manifest: str | Path | None = None,
+    **options: Any,
+) -> pandas.DataFrame:
     """Crop every labelled box of ``coco`` from the images under ``output`` (default: the settings' ``output``);
     returns the crop table.
 
@@ -253,10 +279,15 @@ def crops(coco: str | Path | None = None, output: str | Path | None = None, *, c
 
     from sci_fetch.commands.crops import for_download
 
-    settings = _settings(config, {"coco": Path(coco) if coco is not None else None,
-                                  "output": Path(output) if output is not None else None,
-                                  "manifest": Path(manifest) if manifest is not None else None,
-                                  "crops": {k: v for k, v in options.items() if v is not None}})
+    settings = _settings(
+        config,
+        {
+            "coco": Path(coco) if coco is not None else None,
+            "output": Path(output) if output is not None else None,
+            "manifest": Path(manifest) if manifest is not None else None,
+            "crops": {k: v for k, v in options.items() if v is not None},
+        },
+    )
     if settings.coco is None:
         raise UsageError("no COCO file given: sci_fetch.crops('export.json', 'images')")
     found = settings.manifest_path if settings.manifest_path.exists() else None

@@ -10,8 +10,7 @@ import argparse
 import sys
 
 from sci_fetch import __version__
-from sci_fetch.commands import crops, demo, download, filter, status, verify
-from sci_fetch.commands import gallery, plan
+from sci_fetch.commands import crops, demo, download, filter, gallery, plan, status, verify
 from sci_fetch.errors import DiskError, SciFetchError
 from sci_fetch.observe import logs
 

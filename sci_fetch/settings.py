@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
 
 from sci_fetch.crops.options import CropOptions
 from sci_fetch.errors import UsageError
@@ -27,55 +33,114 @@ DEFAULT_CONFIG = Path("settings.toml")
 class Settings(BaseSettings):
     """Every option of ``sci-fetch download``; settings.toml documents each with its default."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
 
     # What to fetch and where
     coco: Path | None = Field(None, description="COCO Camera Traps JSON file (Animl export or LILA-style)")
     output: Path = Field(Path("images"), description="folder the images are written under, as <output>/<file_name>")
-    manifest: Path | None = Field(None, description=f"resume manifest (SQLite); default <output>/{STATE_DIR}/manifest.sqlite")
-    variant: Variant = Field(Variant.original, description="Animl image variant: original, medium (fits 940x940) or small (fits 120x120)")
-    key_template: str | None = Field(None, description="S3 key template for other data sets, e.g. 'images/{file_name}'; fields {id} {id_dash} {file_name} {stem} {ext} {variant}; empty means Animl's serving_bucket_key or <variant>/<id>-<variant>.<ext>")
-    verify_id_md5: bool = Field(True, description="check originals against the md5 inside Animl image ids (<project>:<md5>)")
-    limit: int | None = Field(None, ge=1, description="fetch only the first N images of the COCO file (for a trial run); empty means all")
+    manifest: Path | None = Field(
+        None, description=f"resume manifest (SQLite); default <output>/{STATE_DIR}/manifest.sqlite"
+    )
+    variant: Variant = Field(
+        Variant.original, description="Animl image variant: original, medium (fits 940x940) or small (fits 120x120)"
+    )
+    key_template: str | None = Field(
+        None,
+        description="S3 key template for other data sets, e.g. 'images/{file_name}'; fields {id} {id_dash} {file_name} {stem} {ext} {variant}; empty means Animl's serving_bucket_key or <variant>/<id>-<variant>.<ext>",
+    )
+    verify_id_md5: bool = Field(
+        True, description="check originals against the md5 inside Animl image ids (<project>:<md5>)"
+    )
+    limit: int | None = Field(
+        None, ge=1, description="fetch only the first N images of the COCO file (for a trial run); empty means all"
+    )
     retry_missing: bool = Field(False, description="ask again for keys that were 404 in an earlier run")
-    dry_run: bool = Field(False, description="read and plan everything (manifest rows included) but send no request: how much is left to fetch")
-    space_check: bool = Field(True, description="before a download, HEAD a small random sample of the keys left and refuse to start (exit 4) when their estimated size clearly exceeds the free space")
+    dry_run: bool = Field(
+        False,
+        description="read and plan everything (manifest rows included) but send no request: how much is left to fetch",
+    )
+    space_check: bool = Field(
+        True,
+        description="before a download, HEAD a small random sample of the keys left and refuse to start (exit 4) when their estimated size clearly exceeds the free space",
+    )
 
     # Where the objects are
     bucket: str = Field("animl-images-serving-prod", min_length=3, max_length=255, description="S3 bucket")
     region: str | None = Field("us-west-2", description="AWS region of the bucket")
-    profile: str | None = Field(None, description="AWS profile in ~/.aws; empty means environment / instance credentials; the shipped settings.toml sets animl")
-    endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. http://127.0.0.1:8333; empty means AWS")
-    anonymous: bool = Field(False, description="unsigned requests, for public buckets (LILA and similar); no credentials or profile are read")
+    profile: str | None = Field(
+        None,
+        description="AWS profile in ~/.aws; empty means environment / instance credentials; the shipped settings.toml sets animl",
+    )
+    endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint, e.g. http://127.0.0.1:8333; empty means AWS"
+    )
+    anonymous: bool = Field(
+        False,
+        description="unsigned requests, for public buckets (LILA and similar); no credentials or profile are read",
+    )
 
     # How hard to push
     concurrency: int = Field(64, ge=1, le=4096, description="downloads in flight at once (per process)")
-    processes: str = Field("1", description="event loops in as many processes over disjoint shares of the keys; auto = one per core")
-    max_requests_per_second: float | None = Field(None, gt=0, description="cap on request starts per second; empty means no cap")
+    processes: str = Field(
+        "1", description="event loops in as many processes over disjoint shares of the keys; auto = one per core"
+    )
+    max_requests_per_second: float | None = Field(
+        None, gt=0, description="cap on request starts per second; empty means no cap"
+    )
     max_attempts: int = Field(5, ge=1, le=100, description="attempts per key before it is recorded as failed")
     retry_base_delay: float = Field(0.5, ge=0, description="first backoff delay in seconds (exponential, with jitter)")
     retry_max_delay: float = Field(20.0, ge=0, description="longest backoff delay in seconds")
     connect_timeout: float = Field(10.0, gt=0, description="seconds to open a connection")
     read_timeout: float = Field(60.0, gt=0, description="seconds without a byte before a read is abandoned and retried")
-    outage_limit: float = Field(600.0, gt=0, description="seconds the endpoint may stay unreachable mid-run (downloads pause, images stay pending) before the run stops with exit 3")
+    outage_limit: float = Field(
+        600.0,
+        gt=0,
+        description="seconds the endpoint may stay unreachable mid-run (downloads pause, images stay pending) before the run stops with exit 3",
+    )
     chunk_size: int = Field(1 << 20, ge=4096, le=1 << 30, description="bytes per file write")
-    fsync: bool = Field(True, description="make files durable before the manifest records them done (one syncfs per manifest flush; crash safety on power loss)")
-    ca_bundle: Path | None = Field(None, description="CA bundle (PEM) to trust for HTTPS, for a private S3-compatible server; empty means AWS_CA_BUNDLE or botocore's own")
-    direct_get: bool = Field(True, description="send GETs on a lean signed path (botocore's signature, one keep-alive pool) instead of through the aioboto3 client; about 4x less CPU per object (off by itself behind an HTTP proxy)")
+    fsync: bool = Field(
+        True,
+        description="make files durable before the manifest records them done (one syncfs per manifest flush; crash safety on power loss)",
+    )
+    ca_bundle: Path | None = Field(
+        None,
+        description="CA bundle (PEM) to trust for HTTPS, for a private S3-compatible server; empty means AWS_CA_BUNDLE or botocore's own",
+    )
+    direct_get: bool = Field(
+        True,
+        description="send GETs on a lean signed path (botocore's signature, one keep-alive pool) instead of through the aioboto3 client; about 4x less CPU per object (off by itself behind an HTTP proxy)",
+    )
 
     # Running it
     grace_seconds: float = Field(10.0, ge=0, description="on SIGINT/SIGTERM, how long in-flight downloads may finish")
-    progress: Literal["auto", "bar", "log", "off"] = Field("auto", description="auto: a bar on a terminal, log lines otherwise")
+    progress: Literal["auto", "bar", "log", "off"] = Field(
+        "auto", description="auto: a bar on a terminal, log lines otherwise"
+    )
     log_interval: float = Field(30.0, gt=0, description="seconds between progress log lines when not on a terminal")
     flush_interval: float = Field(1.0, gt=0, description="seconds between manifest writes (outcomes are batched)")
     log_format: Literal["text", "json"] = Field("text", description="log lines as text, or one JSON object per line")
-    status_interval: float = Field(5.0, gt=0, description="seconds between rewrites of the status file <output>/.sci-fetch/status.json")
-    metrics_port: int | None = Field(None, ge=1, le=65535, description="serve Prometheus metrics on this port; empty means off")
-    metrics_host: str = Field("127.0.0.1", description="address the metrics endpoint listens on (0.0.0.0 for every interface, as the Docker image sets)")
+    status_interval: float = Field(
+        5.0, gt=0, description="seconds between rewrites of the status file <output>/.sci-fetch/status.json"
+    )
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="serve Prometheus metrics on this port; empty means off"
+    )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="address the metrics endpoint listens on (0.0.0.0 for every interface, as the Docker image sets)",
+    )
 
     # Sharding over several machines
-    shard_count: int = Field(1, ge=1, le=100000, description="split the images into N disjoint shares (by a stable hash of the image id)")
-    shard_index: int | None = Field(None, ge=0, description="which share K (0..N-1) this process takes; empty means from JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX")
+    shard_count: int = Field(
+        1, ge=1, le=100000, description="split the images into N disjoint shares (by a stable hash of the image id)"
+    )
+    shard_index: int | None = Field(
+        None,
+        ge=0,
+        description="which share K (0..N-1) this process takes; empty means from JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX",
+    )
 
     # The post-stage ([crops] table, SCI_FETCH_CROPS__<NAME>); last, since TOML tables follow the plain keys
     crops: CropOptions = Field(default_factory=CropOptions, description="crops and the crop-label CSV")
@@ -93,8 +158,20 @@ class Settings(BaseSettings):
             data = {**data, "crops": {k: v for k, v in crops.items() if k != "workers"}}
         return data
 
-    @field_validator("profile", "endpoint_url", "key_template", "region", "limit", "max_requests_per_second",
-                     "manifest", "coco", "metrics_port", "shard_index", "ca_bundle", mode="before")
+    @field_validator(
+        "profile",
+        "endpoint_url",
+        "key_template",
+        "region",
+        "limit",
+        "max_requests_per_second",
+        "manifest",
+        "coco",
+        "metrics_port",
+        "shard_index",
+        "ca_bundle",
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and value.strip() == "" else value
@@ -197,11 +274,21 @@ class Settings(BaseSettings):
 
     def storage_options(self) -> StorageOptions:
         return StorageOptions(
-            bucket=self.bucket, region=self.region, profile=self.profile, endpoint_url=self.endpoint_url,
-            anonymous=self.anonymous, pool_size=self.concurrency, connect_timeout=self.connect_timeout,
-            read_timeout=self.read_timeout, max_attempts=self.max_attempts, retry_base_delay=self.retry_base_delay,
-            retry_max_delay=self.retry_max_delay, max_requests_per_second=self.max_requests_per_second,
-            chunk_size=self.chunk_size, outage_limit=self.outage_limit, ca_bundle=self.ca_bundle,
+            bucket=self.bucket,
+            region=self.region,
+            profile=self.profile,
+            endpoint_url=self.endpoint_url,
+            anonymous=self.anonymous,
+            pool_size=self.concurrency,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            max_attempts=self.max_attempts,
+            retry_base_delay=self.retry_base_delay,
+            retry_max_delay=self.retry_max_delay,
+            max_requests_per_second=self.max_requests_per_second,
+            chunk_size=self.chunk_size,
+            outage_limit=self.outage_limit,
+            ca_bundle=self.ca_bundle,
             direct_get=self.direct_get,
         )
 
@@ -232,7 +319,9 @@ def _one_line(exc: ValidationError, config: Path | None) -> str:
         name = ".".join(parts)
         got = err.get("input")
         got_text = "" if isinstance(got, dict) else f" (got {got!r})"
-        origin = f"flag --{parts[-1].replace('_', '-')}, env {ENV_PREFIX}{'__'.join(parts).upper()}" + (f" or {config}" if config else "")
+        origin = f"flag --{parts[-1].replace('_', '-')}, env {ENV_PREFIX}{'__'.join(parts).upper()}" + (
+            f" or {config}" if config else ""
+        )
         if err["type"] == "extra_forbidden":
             lines.append(f"unknown setting '{name}' (from {origin}); see settings.toml for the known ones")
         else:
@@ -240,7 +329,9 @@ def _one_line(exc: ValidationError, config: Path | None) -> str:
     return "\n".join(lines)
 
 
-def load_settings(config: Path | None = None, overrides: dict[str, Any] | None = None, use_files: bool = True) -> Settings:
+def load_settings(
+    config: Path | None = None, overrides: dict[str, Any] | None = None, use_files: bool = True
+) -> Settings:
     """Build Settings with the documented precedence; ``overrides`` are the CLI flags that were given."""
     toml = config_path(config) if use_files else None
     given = {k: v for k, v in (overrides or {}).items() if v is not None}

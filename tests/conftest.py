@@ -24,7 +24,9 @@ def s3(tmp_path_factory: pytest.TempPathFactory):
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """No test may read the developer's AWS profile, SCI_FETCH_* variables or ./settings.toml."""
     for name in list(os.environ):
-        if name.startswith(("SCI_FETCH_", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY", "AWS_SECRET", "AWS_SESSION")):
+        if name.startswith(
+            ("SCI_FETCH_", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY", "AWS_SECRET", "AWS_SESSION")
+        ):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))

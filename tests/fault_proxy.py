@@ -79,7 +79,11 @@ _SERVER_ERRORS = {
 _REFUSALS = {
     "ExpiredToken": (400, "Bad Request", "The provided token has expired."),
     "InvalidAccessKeyId": (403, "Forbidden", "The AWS Access Key Id you provided does not exist in our records."),
-    "SignatureDoesNotMatch": (403, "Forbidden", "The request signature we calculated does not match the signature you provided. Check your key and signing method."),
+    "SignatureDoesNotMatch": (
+        403,
+        "Forbidden",
+        "The request signature we calculated does not match the signature you provided. Check your key and signing method.",
+    ),
     "AccessDenied": (403, "Forbidden", "Access Denied"),
 }
 _CREDENTIAL = re.compile(rb"Credential=([^/,\s]+)/")
@@ -258,9 +262,11 @@ class FaultProxy:
         """An outage: drop open connections, reset new ones, until come_up()."""
         self._down = True
         if self._loop is not None:
+
             def drop() -> None:
                 for task in list(self._connections):
                     task.cancel()
+
             self._loop.call_soon_threadsafe(drop)
 
     def come_up(self) -> None:
@@ -278,9 +284,14 @@ class FaultProxy:
         self._encryption = kind
 
     def stats(self) -> dict[str, Any]:
-        return {"requests": self.requests, "forwarded": self.forwarded, "refused": self.refused,
-                "injected": dict(self.injected), "faults": sum(self.injected.values()),
-                "upstream_errors": self.upstream_errors}
+        return {
+            "requests": self.requests,
+            "forwarded": self.forwarded,
+            "refused": self.refused,
+            "injected": dict(self.injected),
+            "faults": sum(self.injected.values()),
+            "upstream_errors": self.upstream_errors,
+        }
 
     @property
     def url(self) -> str:
@@ -296,7 +307,8 @@ class FaultProxy:
             self._loop = loop
             try:
                 self._server = loop.run_until_complete(
-                    asyncio.start_server(self._serve, self.host, self.port, limit=_LIMIT, reuse_address=True))
+                    asyncio.start_server(self._serve, self.host, self.port, limit=_LIMIT, reuse_address=True)
+                )
                 self.port = self._server.sockets[0].getsockname()[1]
             except BaseException as exc:  # reported to start()'s caller
                 failure.append(exc)
@@ -499,7 +511,9 @@ class FaultProxy:
             pass
         elif self._encryption == "aws:kms":
             headers.append((b"x-amz-server-side-encryption", b"aws:kms"))
-            headers.append((b"x-amz-server-side-encryption-aws-kms-key-id", b"arn:aws:kms:us-west-2:111122223333:key/test"))
+            headers.append(
+                (b"x-amz-server-side-encryption-aws-kms-key-id", b"arn:aws:kms:us-west-2:111122223333:key/test")
+            )
         else:
             headers.append((b"x-amz-server-side-encryption-customer-algorithm", b"AES256"))
             headers.append((b"x-amz-server-side-encryption-customer-key-MD5", b"dGVzdC1rZXktbWQ1LXRlc3Q="))
@@ -527,12 +541,16 @@ class FaultProxy:
         else:
             status, phrase, code, message = _SERVER_ERRORS[fault]
             self.injected[fault] += 1
-        body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{escape(message)}</Message>'
-                f"{extra}<RequestId>{request_id}</RequestId><HostId>fault-proxy</HostId></Error>").encode()
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{escape(message)}</Message>'
+            f"{extra}<RequestId>{request_id}</RequestId><HostId>fault-proxy</HostId></Error>"
+        ).encode()
         if method == b"HEAD":
             body = b""
-        head = (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: application/xml\r\nContent-Length: {len(body)}\r\n"
-                f"x-amz-request-id: {request_id}\r\nServer: fault-proxy\r\n\r\n").encode()
+        head = (
+            f"HTTP/1.1 {status} {phrase}\r\nContent-Type: application/xml\r\nContent-Length: {len(body)}\r\n"
+            f"x-amz-request-id: {request_id}\r\nServer: fault-proxy\r\n\r\n"
+        ).encode()
         return head + body
 
 
@@ -547,8 +565,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(f"--{kind}", type=float, default=0.0, help=f"probability of a {kind} fault per request")
     args = parser.parse_args(argv)
     rates = {kind: getattr(args, kind) for kind in KINDS}
-    proxy = FaultProxy(args.upstream, seed=args.seed, rates=rates, latency=args.latency,
-                       stall_seconds=args.stall_seconds, port=args.port).start()
+    proxy = FaultProxy(
+        args.upstream,
+        seed=args.seed,
+        rates=rates,
+        latency=args.latency,
+        stall_seconds=args.stall_seconds,
+        port=args.port,
+    ).start()
     print(proxy.url, flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -33,26 +33,38 @@ def random_blobs(n: int, seed: int, sizes: list[int]) -> list[bytes]:
 
 
 def write_coco(path: Path, images: list[dict], annotations: list[dict] | None = None) -> Path:
-    path.write_text(json.dumps({
-        "info": {"version": "1.0"},
-        "images": images,
-        "annotations": annotations or [],
-        "categories": [{"id": 0, "name": "empty"}, {"id": 1, "name": "fox"}],
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "info": {"version": "1.0"},
+                "images": images,
+                "annotations": annotations or [],
+                "categories": [{"id": 0, "name": "empty"}, {"id": 1, "name": "fox"}],
+            }
+        )
+    )
     return path
 
 
 def seed(s3, bucket: str, images: list[dict], blobs: list[bytes]) -> None:
     client = s3.client()
-    for record, data in zip(images, blobs):
+    for record, data in zip(images, blobs, strict=False):
         client.put_object(Bucket=bucket, Key=record["serving_bucket_key"], Body=data)
 
 
 def settings_for(s3, coco: Path, output: Path, **overrides: Any) -> Settings:
     values = {
-        "coco": coco, "output": output, "bucket": "test-bucket", "endpoint_url": s3.endpoint_url,
-        "region": "us-west-2", "profile": "", "progress": "off", "concurrency": 16,
-        "retry_base_delay": 0.01, "retry_max_delay": 0.05, "flush_interval": 0.2,
+        "coco": coco,
+        "output": output,
+        "bucket": "test-bucket",
+        "endpoint_url": s3.endpoint_url,
+        "region": "us-west-2",
+        "profile": "",
+        "progress": "off",
+        "concurrency": 16,
+        "retry_base_delay": 0.01,
+        "retry_max_delay": 0.05,
+        "flush_interval": 0.2,
         "space_check": False,  # its HEADs would change the request counts tests assert on; tested on its own
     }
     values.update(overrides)
@@ -96,5 +108,8 @@ def final_files(out: Path) -> int:
     """Images under their final names below ``out`` (no ``.partial``, nothing in the state folder)."""
     if not out.exists():
         return 0
-    return sum(1 for p in out.rglob("*") if p.is_file() and not p.name.endswith(".partial")
-               and ".sci-fetch" not in p.relative_to(out).parts)
+    return sum(
+        1
+        for p in out.rglob("*")
+        if p.is_file() and not p.name.endswith(".partial") and ".sci-fetch" not in p.relative_to(out).parts
+    )

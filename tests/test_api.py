@@ -28,8 +28,11 @@ def sample(s3, tmp_path_factory):
 
 def tree(root: Path) -> dict[str, str]:
     """Every file under ``root`` (the state folder aside) by relative path, as an md5."""
-    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and ".sci-fetch" not in p.parts}
+    return {
+        str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".sci-fetch" not in p.parts
+    }
 
 
 def server(s3) -> dict:
@@ -44,12 +47,26 @@ async def test_api_inside_a_running_loop_gets_the_same_files_and_crops_as_the_cl
     assert result.failures_path == tmp_path / "api/.sci-fetch/failures.csv" and result.failures_path.is_file()
     assert result.stats["fetched"] == 8
 
-    table = sci_fetch.crops(sample.coco_path, tmp_path / "api", crops_dir=tmp_path / "api-crops", label_map="sci", workers=1)
+    table = sci_fetch.crops(
+        sample.coco_path, tmp_path / "api", crops_dir=tmp_path / "api-crops", label_map="sci", workers=1
+    )
 
     cli = ["--endpoint-url", s3_env.endpoint_url, "--bucket", BUCKET, "--profile", "", "--progress", "off"]
     assert main(["download", str(sample.coco_path), "--output", str(tmp_path / "cli"), *cli]) == 0
-    main(["crops", str(sample.coco_path), "--output", str(tmp_path / "cli"), "--crops-dir", str(tmp_path / "cli-crops"),
-          "--label-map", "sci", "--workers", "1"])
+    main(
+        [
+            "crops",
+            str(sample.coco_path),
+            "--output",
+            str(tmp_path / "cli"),
+            "--crops-dir",
+            str(tmp_path / "cli-crops"),
+            "--label-map",
+            "sci",
+            "--workers",
+            "1",
+        ]
+    )
     capsys.readouterr()
 
     images = tree(tmp_path / "api")
@@ -59,7 +76,9 @@ async def test_api_inside_a_running_loop_gets_the_same_files_and_crops_as_the_cl
             assert hashlib.md5(data).hexdigest() in images.values()
     crops_api, crops_cli = tree(tmp_path / "api-crops"), tree(tmp_path / "cli-crops")
     assert crops_api.keys() == crops_cli.keys()
-    assert {k: v for k, v in crops_api.items() if k.endswith(".jpg")} == {k: v for k, v in crops_cli.items() if k.endswith(".jpg")}
+    assert {k: v for k, v in crops_api.items() if k.endswith(".jpg")} == {
+        k: v for k, v in crops_cli.items() if k.endswith(".jpg")
+    }
     for name in ("crops.csv", "crops_rejected.csv"):  # the same rows; paths differ only by the folder names
         api_text = (tmp_path / "api-crops" / name).read_text().replace(str(tmp_path / "api"), str(tmp_path / "cli"))
         assert api_text == (tmp_path / "cli-crops" / name).read_text()
@@ -84,8 +103,14 @@ async def test_api_raises_sci_fetch_errors_instead_of_exiting(tmp_path):
 
 def test_api_raises_run_stopped_with_the_result_when_access_is_refused(s3, sample, tmp_path):
     with pytest.raises(RunStopped) as info:
-        sci_fetch.download(sample.coco_path, tmp_path / "out", progress="off", anonymous=True,
-                           bucket=BUCKET, endpoint_url=s3.endpoint_url)
+        sci_fetch.download(
+            sample.coco_path,
+            tmp_path / "out",
+            progress="off",
+            anonymous=True,
+            bucket=BUCKET,
+            endpoint_url=s3.endpoint_url,
+        )
     assert isinstance(info.value, SciFetchError)
     assert info.value.result.exit_code == 3 and info.value.result.counts.get("done", 0) == 0
     assert "anonymous access" in str(info.value)

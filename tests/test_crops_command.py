@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 import pytest
+from test_crops_helpers import RED, annotation, assert_filled, image_record, put_image, read_rows, write_coco
 
 from sci_fetch.commands import crops as crops_command
 from sci_fetch.errors import UsageError
-from test_crops_helpers import RED, annotation, assert_filled, image_record, put_image, read_rows, write_coco
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -22,10 +22,14 @@ def export(tmp_path):
     images = tmp_path / "images"
     a = image_record(1)
     put_image(images, a["file_name"])
-    coco = write_coco(tmp_path / "coco.json", [a], [
-        annotation("x0", a, 2, [32, 32, 64, 32]),
-        annotation("x1", a, 0, [160, 16, 32, 96]),
-    ])
+    coco = write_coco(
+        tmp_path / "coco.json",
+        [a],
+        [
+            annotation("x0", a, 2, [32, 32, 64, 32]),
+            annotation("x1", a, 0, [160, 16, 32, 96]),
+        ],
+    )
     return tmp_path, coco, images, a
 
 
@@ -34,13 +38,30 @@ def test_unset_flags_are_none_so_settings_can_fill_them():
     assert crops_command.crop_overrides(args) == {}
     args = parse(["--padding", "0.1", "--square", "--exclude", "empty,person", "--exclude", "vehicle", "--keep", "fox"])
     assert crops_command.crop_overrides(args) == {
-        "padding": 0.1, "square": True, "exclude": ["empty", "person", "vehicle"], "keep": ["fox"]}
+        "padding": 0.1,
+        "square": True,
+        "exclude": ["empty", "person", "vehicle"],
+        "keep": ["fox"],
+    }
 
 
 def test_crops_command_prints_a_summary_and_exits_0(export, capsys):
     tmp_path, coco, images, a = export
-    code = crops_command.run(parse([str(coco), "--output", str(images), "--crops-dir", str(tmp_path / "c"),
-                                    "--label-map", "sci", "--workers", "1"]))
+    code = crops_command.run(
+        parse(
+            [
+                str(coco),
+                "--output",
+                str(images),
+                "--crops-dir",
+                str(tmp_path / "c"),
+                "--label-map",
+                "sci",
+                "--workers",
+                "1",
+            ]
+        )
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "crops: 1 of 2 boxes on 1 images (1 made" in out
@@ -53,21 +74,39 @@ def test_crops_command_prints_a_summary_and_exits_0(export, capsys):
 
 def test_empty_exclude_crops_every_category_and_problems_exit_1(export, capsys):
     tmp_path, coco, images, a = export
-    code = crops_command.run(parse([str(coco), "--images-dir", str(images), "--crops-dir", str(tmp_path / "c"),
-                                    "--exclude", "", "--workers", "1"]))
+    code = crops_command.run(
+        parse(
+            [
+                str(coco),
+                "--images-dir",
+                str(images),
+                "--crops-dir",
+                str(tmp_path / "c"),
+                "--exclude",
+                "",
+                "--workers",
+                "1",
+            ]
+        )
+    )
     assert code == 0 and len(read_rows(tmp_path / "c" / "crops.csv")) == 2
     (images / a["file_name"]).unlink()
-    code = crops_command.run(parse([str(coco), "--images-dir", str(images), "--crops-dir", str(tmp_path / "c"), "--workers", "1"]))
+    code = crops_command.run(
+        parse([str(coco), "--images-dir", str(images), "--crops-dir", str(tmp_path / "c"), "--workers", "1"])
+    )
     assert code == 1
     assert "missing_file" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--padding", "-1"], "--padding"),
-    (["--jpeg-quality", "101"], "--jpeg-quality"),
-    (["--min-confidence", "1.5"], "--min-confidence"),
-    (["--label-map", "missing.toml"], "label map file missing.toml does not exist"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--padding", "-1"], "--padding"),
+        (["--jpeg-quality", "101"], "--jpeg-quality"),
+        (["--min-confidence", "1.5"], "--min-confidence"),
+        (["--label-map", "missing.toml"], "label map file missing.toml does not exist"),
+    ],
+)
 def test_bad_options_are_one_line_usage_errors(export, argv, message):
     tmp_path, coco, images, _a = export
     with pytest.raises(UsageError, match=message):

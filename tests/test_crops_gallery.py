@@ -85,8 +85,11 @@ class Page(HTMLParser):
 def heading_counts(page_text: str) -> dict[str, int]:
     """label -> the count its heading shows ("fox<span class="count">24 crops</span>")."""
     import re
-    return {m.group(1): int(m.group(2).replace(",", ""))
-            for m in re.finditer(r'<h2>([^<]*)<span class="count">([\d,]+) crops</span></h2>', page_text)}
+
+    return {
+        m.group(1): int(m.group(2).replace(",", ""))
+        for m in re.finditer(r'<h2>([^<]*)<span class="count">([\d,]+) crops</span></h2>', page_text)
+    }
 
 
 def csv_rows(path: Path) -> list[dict]:
@@ -123,7 +126,9 @@ def test_every_link_resolves_and_counts_match_the_csvs(demo_crops):
         assert not src.startswith(("/", "file:", "http")) and ".." not in src, src
         assert (page_path.parent / unquote(src)).is_file(), src
     assert heading_counts(text) == dict(per_label)
-    assert [len(s["images"]) for s in page.sections] == [min(5, n) for _l, n in sorted(per_label.items(), key=lambda kv: (-kv[1], kv[0]))]
+    assert [len(s["images"]) for s in page.sections] == [
+        min(5, n) for _l, n in sorted(per_label.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
     assert page.rejects == dict(Counter(r["reason"] for r in rejects))
     assert page.figures["crops"] == f"{len(crops):,}"
     assert page.figures["labels"] == str(len(per_label))
@@ -131,7 +136,9 @@ def test_every_link_resolves_and_counts_match_the_csvs(demo_crops):
     assert page.figures["images with crops"] == str(len({r["image_id"] for r in crops}))
     label_of = {Path(r["image_path"]).resolve(): r["species_label"] for r in crops}
     for section in page.sections:  # every thumbnail sits under its own label
-        assert {label_of[(page_path.parent / unquote(src)).resolve()] for src in section["images"]} == {section["label"]}
+        assert {label_of[(page_path.parent / unquote(src)).resolve()] for src in section["images"]} == {
+            section["label"]
+        }
 
 
 def test_the_page_still_works_after_the_folder_is_copied_elsewhere(demo_crops, tmp_path):
@@ -157,8 +164,12 @@ def test_labels_and_paths_from_user_files_are_escaped(tmp_path):
     evil_label = '<script>alert("x")</script> & <b>fox</b>'
     record = image_record(1, file_name="site #1/cam 50%/a&b?.png")
     put_image(images, record["file_name"])
-    coco = write_coco(tmp_path / "coco.json", [record], [annotation("a1", record, 7, [32, 32, 64, 32])],
-                      categories=[{"id": 7, "name": evil_label}])
+    coco = write_coco(
+        tmp_path / "coco.json",
+        [record],
+        [annotation("a1", record, 7, [32, 32, 64, 32])],
+        categories=[{"id": 7, "name": evil_label}],
+    )
     run_crops(coco, images, CropOptions(crops_dir=tmp_path / "crops", workers=1, exclude=[]))
     page_path = write_gallery(tmp_path / "crops")
     text = page_path.read_text()
@@ -203,15 +214,31 @@ def test_the_command_writes_the_page_and_prints_its_path(demo_crops, capsys):
     assert all(len(s["images"]) == 1 for s in page.sections)
 
 
-@pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is not installed: the screenshot test needs a headless Chromium")
+@pytest.mark.skipif(
+    not CHROMIUM.is_file(), reason=f"{CHROMIUM} is not installed: the screenshot test needs a headless Chromium"
+)
 def test_a_headless_screenshot_of_the_page_is_not_blank(demo_crops, tmp_path):
     page_path = write_gallery(demo_crops, per_label=8)
     shot = tmp_path / "shot.png"
     result = subprocess.run(
-        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-         f"--screenshot={shot}", "--window-size=1200,900", page_path.resolve().as_uri()],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1200,900",
+            page_path.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert shot.is_file(), result.stderr[-2000:]
     with Image.open(shot) as im:

@@ -12,8 +12,13 @@ BG, RED, GREEN, BLUE = (128, 128, 128), (255, 0, 0), (0, 200, 0), (0, 0, 255)
 SIZE = (256, 128)
 # (colour, [x0, y0, x1, y1]) in the 256x128 original; multiples of 16 so JPEG blocks stay clean.
 REGIONS = [(RED, (32, 32, 96, 64)), (GREEN, (160, 16, 192, 112)), (BLUE, (224, 96, 256, 128))]
-CATEGORIES = [{"id": 0, "name": "empty"}, {"id": 1, "name": "fox"}, {"id": 2, "name": "liz"},
-              {"id": 3, "name": "striped skunk"}, {"id": 4, "name": "person"}]
+CATEGORIES = [
+    {"id": 0, "name": "empty"},
+    {"id": 1, "name": "fox"},
+    {"id": 2, "name": "liz"},
+    {"id": 3, "name": "striped skunk"},
+    {"id": 4, "name": "person"},
+]
 
 
 def scene(scale: float = 1.0) -> Image.Image:
@@ -33,8 +38,12 @@ def put_image(images_dir: Path, file_name: str, image: Image.Image | None = None
 
 
 def image_record(n: int, file_name: str | None = None, size: tuple[int, int] | None = SIZE, **extra) -> dict:
-    record = {"id": f"proj:{n:032x}", "file_name": file_name or f"proj/CAM{n}/dep/proj-{n:032x}.png",
-              "datetime": f"2023-01-0{n % 9 + 1}T06:30:00.000Z", "location": f"Site {n}"}
+    record = {
+        "id": f"proj:{n:032x}",
+        "file_name": file_name or f"proj/CAM{n}/dep/proj-{n:032x}.png",
+        "datetime": f"2023-01-0{n % 9 + 1}T06:30:00.000Z",
+        "location": f"Site {n}",
+    }
     if size is not None:
         record["width"], record["height"] = size
     record.update(extra)
@@ -42,18 +51,33 @@ def image_record(n: int, file_name: str | None = None, size: tuple[int, int] | N
 
 
 def annotation(ann_id: str, image: dict, category_id: int, bbox, **extra) -> dict:
-    return {"id": ann_id, "image_id": image["id"], "category_id": category_id,
-            "sequence_level_annotation": False, "bbox": bbox, **extra}
+    return {
+        "id": ann_id,
+        "image_id": image["id"],
+        "category_id": category_id,
+        "sequence_level_annotation": False,
+        "bbox": bbox,
+        **extra,
+    }
 
 
 def write_coco(path: Path, images: list, annotations: list, categories: list | None = None) -> Path:
-    path.write_text(json.dumps({"info": {"version": "1.0"}, "images": images, "annotations": annotations,
-                                "categories": CATEGORIES if categories is None else categories}, indent=1))
+    path.write_text(
+        json.dumps(
+            {
+                "info": {"version": "1.0"},
+                "images": images,
+                "annotations": annotations,
+                "categories": CATEGORIES if categories is None else categories,
+            },
+            indent=1,
+        )
+    )
     return path
 
 
 def close(pixel, colour, tol: int = 16) -> bool:
-    return all(abs(a - b) <= tol for a, b in zip(pixel, colour))
+    return all(abs(a - b) <= tol for a, b in zip(pixel, colour, strict=False))
 
 
 def pixel(path: Path, x: int, y: int) -> tuple:

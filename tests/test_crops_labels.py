@@ -15,7 +15,13 @@ from sci_fetch.keys.mapping import UnsafePathError
 def test_builtin_sci_map_fixes_the_known_typos():
     labels = build_labels("sci", ["empty"], None)
     assert SCI_LABEL_MAP == {"liz": "lizard", "rodnet": "rodent", "striped skunk": "skunk", "bug": "insect"}
-    assert [labels.label(n) for n in ["liz", "rodnet", "Striped Skunk", "bug", "fox"]] == ["lizard", "rodent", "skunk", "insect", "fox"]
+    assert [labels.label(n) for n in ["liz", "rodnet", "Striped Skunk", "bug", "fox"]] == [
+        "lizard",
+        "rodent",
+        "skunk",
+        "insect",
+        "fox",
+    ]
 
 
 def test_toml_map_top_level_or_table(tmp_path):
@@ -32,14 +38,17 @@ def test_csv_map_with_or_without_header(tmp_path):
     assert load_label_map(tmp_path / "b.csv") == {"bug": "insect"}
 
 
-@pytest.mark.parametrize("name,text,message", [
-    ("bad.csv", "from,to\nliz,lizard\nbug,insect,extra\n", "bad.csv line 3: expected 2 columns"),
-    ("dup.csv", "liz,lizard\nLiz,lizzard\n", "dup.csv line 2: 'Liz' is mapped twice"),
-    ("empty.csv", "liz,\n", "empty.csv line 1: empty name"),
-    ("bad.toml", "liz = \n", "bad.toml: not valid TOML"),
-    ("num.toml", "liz = 3\n", "num.toml key 'liz': 'liz' must map to a name"),
-    ("map.json", "{}", "unknown format '.json'"),
-])
+@pytest.mark.parametrize(
+    "name,text,message",
+    [
+        ("bad.csv", "from,to\nliz,lizard\nbug,insect,extra\n", "bad.csv line 3: expected 2 columns"),
+        ("dup.csv", "liz,lizard\nLiz,lizzard\n", "dup.csv line 2: 'Liz' is mapped twice"),
+        ("empty.csv", "liz,\n", "empty.csv line 1: empty name"),
+        ("bad.toml", "liz = \n", "bad.toml: not valid TOML"),
+        ("num.toml", "liz = 3\n", "num.toml key 'liz': 'liz' must map to a name"),
+        ("map.json", "{}", "unknown format '.json'"),
+    ],
+)
 def test_bad_label_maps_name_the_file_and_line(tmp_path, name, text, message):
     (tmp_path / name).write_text(text)
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(".", r"\.")):
@@ -72,11 +81,23 @@ def test_crop_names_follow_megadetector_ground_truth_naming():
 
 def test_options_defaults_and_lists():
     o = CropOptions()
-    assert o.exclude == ["empty", "person", "vehicle", "animal"] and o.keep is None and o.naming == "nested" and o.workers >= 1
+    assert (
+        o.exclude == ["empty", "person", "vehicle", "animal"]
+        and o.keep is None
+        and o.naming == "nested"
+        and o.workers >= 1
+    )
     assert o.csv_path() == Path("crops/crops.csv") and o.rejects_path() == Path("crops/crops_rejected.csv")
     o = CropOptions(exclude="empty, person", keep=[], label_map="")
     assert o.exclude == ["empty", "person"] and o.keep is None and o.label_map is None
     assert CropOptions(exclude="").exclude == []
-    for bad in ({"padding": -1}, {"jpeg_quality": 0}, {"naming": "tree"}, {"min_confidence": 2}, {"workers": 0}, {"colour": 1}):
+    for bad in (
+        {"padding": -1},
+        {"jpeg_quality": 0},
+        {"naming": "tree"},
+        {"min_confidence": 2},
+        {"workers": 0},
+        {"colour": 1},
+    ):
         with pytest.raises(ValueError):
             CropOptions(**bad)

@@ -7,6 +7,21 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from test_crops_helpers import (
+    BG,
+    BLUE,
+    GREEN,
+    RED,
+    annotation,
+    assert_filled,
+    close,
+    image_record,
+    pixel,
+    put_image,
+    read_rows,
+    scene,
+    write_coco,
+)
 
 from sci_fetch.crops.options import CropOptions
 from sci_fetch.crops.run import run_crops
@@ -15,9 +30,6 @@ from sci_fetch.errors import InputError, UsageError
 from sci_fetch.keys.mapping import Task
 from sci_fetch.manifest.models import Outcome, State
 from sci_fetch.manifest.store import Manifest
-from test_crops_helpers import (
-    BG, BLUE, GREEN, RED, annotation, assert_filled, close, image_record, pixel, put_image, read_rows, scene, write_coco,
-)
 
 
 @pytest.fixture
@@ -39,17 +51,36 @@ def crop_of(tmp_path: Path, image: dict, index: int) -> Path:
 
 # ---- pixels and sizes --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,bbox,geometry,size,checks", [
-    ("plain", [32, 32, 64, 32], {}, (64, 32), [("fill", RED)]),
-    ("padded", [32, 32, 64, 32], {"padding": 0.25}, (96, 48),
-     [((48, 24), RED), ((20, 12), RED), ((76, 36), RED), ((4, 4), BG), ((91, 43), BG), ((8, 24), BG)]),
-    ("square", [32, 32, 64, 32], {"square": True}, (64, 64),
-     [((32, 32), RED), ((4, 20), RED), ((32, 4), BG), ((32, 59), BG)]),
-    ("square-shifted", [240, 80, 16, 48], {"square": True}, (48, 48),  # x 208..256: shifted left into the image
-     [((8, 8), BG), ((40, 40), BLUE), ((8, 40), BG), ((40, 8), BG)]),
-    ("clipped", [224, 96, 64, 64], {}, (32, 32), [("fill", BLUE)]),
-    ("tall", [160, 16, 32, 96], {}, (32, 96), [("fill", GREEN)]),
-])
+
+@pytest.mark.parametrize(
+    "name,bbox,geometry,size,checks",
+    [
+        ("plain", [32, 32, 64, 32], {}, (64, 32), [("fill", RED)]),
+        (
+            "padded",
+            [32, 32, 64, 32],
+            {"padding": 0.25},
+            (96, 48),
+            [((48, 24), RED), ((20, 12), RED), ((76, 36), RED), ((4, 4), BG), ((91, 43), BG), ((8, 24), BG)],
+        ),
+        (
+            "square",
+            [32, 32, 64, 32],
+            {"square": True},
+            (64, 64),
+            [((32, 32), RED), ((4, 20), RED), ((32, 4), BG), ((32, 59), BG)],
+        ),
+        (
+            "square-shifted",
+            [240, 80, 16, 48],
+            {"square": True},
+            (48, 48),  # x 208..256: shifted left into the image
+            [((8, 8), BG), ((40, 40), BLUE), ((8, 40), BG), ((40, 8), BG)],
+        ),
+        ("clipped", [224, 96, 64, 64], {}, (32, 32), [("fill", BLUE)]),
+        ("tall", [160, 16, 32, 96], {}, (32, 96), [("fill", GREEN)]),
+    ],
+)
 def test_crop_pixels_and_size(dirs, name, bbox, geometry, size, checks):
     tmp_path, images = dirs
     img = image_record(1)
@@ -79,11 +110,15 @@ def test_medium_variant_boxes_are_scaled_by_the_real_size(dirs):
     put_image(images, small["file_name"], scene(0.5))  # 128x64: a quarter of the original
     nosize = image_record(3, size=None)
     put_image(images, nosize["file_name"], scene(0.5))
-    coco = write_coco(tmp_path / "coco.json", [img, small, nosize], [
-        annotation("a1", img, 1, [64, 64, 128, 64]),
-        annotation("a2", small, 1, [320, 32, 64, 192]),
-        annotation("a3", nosize, 1, [10, 10, 20, 20]),
-    ])
+    coco = write_coco(
+        tmp_path / "coco.json",
+        [img, small, nosize],
+        [
+            annotation("a1", img, 1, [64, 64, 128, 64]),
+            annotation("a2", small, 1, [320, 32, 64, 192]),
+            annotation("a3", nosize, 1, [10, 10, 20, 20]),
+        ],
+    )
     summary = run_crops(coco, images, options(tmp_path, variant="medium"))
     assert_filled(crop_of(tmp_path, img, 0), RED, (64, 32))
     assert_filled(crop_of(tmp_path, small, 0), GREEN, (16, 48), inset=2)
@@ -104,8 +139,11 @@ def test_jpeg_source_and_non_rgb_modes_give_rgb_jpeg_crops(dirs):
     put_image(images, "p/b.png", scene().convert("L"))
     pal = image_record(3, file_name="p/c.png")
     put_image(images, "p/c.png", scene().convert("P"))
-    coco = write_coco(tmp_path / "coco.json", [jpg, grey, pal],
-                      [annotation(f"a{i}", img, 1, [32, 32, 64, 32]) for i, img in enumerate([jpg, grey, pal])])
+    coco = write_coco(
+        tmp_path / "coco.json",
+        [jpg, grey, pal],
+        [annotation(f"a{i}", img, 1, [32, 32, 64, 32]) for i, img in enumerate([jpg, grey, pal])],
+    )
     summary = run_crops(coco, images, options(tmp_path))
     assert summary.written == 3
     assert_filled(tmp_path / "crops/p/a___crop00.jpg", RED, (64, 32))
@@ -115,6 +153,7 @@ def test_jpeg_source_and_non_rgb_modes_give_rgb_jpeg_crops(dirs):
 
 
 # ---- several boxes, names, rejects -------------------------------------------------------------
+
 
 def test_every_box_is_cropped_and_numbered_by_its_annotation_index(dirs):
     tmp_path, images = dirs
@@ -169,8 +208,14 @@ def test_degenerate_and_unusable_boxes_land_in_the_rejects_csv(dirs):
     summary = run_crops(coco, images, options(tmp_path, min_size=4))
     rejects = {r["annotation_id"]: r for r in read_rows(tmp_path / "crops" / "crops_rejected.csv")}
     assert {k: v["reason"] for k, v in rejects.items()} == {
-        "neg": "negative_size", "zero": "zero_area", "out": "out_of_bounds", "tiny": "too_small",
-        "cat": "unknown_category", "lost": "unknown_image", "broken": "invalid_annotation", "badimg": "invalid_image",
+        "neg": "negative_size",
+        "zero": "zero_area",
+        "out": "out_of_bounds",
+        "tiny": "too_small",
+        "cat": "unknown_category",
+        "lost": "unknown_image",
+        "broken": "invalid_annotation",
+        "badimg": "invalid_image",
     }
     assert "images[1]" in rejects["badimg"]["detail"] and "width" in rejects["badimg"]["detail"]
     assert "bbox [1000, 10, 20, 20] lies outside the 256x128 image" in rejects["out"]["detail"]
@@ -186,30 +231,75 @@ def test_csv_columns_and_rows_are_the_expected_table(dirs):
     b = image_record(2, file_name="proj/CAM2/dep/b.png", location=None)
     put_image(images, a["file_name"])
     put_image(images, b["file_name"])
-    coco = write_coco(tmp_path / "coco.json", [a, b], [
-        annotation("obj1", a, 2, [32, 32, 64, 32]),
-        annotation("obj2", b, 3, [224.0, 96.5, 64, 64]),
-        annotation("obj3", b, 0, [0, 0, 5, 5]),
-    ])
+    coco = write_coco(
+        tmp_path / "coco.json",
+        [a, b],
+        [
+            annotation("obj1", a, 2, [32, 32, 64, 32]),
+            annotation("obj2", b, 3, [224.0, 96.5, 64, 64]),
+            annotation("obj3", b, 0, [0, 0, 5, 5]),
+        ],
+    )
     run_crops(coco, images, options(tmp_path, label_map="sci"))
     crops = tmp_path / "crops"
     assert (crops / "crops.csv").read_text().splitlines()[0] == ",".join(CROP_COLUMNS)
     assert read_rows(crops / "crops.csv") == [
-        {"image_path": str(crops / "proj/CAM1/dep/proj-00000000000000000000000000000001___crop00.jpg"),
-         "species_label": "lizard", "image_id": a["id"], "annotation_id": "obj1", "category_id": "2",
-         "source_path": str(images / a["file_name"]), "bbox_x": "32", "bbox_y": "32", "bbox_w": "64", "bbox_h": "32",
-         "crop_width": "64", "crop_height": "32", "location": "Site 1", "datetime": "2023-01-02T06:30:00.000Z",
-         "source_x": "32", "source_y": "32", "source_w": "64", "source_h": "32"},
-        {"image_path": str(crops / "proj/CAM2/dep/b___crop00.jpg"),
-         "species_label": "skunk", "image_id": b["id"], "annotation_id": "obj2", "category_id": "3",
-         "source_path": str(images / "proj/CAM2/dep/b.png"), "bbox_x": "224", "bbox_y": "96.5", "bbox_w": "64",
-         "bbox_h": "64", "crop_width": "32", "crop_height": "32", "location": "", "datetime": "2023-01-03T06:30:00.000Z",
-         "source_x": "224", "source_y": "96", "source_w": "32", "source_h": "32"},
+        {
+            "image_path": str(crops / "proj/CAM1/dep/proj-00000000000000000000000000000001___crop00.jpg"),
+            "species_label": "lizard",
+            "image_id": a["id"],
+            "annotation_id": "obj1",
+            "category_id": "2",
+            "source_path": str(images / a["file_name"]),
+            "bbox_x": "32",
+            "bbox_y": "32",
+            "bbox_w": "64",
+            "bbox_h": "32",
+            "crop_width": "64",
+            "crop_height": "32",
+            "location": "Site 1",
+            "datetime": "2023-01-02T06:30:00.000Z",
+            "source_x": "32",
+            "source_y": "32",
+            "source_w": "64",
+            "source_h": "32",
+        },
+        {
+            "image_path": str(crops / "proj/CAM2/dep/b___crop00.jpg"),
+            "species_label": "skunk",
+            "image_id": b["id"],
+            "annotation_id": "obj2",
+            "category_id": "3",
+            "source_path": str(images / "proj/CAM2/dep/b.png"),
+            "bbox_x": "224",
+            "bbox_y": "96.5",
+            "bbox_w": "64",
+            "bbox_h": "64",
+            "crop_width": "32",
+            "crop_height": "32",
+            "location": "",
+            "datetime": "2023-01-03T06:30:00.000Z",
+            "source_x": "224",
+            "source_y": "96",
+            "source_w": "32",
+            "source_h": "32",
+        },
     ]
     assert read_rows(crops / "crops_rejected.csv") == [
-        {"image_id": b["id"], "annotation_id": "obj3", "category_id": "0", "category": "empty", "species_label": "empty",
-         "source_path": str(images / "proj/CAM2/dep/b.png"), "bbox_x": "0", "bbox_y": "0", "bbox_w": "5", "bbox_h": "5",
-         "reason": "excluded_category", "detail": "category 'empty' is excluded"},
+        {
+            "image_id": b["id"],
+            "annotation_id": "obj3",
+            "category_id": "0",
+            "category": "empty",
+            "species_label": "empty",
+            "source_path": str(images / "proj/CAM2/dep/b.png"),
+            "bbox_x": "0",
+            "bbox_y": "0",
+            "bbox_w": "5",
+            "bbox_h": "5",
+            "reason": "excluded_category",
+            "detail": "category 'empty' is excluded",
+        },
     ]
 
 
@@ -218,19 +308,28 @@ def test_label_map_and_keep_list_apply(dirs):
     a = image_record(1)
     put_image(images, a["file_name"])
     (tmp_path / "map.csv").write_text("from,to\nliz,lizard\nstriped skunk,skunk\n")
-    coco = write_coco(tmp_path / "coco.json", [a], [
-        annotation("x0", a, 1, [32, 32, 64, 32]),
-        annotation("x1", a, 2, [160, 16, 32, 96]),
-        annotation("x2", a, 3, [224, 96, 32, 32]),
-        annotation("x3", a, 4, [0, 0, 10, 10]),
-    ])
-    summary = run_crops(coco, images, options(tmp_path, label_map=tmp_path / "map.csv", keep=["lizard", "skunk"],
-                                              exclude=["empty", "person"]))
+    coco = write_coco(
+        tmp_path / "coco.json",
+        [a],
+        [
+            annotation("x0", a, 1, [32, 32, 64, 32]),
+            annotation("x1", a, 2, [160, 16, 32, 96]),
+            annotation("x2", a, 3, [224, 96, 32, 32]),
+            annotation("x3", a, 4, [0, 0, 10, 10]),
+        ],
+    )
+    summary = run_crops(
+        coco,
+        images,
+        options(tmp_path, label_map=tmp_path / "map.csv", keep=["lizard", "skunk"], exclude=["empty", "person"]),
+    )
     rows = read_rows(tmp_path / "crops" / "crops.csv")
     assert [(r["annotation_id"], r["species_label"]) for r in rows] == [("x1", "lizard"), ("x2", "skunk")]
     rejects = read_rows(tmp_path / "crops" / "crops_rejected.csv")
     assert [(r["annotation_id"], r["reason"], r["species_label"]) for r in rejects] == [
-        ("x0", "not_kept", "fox"), ("x3", "excluded_category", "person")]
+        ("x0", "not_kept", "fox"),
+        ("x3", "excluded_category", "person"),
+    ]
     assert summary.exit_code == 0  # only filtered boxes: nothing is wrong
     assert not crop_of(tmp_path, a, 0).exists()
 
@@ -239,11 +338,15 @@ def test_min_confidence_skips_low_annotations_but_keeps_those_without(dirs):
     tmp_path, images = dirs
     a = image_record(1)
     put_image(images, a["file_name"])
-    coco = write_coco(tmp_path / "coco.json", [a], [
-        annotation("hi", a, 1, [32, 32, 64, 32], confidence=0.9),
-        annotation("lo", a, 1, [160, 16, 32, 96], confidence=0.2),
-        annotation("none", a, 1, [224, 96, 32, 32]),
-    ])
+    coco = write_coco(
+        tmp_path / "coco.json",
+        [a],
+        [
+            annotation("hi", a, 1, [32, 32, 64, 32], confidence=0.9),
+            annotation("lo", a, 1, [160, 16, 32, 96], confidence=0.2),
+            annotation("none", a, 1, [224, 96, 32, 32]),
+        ],
+    )
     summary = run_crops(coco, images, options(tmp_path, min_confidence=0.5))
     assert [r["annotation_id"] for r in read_rows(tmp_path / "crops" / "crops.csv")] == ["hi", "none"]
     assert dict(summary.rejected) == {"low_confidence": 1} and summary.exit_code == 0
@@ -251,12 +354,16 @@ def test_min_confidence_skips_low_annotations_but_keeps_those_without(dirs):
 
 # ---- resume, recheck, partial downloads ---------------------------------------------------------
 
+
 def test_rerun_makes_no_crop_twice_and_changed_options_remake(dirs):
     tmp_path, images = dirs
     a = image_record(1)
     put_image(images, a["file_name"])
-    coco = write_coco(tmp_path / "coco.json", [a], [annotation("x0", a, 1, [32, 32, 64, 32]),
-                                                    annotation("x1", a, 1, [160, 16, 32, 96])])
+    coco = write_coco(
+        tmp_path / "coco.json",
+        [a],
+        [annotation("x0", a, 1, [32, 32, 64, 32]), annotation("x1", a, 1, [160, 16, 32, 96])],
+    )
     first = run_crops(coco, images, options(tmp_path))
     crop = crop_of(tmp_path, a, 0)
     before = crop.stat().st_mtime_ns, crop.stat().st_ino
@@ -298,12 +405,18 @@ def test_partial_download_crops_what_is_there_and_lists_the_rest(dirs):
         put_image(images, rec["file_name"])
     manifest = Manifest(images / ".sci-fetch" / "manifest.sqlite")
     run_id = manifest.begin_run({})
-    manifest.plan([Task(image_id=r["id"], key=f"k/{i}", dest=r["file_name"]) for i, r in enumerate(recs[:4])], run_id, images)
-    manifest.record([Outcome(image_id=recs[0]["id"], state=State.done), Outcome(image_id=recs[2]["id"], state=State.done)])
+    manifest.plan(
+        [Task(image_id=r["id"], key=f"k/{i}", dest=r["file_name"]) for i, r in enumerate(recs[:4])], run_id, images
+    )
+    manifest.record(
+        [Outcome(image_id=recs[0]["id"], state=State.done), Outcome(image_id=recs[2]["id"], state=State.done)]
+    )
     manifest.close()
     # x0: done + file; x1: pending with a file (being adopted); x2: done but the file is gone;
     # x3: pending with a file; x4: no row and no file (not reached by the download yet).
-    coco = write_coco(tmp_path / "coco.json", recs, [annotation(f"x{i}", r, 1, [32, 32, 64, 32]) for i, r in enumerate(recs)])
+    coco = write_coco(
+        tmp_path / "coco.json", recs, [annotation(f"x{i}", r, 1, [32, 32, 64, 32]) for i, r in enumerate(recs)]
+    )
     summary = run_crops(coco, images, options(tmp_path))
     rows = read_rows(tmp_path / "crops" / "crops.csv")
     assert [r["annotation_id"] for r in rows] == ["x0"]
@@ -328,8 +441,11 @@ def test_corrupt_images_are_rejected_and_the_run_goes_on(dirs):
     put_image(images, "p/cut.jpg", scene(), quality=90)
     data = (images / "p/cut.jpg").read_bytes()
     (images / "p/cut.jpg").write_bytes(data[:-100])  # header intact, pixels cut short
-    coco = write_coco(tmp_path / "coco.json", [good, junk, cut],
-                      [annotation(f"x{i}", r, 1, [32, 32, 64, 32]) for i, r in enumerate([good, junk, cut])])
+    coco = write_coco(
+        tmp_path / "coco.json",
+        [good, junk, cut],
+        [annotation(f"x{i}", r, 1, [32, 32, 64, 32]) for i, r in enumerate([good, junk, cut])],
+    )
     summary = run_crops(coco, images, options(tmp_path))
     rejects = {r["annotation_id"]: r for r in read_rows(tmp_path / "crops" / "crops_rejected.csv")}
     assert {k: v["reason"] for k, v in rejects.items()} == {"x1": "corrupt_image", "x2": "corrupt_image"}
@@ -343,10 +459,16 @@ def test_flat_naming_puts_every_crop_in_one_folder_and_refuses_collisions(dirs):
     c = image_record(3, file_name=a["file_name"].replace("CAM1", "CAM9"))  # same stem as a
     for r in (a, b, c):
         put_image(images, r["file_name"])
-    coco = write_coco(tmp_path / "coco.json", [a, b, c], [annotation(f"x{i}", r, 1, [32, 32, 64, 32]) for i, r in enumerate([a, b, c])])
+    coco = write_coco(
+        tmp_path / "coco.json",
+        [a, b, c],
+        [annotation(f"x{i}", r, 1, [32, 32, 64, 32]) for i, r in enumerate([a, b, c])],
+    )
     run_crops(coco, images, options(tmp_path, naming="flat"))
     assert sorted(p.name for p in (tmp_path / "crops").glob("*.jpg")) == [
-        f"proj-{1:032x}___crop00.jpg", f"proj-{2:032x}___crop00.jpg"]
+        f"proj-{1:032x}___crop00.jpg",
+        f"proj-{2:032x}___crop00.jpg",
+    ]
     rejects = read_rows(tmp_path / "crops" / "crops_rejected.csv")
     assert [(r["annotation_id"], r["reason"]) for r in rejects] == [("x2", "name_collision")]
 
@@ -365,8 +487,11 @@ def test_process_pool_gives_the_same_output_as_inline(dirs):
     recs = [image_record(n) for n in range(1, 25)]
     for r in recs:
         put_image(images, r["file_name"])
-    anns = [annotation(f"x{i}-{j}", r, 1, box) for i, r in enumerate(recs)
-            for j, box in enumerate([[32, 32, 64, 32], [160, 16, 32, 96], [None] * 4])]
+    anns = [
+        annotation(f"x{i}-{j}", r, 1, box)
+        for i, r in enumerate(recs)
+        for j, box in enumerate([[32, 32, 64, 32], [160, 16, 32, 96], [None] * 4])
+    ]
     coco = write_coco(tmp_path / "coco.json", recs, anns)
     pooled = run_crops(coco, images, options(tmp_path, workers=2))
     pooled_csv = (tmp_path / "crops" / "crops.csv").read_text()
@@ -401,8 +526,11 @@ def test_a_crop_that_cannot_be_written_is_listed_and_the_run_goes_on(dirs):
     tmp_path, images = dirs
     a = image_record(1)
     put_image(images, a["file_name"])
-    coco = write_coco(tmp_path / "coco.json", [a], [annotation("x0", a, 1, [32, 32, 64, 32]),
-                                                    annotation("x1", a, 1, [160, 16, 32, 96])])
+    coco = write_coco(
+        tmp_path / "coco.json",
+        [a],
+        [annotation("x0", a, 1, [32, 32, 64, 32]), annotation("x1", a, 1, [160, 16, 32, 96])],
+    )
     crop_of(tmp_path, a, 0).mkdir(parents=True)  # a folder where the crop should go
     summary = run_crops(coco, images, options(tmp_path))
     assert [r["reason"] for r in read_rows(tmp_path / "crops" / "crops_rejected.csv")] == ["write_failed"]

@@ -7,9 +7,20 @@ import io
 import uuid
 from pathlib import Path
 
-from PIL import Image
-
 from helpers import animl_image, seed
+from PIL import Image
+from test_crops_helpers import (
+    BLUE,
+    RED,
+    annotation,
+    assert_filled,
+    image_record,
+    put_image,
+    read_rows,
+    scene,
+    write_coco,
+)
+
 from sci_fetch.cli import main
 from sci_fetch.crops.naming import extension_clashes
 from sci_fetch.crops.options import CropOptions
@@ -18,7 +29,6 @@ from sci_fetch.keys.mapping import Task
 from sci_fetch.keys.shard import shard_of
 from sci_fetch.manifest.models import Outcome, State
 from sci_fetch.manifest.store import Manifest
-from test_crops_helpers import BLUE, RED, annotation, assert_filled, image_record, put_image, read_rows, scene, write_coco
 
 
 def options(tmp_path, **kw) -> CropOptions:
@@ -38,9 +48,15 @@ def test_same_name_with_another_extension_keeps_both_crops_on_every_run(tmp_path
     blue = Image.new("RGB", (256, 128), BLUE)
     put_image(images, "a/x.png", blue)
     put_image(images, "a/y.png")
-    coco = write_coco(tmp_path / "coco.json", [jpg, png, other], [
-        annotation("j", jpg, 1, [32, 32, 64, 32]), annotation("p", png, 1, [32, 32, 64, 32]),
-        annotation("o", other, 1, [32, 32, 64, 32])])
+    coco = write_coco(
+        tmp_path / "coco.json",
+        [jpg, png, other],
+        [
+            annotation("j", jpg, 1, [32, 32, 64, 32]),
+            annotation("p", png, 1, [32, 32, 64, 32]),
+            annotation("o", other, 1, [32, 32, 64, 32]),
+        ],
+    )
     first = run_crops(coco, images, options(tmp_path))
     assert first.written == 3 and first.exit_code == 0
     crops = tmp_path / "crops"
@@ -49,12 +65,21 @@ def test_same_name_with_another_extension_keeps_both_crops_on_every_run(tmp_path
     assert_filled(crops / "a/y___crop00.jpg", RED, (64, 32))  # no clash: the usual name
     assert not (crops / "a/x___crop00.jpg").exists()
     paths = {r["annotation_id"]: r["image_path"] for r in read_rows(crops / "crops.csv")}
-    assert paths == {"j": str(crops / "a/x.jpg___crop00.jpg"), "p": str(crops / "a/x.png___crop00.jpg"),
-                     "o": str(crops / "a/y___crop00.jpg")}
+    assert paths == {
+        "j": str(crops / "a/x.jpg___crop00.jpg"),
+        "p": str(crops / "a/x.png___crop00.jpg"),
+        "o": str(crops / "a/y___crop00.jpg"),
+    }
     # The same names next time, whatever the order of the images: nothing is made again.
-    coco2 = write_coco(tmp_path / "coco2.json", [other, png, jpg], [
-        annotation("o", other, 1, [32, 32, 64, 32]), annotation("p", png, 1, [32, 32, 64, 32]),
-        annotation("j", jpg, 1, [32, 32, 64, 32])])
+    coco2 = write_coco(
+        tmp_path / "coco2.json",
+        [other, png, jpg],
+        [
+            annotation("o", other, 1, [32, 32, 64, 32]),
+            annotation("p", png, 1, [32, 32, 64, 32]),
+            annotation("j", jpg, 1, [32, 32, 64, 32]),
+        ],
+    )
     again = run_crops(coco2, images, options(tmp_path))
     assert again.kept == 3 and again.written == again.remade == 0
 
@@ -62,8 +87,10 @@ def test_same_name_with_another_extension_keeps_both_crops_on_every_run(tmp_path
 def _manifest(images, recs, md5s) -> None:
     manifest = Manifest(images / ".sci-fetch" / "manifest.sqlite")
     run_id = manifest.begin_run({})
-    manifest.plan([Task(image_id=r["id"], key=f"k/{i}", dest=r["file_name"]) for i, r in enumerate(recs)], run_id, images)
-    manifest.record([Outcome(image_id=r["id"], state=State.done, md5=m) for r, m in zip(recs, md5s)])
+    manifest.plan(
+        [Task(image_id=r["id"], key=f"k/{i}", dest=r["file_name"]) for i, r in enumerate(recs)], run_id, images
+    )
+    manifest.record([Outcome(image_id=r["id"], state=State.done, md5=m) for r, m in zip(recs, md5s, strict=False)])
     manifest.close()
 
 
@@ -98,11 +125,25 @@ def test_crops_after_a_sharded_download_read_every_shard_manifest(s3_env, tmp_pa
     blobs = [_jpeg(RED, n) for n in range(12)]
     records = [animl_image(project, b, width=256, height=128) for b in blobs]
     seed(s3_env, "test-bucket", records, blobs)
-    anns = [{"id": f"a{i}", "image_id": r["id"], "category_id": 1, "bbox": [32, 32, 64, 32]} for i, r in enumerate(records)]
-    coco = write_coco(tmp_path / "coco.json", records, anns, categories=[{"id": 0, "name": "empty"}, {"id": 1, "name": "fox"}])
+    anns = [
+        {"id": f"a{i}", "image_id": r["id"], "category_id": 1, "bbox": [32, 32, 64, 32]} for i, r in enumerate(records)
+    ]
+    coco = write_coco(
+        tmp_path / "coco.json", records, anns, categories=[{"id": 0, "name": "empty"}, {"id": 1, "name": "fox"}]
+    )
     out = tmp_path / "out"
-    common = ["--output", str(out), "--endpoint-url", s3_env.endpoint_url, "--bucket", "test-bucket",
-              "--profile", "", "--progress", "off"]
+    common = [
+        "--output",
+        str(out),
+        "--endpoint-url",
+        s3_env.endpoint_url,
+        "--bucket",
+        "test-bucket",
+        "--profile",
+        "",
+        "--progress",
+        "off",
+    ]
     in_shard = {r["id"]: shard_of(r["id"], 2) for r in records}
     assert set(in_shard.values()) == {0, 1}
 

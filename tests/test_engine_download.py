@@ -8,8 +8,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from helpers import animl_image, failures, last_summary, random_blobs, seed, settings_for, write_coco
+
 from sci_fetch.cli import main
 from sci_fetch.commands.download import download
 from sci_fetch.manifest.models import State
@@ -34,7 +34,7 @@ def test_every_file_equals_its_source_and_rerun_makes_no_request(s3_env, mixed, 
     coco, images, blobs = mixed
     settings = settings_for(s3_env, coco, tmp_path / "out", chunk_size=256 * KB)
     assert download(settings) == 0
-    for record, data in zip(images, blobs):
+    for record, data in zip(images, blobs, strict=False):
         assert (tmp_path / "out" / record["file_name"]).read_bytes() == data
     assert not list((tmp_path / "out").rglob("*.partial"))
     summary = last_summary(settings)
@@ -55,7 +55,7 @@ def test_deleted_file_is_fetched_again_and_old_files_are_adopted_without_request
     coco, images, blobs = mixed
     out = tmp_path / "out"
     # Files an older script left: 20 good ones, one truncated, one with the right size but wrong bytes.
-    for record, data in list(zip(images, blobs))[:22]:
+    for record, data in list(zip(images, blobs, strict=False))[:22]:
         path = out / record["file_name"]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
@@ -65,7 +65,7 @@ def test_deleted_file_is_fetched_again_and_old_files_are_adopted_without_request
     assert download(settings) == 0
     summary = last_summary(settings)
     assert summary["adopted"] == 20 and summary["fetched"] == 20 and summary["requests"] == 20
-    for record, data in list(zip(images, blobs))[:40]:
+    for record, data in list(zip(images, blobs, strict=False))[:40]:
         assert (out / record["file_name"]).read_bytes() == data
 
     (out / images[3]["file_name"]).unlink()
@@ -137,7 +137,7 @@ def test_unsafe_file_names_write_nothing_outside_and_are_listed(s3_env, tmp_path
     blobs = random_blobs(6, seed=5, sizes=[2 * KB])
     images = [animl_image(project, b) for b in blobs]
     bad_names = ["../escaped.jpg", "/tmp/absolute.jpg", "a//b.jpg", "a\\b.jpg", ".sci-fetch/manifest.sqlite"]
-    for record, name in zip(images[1:], bad_names):
+    for record, name in zip(images[1:], bad_names, strict=False):
         record["file_name"] = name
     images.append({"id": 17, "file_name": None})
     seed(s3_env, "test-bucket", images[:6], blobs)
@@ -161,7 +161,9 @@ def test_duplicates_are_fetched_once_and_reported(s3_env, tmp_path):
     copy_of_first = dict(images[0])
     same_dest = dict(images[1], id=images[1]["id"] + "x", serving_bucket_key=images[1]["serving_bucket_key"])
     seed(s3_env, "test-bucket", images, blobs)
-    settings = settings_for(s3_env, write_coco(tmp_path / "c.json", images + [copy_of_first, same_dest]), tmp_path / "out")
+    settings = settings_for(
+        s3_env, write_coco(tmp_path / "c.json", images + [copy_of_first, same_dest]), tmp_path / "out"
+    )
     assert download(settings) == 0
     summary = last_summary(settings)
     assert summary["fetched"] == 2 and summary["duplicates"] == 2 and summary["requests"] == 2
@@ -174,8 +176,22 @@ def test_duplicates_are_fetched_once_and_reported(s3_env, tmp_path):
 def test_malformed_coco_is_one_clear_line_and_exit_2(s3_env, tmp_path, capsys, text, needle):
     coco = tmp_path / "bad.json"
     coco.write_text(text)
-    code = main(["download", str(coco), "--output", str(tmp_path / "out"), "--endpoint-url", s3_env.endpoint_url,
-                 "--bucket", "test-bucket", "--profile", "", "--progress", "off"])
+    code = main(
+        [
+            "download",
+            str(coco),
+            "--output",
+            str(tmp_path / "out"),
+            "--endpoint-url",
+            s3_env.endpoint_url,
+            "--bucket",
+            "test-bucket",
+            "--profile",
+            "",
+            "--progress",
+            "off",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr()
     assert needle in err.out + err.err and "Traceback" not in err.out + err.err
@@ -198,7 +214,9 @@ def test_medium_variant_and_key_template(s3_env, tmp_path):
     coco = write_coco(tmp_path / "c.json", [image])
     assert download(settings_for(s3_env, coco, tmp_path / "m", variant="medium")) == 0
     assert (tmp_path / "m" / image["file_name"]).read_bytes() == b"medium bytes"
-    assert download(settings_for(s3_env, coco, tmp_path / "l", key_template="lila/{file_name}", verify_id_md5=False)) == 0
+    assert (
+        download(settings_for(s3_env, coco, tmp_path / "l", key_template="lila/{file_name}", verify_id_md5=False)) == 0
+    )
     assert (tmp_path / "l" / image["file_name"]).read_bytes() == b"lila bytes"
 
 
@@ -229,13 +247,32 @@ def test_download_then_crops_writes_the_crop_csv(s3_env, tmp_path):
     data = buf.getvalue()
     image = animl_image(project, data, width=200, height=100)
     seed(s3_env, "test-bucket", [image], [data])
-    coco = write_coco(tmp_path / "c.json", [image], [
-        {"id": "a1", "image_id": image["id"], "category_id": 1, "bbox": [10, 20, 50, 50]},
-        {"id": "a0", "image_id": image["id"], "category_id": 0, "bbox": [0, 0, 0, 0]},
-    ])
+    coco = write_coco(
+        tmp_path / "c.json",
+        [image],
+        [
+            {"id": "a1", "image_id": image["id"], "category_id": 1, "bbox": [10, 20, 50, 50]},
+            {"id": "a0", "image_id": image["id"], "category_id": 0, "bbox": [0, 0, 0, 0]},
+        ],
+    )
     out = tmp_path / "out"
-    code = main(["download", str(coco), "--output", str(out), "--endpoint-url", s3_env.endpoint_url, "--bucket", "test-bucket",
-                 "--profile", "", "--progress", "off", "--crops"])
+    code = main(
+        [
+            "download",
+            str(coco),
+            "--output",
+            str(out),
+            "--endpoint-url",
+            s3_env.endpoint_url,
+            "--bucket",
+            "test-bucket",
+            "--profile",
+            "",
+            "--progress",
+            "off",
+            "--crops",
+        ]
+    )
     assert code == 0
     table = pd.read_csv(Path("crops") / "crops.csv")
     assert list(table.columns[:2]) == ["image_path", "species_label"]

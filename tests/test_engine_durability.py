@@ -60,7 +60,7 @@ def test_no_done_row_is_committed_before_the_sync_of_its_files(s3_env, dataset, 
             assert i > 0 and events[i - 1][0] == "sync", f"done rows recorded without a sync before them: {events}"
     syncs = [e for e in events if e[0] == "sync"]
     assert len(syncs) == len(recorded) < N  # one per flush, not one per file
-    for record_, data in zip(images, blobs):
+    for record_, data in zip(images, blobs, strict=False):
         assert (tmp_path / "out" / record_["file_name"]).read_bytes() == data
 
 

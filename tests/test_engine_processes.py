@@ -37,7 +37,7 @@ def dataset(s3, tmp_path_factory):
 
 
 def expected_tree(images, blobs) -> dict[str, bytes]:
-    return {r["file_name"]: b for r, b in zip(images, blobs)}
+    return {r["file_name"]: b for r, b in zip(images, blobs, strict=False)}
 
 
 def children_of(pid: int) -> list[int]:
@@ -84,7 +84,9 @@ def test_two_processes_give_the_same_files_and_one_manifest(s3_env, dataset, tmp
     assert "already done 240" in capsys.readouterr().out
 
 
-def test_a_killed_child_is_reported_its_images_stay_pending_and_a_resume_with_another_count_completes(s3_env, dataset, tmp_path):
+def test_a_killed_child_is_reported_its_images_stay_pending_and_a_resume_with_another_count_completes(
+    s3_env, dataset, tmp_path
+):
     coco, images, blobs = dataset
     out = tmp_path / "out"
     manifest = out / ".sci-fetch" / "manifest.sqlite"
@@ -132,11 +134,28 @@ def test_sigkill_of_the_parent_then_resume(s3_env, dataset, tmp_path):
 def test_a_signal_stops_every_process_and_status_reads_one_job(s3_env, dataset, tmp_path, sig, code):
     coco, images, blobs = dataset
     out = tmp_path / "out"
-    proc = start(s3_env, coco, out, "--processes", "2", "--concurrency", "4", "--max-requests-per-second", "20",
-                 "--grace-seconds", "2", "--status-interval", "0.2")
+    proc = start(
+        s3_env,
+        coco,
+        out,
+        "--processes",
+        "2",
+        "--concurrency",
+        "4",
+        "--max-requests-per-second",
+        "20",
+        "--grace-seconds",
+        "2",
+        "--status-interval",
+        "0.2",
+    )
     wait_until(lambda: final_files(out) >= 20, "20 images on disk", proc=proc)
-    status = subprocess.run([sys.executable, "-m", "sci_fetch", "status", "--output", str(out), "--json"],
-                            capture_output=True, text=True, timeout=120)
+    status = subprocess.run(
+        [sys.executable, "-m", "sci_fetch", "status", "--output", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     report = json.loads(status.stdout)
     assert sum(report["counts"].values()) == N  # one job: every image of the COCO file, from one manifest
     kids = children_of(proc.pid)

@@ -26,13 +26,17 @@ def no_parse(monkeypatch):
     monkeypatch.setattr("sci_fetch.engine.run.iter_images", refuse)
 
 
-def test_a_finished_unchanged_job_is_resumed_without_reading_or_requests(s3_env, dataset, tmp_path, monkeypatch, capsys):
+def test_a_finished_unchanged_job_is_resumed_without_reading_or_requests(
+    s3_env, dataset, tmp_path, monkeypatch, capsys
+):
     coco, images, blobs = dataset
     settings = settings_for(s3_env, coco, tmp_path / "out")
     assert download(settings) == 0
     with monkeypatch.context() as patch:
         no_parse(patch)
-        patch.setattr("sci_fetch.storage.s3.S3Storage.__aenter__", lambda self: (_ for _ in ()).throw(AssertionError("S3")))
+        patch.setattr(
+            "sci_fetch.storage.s3.S3Storage.__aenter__", lambda self: (_ for _ in ()).throw(AssertionError("S3"))
+        )
         capsys.readouterr()
         assert download(settings) == 0
     printed = capsys.readouterr().out

@@ -16,8 +16,8 @@ import uuid
 from contextlib import closing
 
 import pytest
-
 from helpers import animl_image, final_files, random_blobs, seed, wait_until, write_coco
+
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.store import Manifest
 
@@ -36,8 +36,26 @@ def dataset(s3, tmp_path_factory):
 def start(s3, coco, out, *extra: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SCI_FETCH_", "AWS_PROFILE"))}
     env.update(AWS_ACCESS_KEY_ID=s3.access_key, AWS_SECRET_ACCESS_KEY=s3.secret_key)
-    cmd = [sys.executable, "-m", "sci_fetch", "download", str(coco), "--output", str(out), "--bucket", "test-bucket",
-           "--endpoint-url", s3.endpoint_url, "--profile", "", "--progress", "off", "--flush-interval", "0.3", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sci_fetch",
+        "download",
+        str(coco),
+        "--output",
+        str(out),
+        "--bucket",
+        "test-bucket",
+        "--endpoint-url",
+        s3.endpoint_url,
+        "--profile",
+        "",
+        "--progress",
+        "off",
+        "--flush-interval",
+        "0.3",
+        *extra,
+    ]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -70,7 +88,7 @@ def done_rows(out) -> int:
 
 def check_consistent(out, images, blobs) -> dict[str, int]:
     """No file under a final name is incomplete, and no done row lacks its file; returns done attempts."""
-    expected = {r["file_name"]: d for r, d in zip(images, blobs)}
+    expected = {r["file_name"]: d for r, d in zip(images, blobs, strict=False)}
     for path in out.rglob("*.jpg"):
         rel = path.relative_to(out).as_posix()
         assert hashlib.md5(path.read_bytes()).digest() == hashlib.md5(expected[rel]).digest(), f"{rel} is incomplete"
@@ -93,8 +111,10 @@ def test_sigkill_at_random_moments_then_resume(s3_env, dataset, tmp_path):
     thresholds = sorted(rng.sample(range(5, len(images) - 10), 4))
     for round_, target in enumerate(thresholds):
         # Throttled so the run lasts a few seconds and the kill lands mid-run.
-        proc = start(s3_env, coco, out, "--concurrency", "8", "--max-requests-per-second", "40", "--status-interval", "0.1")
-        wait_until(lambda: final_files(out) >= target, f"{target} images on disk", proc=proc)
+        proc = start(
+            s3_env, coco, out, "--concurrency", "8", "--max-requests-per-second", "40", "--status-interval", "0.1"
+        )
+        wait_until(lambda target=target: final_files(out) >= target, f"{target} images on disk", proc=proc)
         if round_ == 0:  # and the manifest has caught up with some of them
             wait_until(lambda: done_rows(out), "a done row in the manifest", proc=proc)
         proc.send_signal(signal.SIGKILL)
@@ -112,7 +132,7 @@ def test_sigkill_at_random_moments_then_resume(s3_env, dataset, tmp_path):
     assert len(done) == len(images)
     assert {k: done[k] for k in done_before} == done_before
     assert not list(out.rglob("*.partial"))
-    for record, data in zip(images, blobs):
+    for record, data in zip(images, blobs, strict=False):
         assert (out / record["file_name"]).read_bytes() == data
 
 
@@ -120,8 +140,19 @@ def test_sigkill_at_random_moments_then_resume(s3_env, dataset, tmp_path):
 def test_signal_stops_within_grace_with_consistent_manifest(s3_env, dataset, tmp_path, sig, code):
     coco, images, blobs = dataset
     out = tmp_path / "out"
-    proc = start(s3_env, coco, out, "--concurrency", "8", "--max-requests-per-second", "20", "--grace-seconds", "2",
-                 "--status-interval", "0.1")
+    proc = start(
+        s3_env,
+        coco,
+        out,
+        "--concurrency",
+        "8",
+        "--max-requests-per-second",
+        "20",
+        "--grace-seconds",
+        "2",
+        "--status-interval",
+        "0.1",
+    )
     wait_running(out, proc, minimum=10)
     sent = time.monotonic()
     proc.send_signal(sig)
@@ -134,8 +165,11 @@ def test_signal_stops_within_grace_with_consistent_manifest(s3_env, dataset, tmp
     done = check_consistent(out, images, blobs)
     assert 0 < len(done) < len(images)
     # every image of the COCO file is accounted for, the ones not attempted as pending
-    counts = re.search(r"images in this COCO file: done (\d+), failed (\d+), missing (\d+), forbidden (\d+), "
-                       r"pending (\d+), invalid (\d+), duplicates (\d+)", output)
+    counts = re.search(
+        r"images in this COCO file: done (\d+), failed (\d+), missing (\d+), forbidden (\d+), "
+        r"pending (\d+), invalid (\d+), duplicates (\d+)",
+        output,
+    )
     assert counts, output
     assert sum(int(n) for n in counts.groups()) == len(images) and int(counts.group(1)) == len(done)
     assert not list(out.rglob("*.partial"))

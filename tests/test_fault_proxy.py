@@ -24,10 +24,18 @@ BODY = os.urandom(100_000)
 
 def client(s3, url: str, read_timeout: float = 5.0, **extra):
     return boto3.client(
-        "s3", endpoint_url=url, region_name="us-west-2",
-        aws_access_key_id=extra.pop("key", s3.access_key), aws_secret_access_key=s3.secret_key,
-        config=Config(retries={"total_max_attempts": 1}, read_timeout=read_timeout, connect_timeout=2,
-                      response_checksum_validation="when_required"), **extra,
+        "s3",
+        endpoint_url=url,
+        region_name="us-west-2",
+        aws_access_key_id=extra.pop("key", s3.access_key),
+        aws_secret_access_key=s3.secret_key,
+        config=Config(
+            retries={"total_max_attempts": 1},
+            read_timeout=read_timeout,
+            connect_timeout=2,
+            response_checksum_validation="when_required",
+        ),
+        **extra,
     )
 
 
@@ -50,13 +58,33 @@ def test_signed_requests_pass_through_unchanged(s3, obj):
             c.get_object(Bucket=BUCKET, Key="proxy/no-such-key")
         assert info.value.response["Error"]["Code"] == "NoSuchKey"  # upstream errors come through as they are
         # A wrong secret is still refused by the upstream: the proxy forwards, it does not sign.
-        bad = boto3.client("s3", endpoint_url=proxy.url, region_name="us-west-2", aws_access_key_id=s3.access_key,
-                           aws_secret_access_key="wrong", config=Config(retries={"total_max_attempts": 1}))
+        bad = boto3.client(
+            "s3",
+            endpoint_url=proxy.url,
+            region_name="us-west-2",
+            aws_access_key_id=s3.access_key,
+            aws_secret_access_key="wrong",
+            config=Config(retries={"total_max_attempts": 1}),
+        )
         with pytest.raises(bce.ClientError) as info:
             bad.get_object(Bucket=BUCKET, Key=obj)
         assert info.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
-    assert proxy.stats() == {"requests": 6, "forwarded": 6, "refused": 0, "injected": {}, "faults": 0, "upstream_errors": 0}
-    assert [(m, fate) for _, m, _, fate in proxy.history] == [("GET", None), ("HEAD", None), ("PUT", None), ("GET", None), ("GET", None), ("GET", None)]
+    assert proxy.stats() == {
+        "requests": 6,
+        "forwarded": 6,
+        "refused": 0,
+        "injected": {},
+        "faults": 0,
+        "upstream_errors": 0,
+    }
+    assert [(m, fate) for _, m, _, fate in proxy.history] == [
+        ("GET", None),
+        ("HEAD", None),
+        ("PUT", None),
+        ("GET", None),
+        ("GET", None),
+        ("GET", None),
+    ]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -81,7 +109,10 @@ def test_each_fault_kind(s3, obj, kind):
     if kind == "slowdown":
         assert err.response["Error"]["Code"] == "SlowDown" and err.response["ResponseMetadata"]["HTTPStatusCode"] == 503
     elif kind == "internal":
-        assert err.response["Error"]["Code"] == "InternalError" and err.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+        assert (
+            err.response["Error"]["Code"] == "InternalError"
+            and err.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+        )
     elif kind == "reset":
         assert isinstance(err, bce.ResponseStreamingError) and "reset" in str(err).lower()
     elif kind == "short":
@@ -139,6 +170,7 @@ def test_the_seed_fixes_the_sequence_of_faults(s3, obj):
 
 def test_latency_is_added_accurately(s3, obj):
     """The benchmarks' '+40 ms per request' regime: the median request is 40 ms slower, give or take 10."""
+
     def median_head_time(url: str) -> float:
         c = client(s3, url)
         c.head_object(Bucket=BUCKET, Key=obj)  # connect first
@@ -190,8 +222,11 @@ def test_bad_parameters_are_refused(s3):
 
 def test_runs_standalone_for_the_benchmarks(s3, obj):
     script = Path(__file__).with_name("fault_proxy.py")
-    proc = subprocess.Popen([sys.executable, str(script), "--upstream", s3.endpoint_url, "--latency", "0.01", "--slowdown", "0"],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--upstream", s3.endpoint_url, "--latency", "0.01", "--slowdown", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:")

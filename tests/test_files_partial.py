@@ -76,6 +76,7 @@ def test_a_cancelled_spill_open_leaves_no_partial_even_when_the_loop_ends_first(
         async def writer():
             async with PartialFile(dest, fsync=False, spill_at=10) as f:
                 await f.write(b"x" * 100)  # spills: opens the .partial in a worker thread
+
         task = asyncio.create_task(writer())
         await asyncio.to_thread(entered.wait, 30)
         task.cancel()

@@ -17,7 +17,7 @@ JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40
 async def keep(dest, data: bytes, expected: Expected, id_md5: str | None = None):
     async with VerifiedFile(dest, id_md5) as sink:
         for i in range(0, len(data), 1000):
-            await sink.write(bytearray(data[i:i + 1000]))
+            await sink.write(bytearray(data[i : i + 1000]))
         return await sink.commit(expected)
 
 

@@ -8,12 +8,11 @@ import uuid
 
 import pytest
 from helpers import animl_image, random_blobs, settings_for, write_coco
-from test_reliability_support import BUCKET, KB, seed_parallel
+from test_reliability_support import BUCKET, KB, rows, seed_parallel
 
 from sci_fetch.commands.download import download
 from sci_fetch.demo.tls import SeaweedS3Https, make_certs
 from sci_fetch.manifest.models import State
-from test_reliability_support import rows
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +44,17 @@ def tls_env(tls_s3, monkeypatch):
 @pytest.mark.parametrize("direct_get", [True, False])
 def test_https_with_the_servers_ca_downloads_every_byte(tls_env, dataset, tmp_path, direct_get):
     coco, images, blobs = dataset
-    settings = settings_for(tls_env, coco, tmp_path / "out", endpoint_url=tls_env.https_url,
-                            ca_bundle=tls_env.certs.ca, direct_get=direct_get)
+    settings = settings_for(
+        tls_env,
+        coco,
+        tmp_path / "out",
+        endpoint_url=tls_env.https_url,
+        ca_bundle=tls_env.certs.ca,
+        direct_get=direct_get,
+    )
     assert settings.endpoint_url.startswith("https://")
     assert download(settings) == 0
-    for record, data in zip(images, blobs):
+    for record, data in zip(images, blobs, strict=False):
         assert (tmp_path / "out" / record["file_name"]).read_bytes() == data
     assert {r.state for r in rows(settings.manifest_path).values()} == {State.done}
 

@@ -2,7 +2,13 @@ import pytest
 
 from sci_fetch.coco.models import CocoImage
 from sci_fetch.keys.mapping import (
-    UnsafePathError, Variant, animl_md5, check_template, make_task, object_key, safe_relative_path,
+    UnsafePathError,
+    Variant,
+    animl_md5,
+    check_template,
+    make_task,
+    object_key,
+    safe_relative_path,
 )
 
 MD5 = "93d7cd6ce8ca79f85dcee05872e8059d"
@@ -39,20 +45,23 @@ def test_unknown_template_field_is_rejected_with_its_name():
         check_template("images/{idd}")
 
 
-@pytest.mark.parametrize("name,why", [
-    ("../evil.jpg", "'..'"),
-    ("a/../../evil.jpg", "'..'"),
-    ("/etc/passwd", "absolute"),
-    ("a//b.jpg", "empty path part"),
-    ("a/b/", "empty path part"),
-    ("a\\..\\b.jpg", "backslash"),
-    ("a/./b.jpg", "'.'"),
-    ("a\x00b.jpg", "NUL"),
-    ("C:/x.jpg", "drive letter"),
-    (".sci-fetch/manifest.sqlite", "state folder"),
-    ("a/b.jpg.partial", ".partial"),
-    ("a/\nb.jpg", "control character"),
-])
+@pytest.mark.parametrize(
+    "name,why",
+    [
+        ("../evil.jpg", "'..'"),
+        ("a/../../evil.jpg", "'..'"),
+        ("/etc/passwd", "absolute"),
+        ("a//b.jpg", "empty path part"),
+        ("a/b/", "empty path part"),
+        ("a\\..\\b.jpg", "backslash"),
+        ("a/./b.jpg", "'.'"),
+        ("a\x00b.jpg", "NUL"),
+        ("C:/x.jpg", "drive letter"),
+        (".sci-fetch/manifest.sqlite", "state folder"),
+        ("a/b.jpg.partial", ".partial"),
+        ("a/\nb.jpg", "control character"),
+    ],
+)
 def test_unsafe_file_names_are_rejected(name, why):
     with pytest.raises(UnsafePathError, match=why):
         safe_relative_path(name)

@@ -25,11 +25,13 @@ def test_state_changes_and_resume_decisions(tmp_path):
     m.plan([task(1), task(2), task(3), task(4)], run, tmp_path)
     (tmp_path / "p").mkdir()
     (tmp_path / "p/1.jpg").write_bytes(b"12345")
-    m.record([
-        Outcome(image_id="p:1", state=State.done, bytes=5, md5="m1", etag="e1", attempts=1),
-        Outcome(image_id="p:2", state=State.failed, attempts=5, error="503 SlowDown"),
-        Outcome(image_id="p:3", state=State.missing, attempts=1, error="404"),
-    ])
+    m.record(
+        [
+            Outcome(image_id="p:1", state=State.done, bytes=5, md5="m1", etag="e1", attempts=1),
+            Outcome(image_id="p:2", state=State.failed, attempts=5, error="503 SlowDown"),
+            Outcome(image_id="p:3", state=State.missing, attempts=1, error="404"),
+        ]
+    )
     row = m.get("p:1")
     assert (row.state, row.bytes, row.md5, row.attempts) == (State.done, 5, "m1", 1)
     assert m.get("p:2").last_error == "503 SlowDown" and m.get("p:2").attempts == 5

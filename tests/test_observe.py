@@ -12,8 +12,8 @@ import urllib.request
 import uuid
 
 import pytest
-
 from helpers import animl_image, random_blobs, seed, write_coco
+
 from sci_fetch.cli import main
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.store import Manifest
@@ -34,8 +34,24 @@ def dataset(s3, tmp_path_factory):
 def command(s3, coco, out, *extra: str) -> tuple[list[str], dict]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SCI_FETCH_", "AWS_PROFILE"))}
     env.update(AWS_ACCESS_KEY_ID=s3.access_key, AWS_SECRET_ACCESS_KEY=s3.secret_key)
-    cmd = [sys.executable, "-m", "sci_fetch", "download", str(coco), "--output", str(out), "--bucket", "test-bucket",
-           "--endpoint-url", s3.endpoint_url, "--profile", "", "--progress", "off", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sci_fetch",
+        "download",
+        str(coco),
+        "--output",
+        str(out),
+        "--bucket",
+        "test-bucket",
+        "--endpoint-url",
+        s3.endpoint_url,
+        "--profile",
+        "",
+        "--progress",
+        "off",
+        *extra,
+    ]
     return cmd, env
 
 
@@ -65,7 +81,7 @@ def test_four_shards_as_four_processes_fetch_every_image_exactly_once(s3_env, da
         for r in rows:
             seen[r.image_id] = seen.get(r.image_id, 0) + 1
     assert seen == {r["id"]: 1 for r in images}
-    for record, data in zip(images, blobs):
+    for record, data in zip(images, blobs, strict=False):
         assert (out / record["file_name"]).read_bytes() == data
     # status merges the four manifests into one job
     capsys.readouterr()
@@ -80,9 +96,23 @@ def test_status_file_and_metrics_during_a_run(s3_env, dataset, tmp_path):
     coco, images, _ = dataset
     out = tmp_path / "out"
     port = free_port()
-    cmd, env = command(s3_env, coco, out, "--concurrency", "4", "--max-requests-per-second", "25",
-                       "--status-interval", "0.5", "--metrics-port", str(port), "--metrics-host", "127.0.0.1",
-                       "--flush-interval", "0.3")
+    cmd, env = command(
+        s3_env,
+        coco,
+        out,
+        "--concurrency",
+        "4",
+        "--max-requests-per-second",
+        "25",
+        "--status-interval",
+        "0.5",
+        "--metrics-port",
+        str(port),
+        "--metrics-host",
+        "127.0.0.1",
+        "--flush-interval",
+        "0.3",
+    )
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         status_path = out / ".sci-fetch" / "status.json"
@@ -100,7 +130,11 @@ def test_status_file_and_metrics_during_a_run(s3_env, dataset, tmp_path):
         assert mid["images"]["total"] == 200 and mid["eta_seconds"] is not None
         assert mid["rates"]["average_images_per_second"] > 0 and mid["requests"] >= mid["images"]["fetched"]
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-        fetched = [line for line in body.splitlines() if line.startswith('sci_fetch_images_total{') and 'outcome="fetched"' in line]
+        fetched = [
+            line
+            for line in body.splitlines()
+            if line.startswith("sci_fetch_images_total{") and 'outcome="fetched"' in line
+        ]
         assert fetched and float(fetched[0].rsplit(" ", 1)[1]) > 0
         assert 'sci_fetch_images_total_in_coco{shard="0/1"} 200.0' in body
         # health while it runs: fresh heartbeat
@@ -127,8 +161,21 @@ def test_health_fails_for_a_stalled_or_failed_run(tmp_path, capsys):
 
 def test_json_log_lines_carry_the_figures(s3_env, dataset, tmp_path):
     coco, _, _ = dataset
-    cmd, env = command(s3_env, coco, tmp_path / "out", "--log-format", "json", "--progress", "log",
-                       "--log-interval", "0.2", "--limit", "60", "--max-requests-per-second", "20")
+    cmd, env = command(
+        s3_env,
+        coco,
+        tmp_path / "out",
+        "--log-format",
+        "json",
+        "--progress",
+        "log",
+        "--log-interval",
+        "0.2",
+        "--limit",
+        "60",
+        "--max-requests-per-second",
+        "20",
+    )
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
@@ -141,6 +188,8 @@ def test_json_log_lines_carry_the_figures(s3_env, dataset, tmp_path):
 def test_json_formatter_keeps_extra_fields():
     import logging
 
-    record = logging.makeLogRecord({"msg": "x %s", "args": ("y",), "levelname": "INFO", "name": "sci_fetch", "progress": {"a": 1}})
+    record = logging.makeLogRecord(
+        {"msg": "x %s", "args": ("y",), "levelname": "INFO", "name": "sci_fetch", "progress": {"a": 1}}
+    )
     data = json.loads(JsonFormatter().format(record))
     assert data["message"] == "x y" and data["progress"] == {"a": 1} and data["level"] == "info"

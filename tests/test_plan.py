@@ -32,13 +32,29 @@ def known(s3, tmp_path_factory):
     seed(s3, "test-bucket", images, blobs)
     absent = [animl_image(project, f"never uploaded {i}".encode(), camera="GONE") for i in range(2)]
     folder = tmp_path_factory.mktemp("plan-coco")
-    return write_coco(folder / "all.json", images), write_coco(folder / "with-missing.json", images + absent), \
-        write_coco(folder / "all-missing.json", absent), {r["serving_bucket_key"] for r in absent}
+    return (
+        write_coco(folder / "all.json", images),
+        write_coco(folder / "with-missing.json", images + absent),
+        write_coco(folder / "all-missing.json", absent),
+        {r["serving_bucket_key"] for r in absent},
+    )
 
 
 def server_flags(s3) -> list[str]:
-    return ["--bucket", "test-bucket", "--endpoint-url", s3.endpoint_url, "--region", "us-west-2", "--profile", "",
-            "--retry-base-delay", "0.01", "--retry-max-delay", "0.05"]
+    return [
+        "--bucket",
+        "test-bucket",
+        "--endpoint-url",
+        s3.endpoint_url,
+        "--region",
+        "us-west-2",
+        "--profile",
+        "",
+        "--retry-base-delay",
+        "0.01",
+        "--retry-max-delay",
+        "0.05",
+    ]
 
 
 def run_plan(s3, coco: Path, out: Path, capsys, *extra: str) -> tuple[int, dict]:
@@ -119,8 +135,12 @@ def tmpfs(tmp_path):
     point.mkdir()
     if not shutil.which("mount"):
         pytest.skip("no mount command")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(point)],
-                            check=False, capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(point)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {result.stderr.strip()}")
     yield point

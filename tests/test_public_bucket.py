@@ -42,14 +42,31 @@ def lila(public_s3, tmp_path_factory):
         blobs[file_name] = data
         public_s3.put(PUBLIC, f"{PREFIX}/{file_name}", data)
     coco = tmp_path_factory.mktemp("lila") / "ena24.json"
-    coco.write_text(json.dumps({"info": {"version": "1.0"}, "images": images, "annotations": [],
-                                "categories": [{"id": 0, "name": "empty"}]}))
+    coco.write_text(
+        json.dumps(
+            {
+                "info": {"version": "1.0"},
+                "images": images,
+                "annotations": [],
+                "categories": [{"id": 0, "name": "empty"}],
+            }
+        )
+    )
     return coco, blobs
 
 
 def public_flags(server: SeaweedS3) -> list[str]:
-    return ["--anonymous", "--bucket", PUBLIC, "--region", "us-east-1", "--endpoint-url", server.endpoint_url,
-            "--key-template", PREFIX + "/{file_name}"]
+    return [
+        "--anonymous",
+        "--bucket",
+        PUBLIC,
+        "--region",
+        "us-east-1",
+        "--endpoint-url",
+        server.endpoint_url,
+        "--key-template",
+        PREFIX + "/{file_name}",
+    ]
 
 
 def test_lila_style_coco_downloads_anonymously_with_a_key_template(public_s3, lila, tmp_path, capsys):
@@ -58,7 +75,9 @@ def test_lila_style_coco_downloads_anonymously_with_a_key_template(public_s3, li
     code = main(["download", str(coco), "--output", str(out), *public_flags(public_s3), "--progress", "off"])
     assert code == 0, capsys.readouterr()
     got = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*.jpg")}
-    assert {k: hashlib.md5(v).hexdigest() for k, v in got.items()} == {k: hashlib.md5(v).hexdigest() for k, v in blobs.items()}
+    assert {k: hashlib.md5(v).hexdigest() for k, v in got.items()} == {
+        k: hashlib.md5(v).hexdigest() for k, v in blobs.items()
+    }
     assert not list(out.rglob("*.partial"))
 
 
@@ -79,8 +98,12 @@ def test_unsigned_requests_cannot_list_or_write_the_public_bucket(public_s3):
     from botocore.config import Config
     from botocore.exceptions import ClientError
 
-    client = boto3.client("s3", endpoint_url=public_s3.endpoint_url, region_name="us-east-1",
-                          config=Config(signature_version=UNSIGNED, retries={"total_max_attempts": 1}))
+    client = boto3.client(
+        "s3",
+        endpoint_url=public_s3.endpoint_url,
+        region_name="us-east-1",
+        config=Config(signature_version=UNSIGNED, retries={"total_max_attempts": 1}),
+    )
     with pytest.raises(ClientError, match="AccessDenied"):
         client.list_objects_v2(Bucket=PUBLIC)
     with pytest.raises(ClientError, match="AccessDenied"):
@@ -98,4 +121,6 @@ def test_the_readme_command_works_beside_the_shipped_settings_toml(public_s3, li
     assert main(["plan", str(coco), "--output", "ena24", *flags]) == 0
     assert "12 exist, 0 missing" in capsys.readouterr().out
     assert main(["download", str(coco), "--output", "ena24", *flags]) == 0
-    assert sorted(p.relative_to(tmp_path / "ena24").as_posix() for p in (tmp_path / "ena24").rglob("*.jpg")) == sorted(blobs)
+    assert sorted(p.relative_to(tmp_path / "ena24").as_posix() for p in (tmp_path / "ena24").rglob("*.jpg")) == sorted(
+        blobs
+    )

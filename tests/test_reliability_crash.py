@@ -61,7 +61,7 @@ def comparable(manifest_path) -> dict:
 
 def test_five_sigkills_then_resume_ends_byte_identical_to_a_clean_run(s3_env, dataset, tmp_path):
     coco, images, blobs = dataset
-    expected = {r["file_name"]: b for r, b in zip(images, blobs)}
+    expected = {r["file_name"]: b for r, b in zip(images, blobs, strict=False)}
     clean = settings_for(s3_env, coco, tmp_path / "clean")
     assert download(clean) == 0
 
@@ -81,7 +81,7 @@ def test_five_sigkills_then_resume_ends_byte_identical_to_a_clean_run(s3_env, da
             target = 0
         else:
             target = thresholds[round_ - 1]
-            wait_until(lambda: final_files(out) >= target, f"{target} images on disk", proc=proc)
+            wait_until(lambda target=target: final_files(out) >= target, f"{target} images on disk", proc=proc)
         proc.kill()
         proc.wait(timeout=60)
         done = {k: r.attempts for k, r in check_manifest_never_leads(out, manifest, expected).items()}
@@ -108,11 +108,23 @@ def test_five_sigkills_then_resume_ends_byte_identical_to_a_clean_run(s3_env, da
 def test_signal_while_downloads_hang_mid_body_ends_within_grace(s3_env, dataset, tmp_path, sig, code):
     """The grace time is a bound, not a hope: eight downloads stuck mid-body are cancelled when it ends."""
     coco, images, blobs = dataset
-    expected = {r["file_name"]: b for r, b in zip(images, blobs)}
+    expected = {r["file_name"]: b for r, b in zip(images, blobs, strict=False)}
     out = tmp_path / "out"
     with FaultProxy(s3_env.endpoint_url, stall_seconds=60) as proxy:
-        proc = start(s3_env, coco, out, "--concurrency", "8", "--grace-seconds", "1.5", "--read-timeout", "30",
-                     "--chunk-size", "4096", endpoint=proxy.url)
+        proc = start(
+            s3_env,
+            coco,
+            out,
+            "--concurrency",
+            "8",
+            "--grace-seconds",
+            "1.5",
+            "--read-timeout",
+            "30",
+            "--chunk-size",
+            "4096",
+            endpoint=proxy.url,
+        )
         wait_until(lambda: proxy.forwarded >= 40, "40 requests forwarded", proc=proc)
         proxy.set_rates(stall=1.0)  # from now on every body stops half-way
         # eight downloads hang half-way through their bodies

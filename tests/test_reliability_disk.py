@@ -35,8 +35,10 @@ N = 80
 
 @pytest.fixture(scope="module")
 def dataset(s3, tmp_path_factory):
-    coco, images, blobs = seeded_dataset(s3, tmp_path_factory.mktemp("coco"), "disk", N, 51, [20 * KB, 40 * KB, 60 * KB])
-    return coco, images, {r["file_name"]: b for r, b in zip(images, blobs)}
+    coco, images, blobs = seeded_dataset(
+        s3, tmp_path_factory.mktemp("coco"), "disk", N, 51, [20 * KB, 40 * KB, 60 * KB]
+    )
+    return coco, images, {r["file_name"]: b for r, b in zip(images, blobs, strict=False)}
 
 
 @pytest.fixture
@@ -49,8 +51,12 @@ def tmpfs(tmp_path):
         point.mkdir()
         if not shutil.which("mount"):
             pytest.skip("no mount command")
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(point)], check=False,
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(point)],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
         mounted.append(point)
@@ -65,7 +71,9 @@ def resize(point: Path, size: str) -> None:
     subprocess.run(["mount", "-o", f"remount,size={size}", str(point)], check=True)
 
 
-def test_enospc_injected_in_the_write_path_stops_the_run_and_a_later_run_completes(s3_env, dataset, tmp_path, monkeypatch, capsys):
+def test_enospc_injected_in_the_write_path_stops_the_run_and_a_later_run_completes(
+    s3_env, dataset, tmp_path, monkeypatch, capsys
+):
     """The disk 'fills' after 1 MB: the write that crosses it writes what fits and fails with ENOSPC,
     exactly as write(2) does, in the helper PartialFile writes through (so its error mapping and clean-up
     are what is tested)."""
@@ -87,7 +95,10 @@ def test_enospc_injected_in_the_write_path_stops_the_run_and_a_later_run_complet
     settings = settings_for(s3_env, coco, out, concurrency=8, chunk_size=8 * KB)
     assert download(settings) == 4
     printed = capsys.readouterr().out
-    assert "sci-fetch: stopping: write " in printed and ".partial: No space left on device; free some space and run the same command again" in printed
+    assert (
+        "sci-fetch: stopping: write " in printed
+        and ".partial: No space left on device; free some space and run the same command again" in printed
+    )
     done = check_manifest_never_leads(out, settings.manifest_path, expected)
     states = [r.state for r in rows(settings.manifest_path).values()]
     assert states.count(State.failed) == 0 and states.count(State.missing) == 0  # the images are not blamed
@@ -133,7 +144,9 @@ def fill(point: Path) -> Path:
     return ballast
 
 
-def test_a_manifest_filling_its_disk_while_planning_stops_the_run_with_exit_4(s3_env, dataset, tmp_path, tmpfs, capsys, caplog):
+def test_a_manifest_filling_its_disk_while_planning_stops_the_run_with_exit_4(
+    s3_env, dataset, tmp_path, tmpfs, capsys, caplog
+):
     """The manifest on its own 160 KB disk, 80 images with 900-character paths (about 2 KB of manifest each):
     SQLite's SQLITE_FULL becomes the same one line and exit 4 as a full image disk, not a traceback, and
     not a silent exit 0 with a half-planned run."""
@@ -147,7 +160,10 @@ def test_a_manifest_filling_its_disk_while_planning_stops_the_run_with_exit_4(s3
     settings = settings_for(s3_env, long_coco, out, manifest=small / "manifest.sqlite", concurrency=8)
     assert download(settings) == 4
     printed = capsys.readouterr().out
-    assert f"sci-fetch: stopping: manifest {small / 'manifest.sqlite'} cannot be written: database or disk is full; free some space" in printed
+    assert (
+        f"sci-fetch: stopping: manifest {small / 'manifest.sqlite'} cannot be written: database or disk is full; free some space"
+        in printed
+    )
     assert "Traceback" not in printed
     # failures.csv and status.json beside the manifest do not fit either: said, and no half-written .tmp left.
     assert f"{small / 'failures.csv'} not written: No space left on device" in caplog.text
@@ -174,8 +190,11 @@ def test_a_manifest_on_a_disk_already_full_is_one_clear_error(s3_env, dataset, t
     except DiskError as exc:
         outcome, message = "raised", str(exc)
     assert outcome in (4, "raised")
-    assert re.search(r"manifest \S+manifest.sqlite cannot be written: (database or disk is full|disk I/O error); "
-                     r"free some space and run the same command again", message), message
+    assert re.search(
+        r"manifest \S+manifest.sqlite cannot be written: (database or disk is full|disk I/O error); "
+        r"free some space and run the same command again",
+        message,
+    ), message
     assert tree(tmp_path / "out") == {}
     ballast.unlink()
     # Room again: 256 KB barely holds the manifest's write-ahead log for a whole run, so grow it as a user
@@ -185,7 +204,9 @@ def test_a_manifest_on_a_disk_already_full_is_one_clear_error(s3_env, dataset, t
     assert tree(tmp_path / "out") == expected
 
 
-def test_a_manifest_write_failing_mid_run_keeps_the_files_and_the_next_run_adopts_them(s3_env, dataset, tmp_path, monkeypatch, capsys):
+def test_a_manifest_write_failing_mid_run_keeps_the_files_and_the_next_run_adopts_them(
+    s3_env, dataset, tmp_path, monkeypatch, capsys
+):
     """SQLITE_FULL on the third batch of outcomes: the run stops; files already renamed stay, and the next
     run adopts the ones the manifest did not hear about (checked against their id md5, no request)."""
     coco, _images, expected = dataset

@@ -45,8 +45,17 @@ def test_2000_objects_with_10_percent_of_requests_faulted_all_end_done_and_verif
     coco, images, blobs = many
     out = tmp_path / "out"
     with FaultProxy(s3_env.endpoint_url, seed=7, rates=RATES, stall_seconds=3) as proxy:
-        settings = settings_for(s3_env, coco, out, endpoint_url=proxy.url, concurrency=32, read_timeout=0.5,
-                                max_attempts=8, retry_base_delay=0.005, retry_max_delay=0.05)
+        settings = settings_for(
+            s3_env,
+            coco,
+            out,
+            endpoint_url=proxy.url,
+            concurrency=32,
+            read_timeout=0.5,
+            max_attempts=8,
+            retry_base_delay=0.005,
+            retry_max_delay=0.05,
+        )
         started = time.monotonic()
         assert download(settings) == 0
         took = time.monotonic() - started
@@ -56,7 +65,7 @@ def test_2000_objects_with_10_percent_of_requests_faulted_all_end_done_and_verif
         # Every image is done and byte-identical: its MD5 equals the one in its Animl id.
         by_id = rows(settings.manifest_path)
         assert len(by_id) == N and all(r.state is State.done for r in by_id.values())
-        for record, data in zip(images, blobs):
+        for record, data in zip(images, blobs, strict=False):
             on_disk = (out / record["file_name"]).read_bytes()
             assert on_disk == data
             assert hashlib.md5(on_disk).hexdigest() == record["id"].split(":")[1] == by_id[record["id"]].md5
@@ -71,13 +80,18 @@ def test_2000_objects_with_10_percent_of_requests_faulted_all_end_done_and_verif
         assert all(injected.get(k, 0) >= 10 for k in RATES), injected
         assert 0.08 < sum(injected.values()) / requests < 0.12
         assert summary["retries"] == {
-            "slowdown": injected["slowdown"], "server-error": injected["internal"], "timeout": injected["stall"],
-            "connection": injected["reset"] + injected["short"], "etag-mismatch": injected["corrupt"],
+            "slowdown": injected["slowdown"],
+            "server-error": injected["internal"],
+            "timeout": injected["stall"],
+            "connection": injected["reset"] + injected["short"],
+            "etag-mismatch": injected["corrupt"],
         }
         assert summary["requests"] == requests == N + sum(injected.values())
         assert sum(r.attempts for r in by_id.values()) == requests
-        print(f"\nfaults: {N} objects, {requests} requests, {sum(injected.values())} faults injected {injected}, "
-              f"retries {summary['retries']}, {took:.1f}s; verify {verify_took:.2f}s")
+        print(
+            f"\nfaults: {N} objects, {requests} requests, {sum(injected.values())} faults injected {injected}, "
+            f"retries {summary['retries']}, {took:.1f}s; verify {verify_took:.2f}s"
+        )
 
         # Run again through the same faulty proxy: nothing is fetched, so no fault can matter.
         before = proxy.requests
@@ -99,12 +113,13 @@ def test_a_key_that_keeps_failing_ends_failed_not_done(s3_env, many, tmp_path):
     assert tree(out) == {} and leftovers(out) == []
 
 
-@pytest.mark.parametrize("code,hint", [("ExpiredToken", "session token expired"),
-                                       ("InvalidAccessKeyId", "access key is not known")])
+@pytest.mark.parametrize(
+    "code,hint", [("ExpiredToken", "session token expired"), ("InvalidAccessKeyId", "access key is not known")]
+)
 def test_credentials_refused_mid_run_stop_it_and_keep_the_work_done(s3_env, many, tmp_path, capsys, code, hint):
     coco, images, blobs = many
     out = tmp_path / "out"
-    expected = {r["file_name"]: b for r, b in zip(images, blobs)}
+    expected = {r["file_name"]: b for r, b in zip(images, blobs, strict=False)}
     with FaultProxy(s3_env.endpoint_url) as proxy:
         proxy.refuse_credentials(after=150, code=code)
         settings = settings_for(s3_env, coco, out, endpoint_url=proxy.url, limit=600, concurrency=16)
@@ -129,7 +144,9 @@ def test_credentials_refused_mid_run_stop_it_and_keep_the_work_done(s3_env, many
         summary = last_summary(settings)
         assert summary["adopted"] == on_disk - len(done) and summary["already_done"] == len(done)
         assert summary["fetched"] == proxy.requests - before == 600 - on_disk
-    assert {k: v.attempts for k, v in rows(settings.manifest_path).items() if k in done} == {k: v.attempts for k, v in done.items()}
+    assert {k: v.attempts for k, v in rows(settings.manifest_path).items() if k in done} == {
+        k: v.attempts for k, v in done.items()
+    }
     check_manifest_equals_disk(out, settings.manifest_path)
 
 
@@ -151,7 +168,7 @@ def test_objects_that_are_not_images_are_failed_with_the_reason(s3_env, tmp_path
     put(animl[1]["serving_bucket_key"], html)
     # Plain ids with a key template: no md5 is known.
     plain = [{"id": f"{tag}-{i}", "file_name": f"lila/{tag}/{i}.jpg"} for i in range(4)]
-    for record, body in zip(plain, [b"", html, xml, good]):
+    for record, body in zip(plain, [b"", html, xml, good], strict=False):
         put(f"lila-{record['file_name']}", body)
     out = tmp_path / "out"
     coco = write_coco(tmp_path / "c.json", animl)
@@ -167,7 +184,9 @@ def test_objects_that_are_not_images_are_failed_with_the_reason(s3_env, tmp_path
     assert download(settings) == 1
     reasons = {r["image_id"]: r for r in failures(settings)}
     assert set(reasons) == {f"{tag}-0", f"{tag}-1", f"{tag}-2"}
-    assert all(r["state"] == "failed" and r["attempts"] == "1" for r in reasons.values())  # not retried: S3 holds these bytes
+    assert all(
+        r["state"] == "failed" and r["attempts"] == "1" for r in reasons.values()
+    )  # not retried: S3 holds these bytes
     assert "the object is empty (0 bytes), not an image" in reasons[f"{tag}-0"]["reason"]
     assert "the object is an HTML/XML page, not an image (starts with '<!DOCTYPE html>" in reasons[f"{tag}-1"]["reason"]
     assert "HTML/XML page" in reasons[f"{tag}-2"]["reason"]
@@ -179,4 +198,6 @@ def test_objects_that_are_not_images_are_failed_with_the_reason(s3_env, tmp_path
         (out / plain[i]["file_name"]).write_bytes(body)
     assert download(settings) == 1
     states = {r.image_id: r.state for r in rows(settings.manifest_path).values()}
-    assert states[f"{tag}-0"] is State.failed and states[f"{tag}-1"] is State.failed and states[f"{tag}-3"] is State.done
+    assert (
+        states[f"{tag}-0"] is State.failed and states[f"{tag}-1"] is State.failed and states[f"{tag}-3"] is State.done
+    )

@@ -55,8 +55,16 @@ def status_json(out) -> dict:
 def test_a_dead_endpoint_stops_at_once_with_one_line_and_fails_no_image(s3_env, dataset, tmp_path, capsys):
     coco, _, _ = dataset
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there: connection refused
-    settings = settings_for(s3_env, coco, tmp_path / "out", endpoint_url=dead, concurrency=16, max_attempts=5,
-                            retry_base_delay=0.5, retry_max_delay=20.0)
+    settings = settings_for(
+        s3_env,
+        coco,
+        tmp_path / "out",
+        endpoint_url=dead,
+        concurrency=16,
+        max_attempts=5,
+        retry_base_delay=0.5,
+        retry_max_delay=20.0,
+    )
     assert download(settings) == 3
     printed = capsys.readouterr().out
     (line,) = [x for x in printed.splitlines() if x.startswith("sci-fetch: ")]
@@ -70,8 +78,9 @@ def test_a_dead_endpoint_stops_at_once_with_one_line_and_fails_no_image(s3_env, 
 
 def test_a_dead_endpoint_with_one_worker_stops_once_its_key_is_out_of_attempts(s3_env, dataset, tmp_path, capsys):
     coco, _, _ = dataset
-    settings = settings_for(s3_env, coco, tmp_path / "out", endpoint_url=f"http://127.0.0.1:{free_port()}",
-                            concurrency=1, max_attempts=3)
+    settings = settings_for(
+        s3_env, coco, tmp_path / "out", endpoint_url=f"http://127.0.0.1:{free_port()}", concurrency=1, max_attempts=3
+    )
     assert download(settings) == 3
     assert "cannot be reached" in capsys.readouterr().out
     assert last_summary(settings)["requests"] == 3 and states(settings) == {"pending": N}
@@ -81,8 +90,20 @@ def test_an_outage_mid_run_pauses_the_workers_and_the_run_completes(s3_env, data
     coco, images, blobs = dataset
     out = tmp_path / "out"
     with FaultProxy(s3_env.endpoint_url) as proxy:
-        proc = start(s3_env, coco, out, "--concurrency", "8", "--max-requests-per-second", "40",
-                     "--status-interval", "0.1", "--max-attempts", "2", endpoint=proxy.url)
+        proc = start(
+            s3_env,
+            coco,
+            out,
+            "--concurrency",
+            "8",
+            "--max-requests-per-second",
+            "40",
+            "--status-interval",
+            "0.1",
+            "--max-attempts",
+            "2",
+            endpoint=proxy.url,
+        )
         wait_until(lambda: final_files(out) >= 30, "30 images on disk", proc=proc)
         proxy.go_down()
         wait_until(lambda: status_json(out).get("unreachable_since"), "status.json reports the outage", proc=proc)
@@ -92,7 +113,7 @@ def test_an_outage_mid_run_pauses_the_workers_and_the_run_completes(s3_env, data
     failures_csv = out / ".sci-fetch" / "failures.csv"
     assert proc.returncode == 0, output + (failures_csv.read_text() if failures_csv.exists() else "")
     assert "the endpoint is unreachable since" in output and "answers again after" in output
-    for record, data in zip(images, blobs):
+    for record, data in zip(images, blobs, strict=False):
         assert (out / record["file_name"]).read_bytes() == data
     by_id = rows(out / ".sci-fetch" / "manifest.sqlite")
     assert all(r.state is State.done for r in by_id.values()) and len(by_id) == N
@@ -104,8 +125,18 @@ def test_an_outage_longer_than_the_limit_stops_with_exit_3_and_every_image_pendi
     coco, images, blobs = dataset
     out = tmp_path / "out"
     with FaultProxy(s3_env.endpoint_url) as proxy:
-        proc = start(s3_env, coco, out, "--concurrency", "8", "--max-requests-per-second", "40",
-                     "--outage-limit", "2", endpoint=proxy.url)
+        proc = start(
+            s3_env,
+            coco,
+            out,
+            "--concurrency",
+            "8",
+            "--max-requests-per-second",
+            "40",
+            "--outage-limit",
+            "2",
+            endpoint=proxy.url,
+        )
         wait_until(lambda: final_files(out) >= 20, "20 images on disk", proc=proc)
         proxy.go_down()
         output, _ = proc.communicate(timeout=300)
@@ -158,7 +189,7 @@ def test_an_encrypted_bucket_verifies_against_the_id_md5_not_the_etag(s3_env, da
         assert download(settings) == 0
     by_id = rows(settings.manifest_path)
     assert len(by_id) == 40
-    for record, data in zip(images[:40], blobs[:40]):
+    for record, data in zip(images[:40], blobs[:40], strict=False):
         row = by_id[record["id"]]
         assert row.state is State.done and row.checks == "size,id-md5" and row.md5 == hashlib.md5(data).hexdigest()
         assert (tmp_path / "out" / record["file_name"]).read_bytes() == data
@@ -212,13 +243,19 @@ def test_a_dry_run_shows_the_first_resolved_keys(s3_env, dataset, tmp_path, capl
     shown = [r for r in caplog.records if r.getMessage().startswith("would fetch ")]
     assert len(shown) == 5
     first = images[0]
-    assert shown[0].getMessage() == (f"would fetch s3://{BUCKET}/{first['serving_bucket_key']} -> "
-                                     f"{tmp_path / 'out' / first['file_name']}")
-    assert shown[0].plan == {"key": first["serving_bucket_key"], "source": f"s3://{BUCKET}/{first['serving_bucket_key']}",
-                             "destination": str(tmp_path / "out" / first["file_name"])}
+    assert shown[0].getMessage() == (
+        f"would fetch s3://{BUCKET}/{first['serving_bucket_key']} -> {tmp_path / 'out' / first['file_name']}"
+    )
+    assert shown[0].plan == {
+        "key": first["serving_bucket_key"],
+        "source": f"s3://{BUCKET}/{first['serving_bucket_key']}",
+        "destination": str(tmp_path / "out" / first["file_name"]),
+    }
 
 
-def test_a_bug_in_the_download_path_stops_the_run_with_one_traceback(s3_env, dataset, tmp_path, monkeypatch, caplog, capsys):
+def test_a_bug_in_the_download_path_stops_the_run_with_one_traceback(
+    s3_env, dataset, tmp_path, monkeypatch, caplog, capsys
+):
     coco, _, _ = dataset
 
     def broken(*_args, **_kwargs):
@@ -234,7 +271,9 @@ def test_a_bug_in_the_download_path_stops_the_run_with_one_traceback(s3_env, dat
     assert states(settings).get("failed", 0) == 0  # a bug is not a bad image
 
 
-def test_a_failing_manifest_writer_stops_the_run_and_the_next_run_adopts_its_files(s3_env, dataset, tmp_path, monkeypatch, caplog):
+def test_a_failing_manifest_writer_stops_the_run_and_the_next_run_adopts_its_files(
+    s3_env, dataset, tmp_path, monkeypatch, caplog
+):
     coco, images, blobs = dataset
     settings = settings_for(s3_env, coco, tmp_path / "out", concurrency=4)
     calls = 0
@@ -248,8 +287,11 @@ def test_a_failing_manifest_writer_stops_the_run_and_the_next_run_adopts_its_fil
     monkeypatch.setattr(Manifest, "record", locked)
     assert download(settings) == EXIT_INTERNAL
     # the flusher's own write fails, or (when the run ends first, e.g. a slow syncfs) the final flush's
-    assert any("internal error in the manifest flusher" in r.getMessage() or
-               "the manifest could not record the last" in r.getMessage() for r in caplog.records)
+    assert any(
+        "internal error in the manifest flusher" in r.getMessage()
+        or "the manifest could not record the last" in r.getMessage()
+        for r in caplog.records
+    )
     assert calls >= 1
     on_disk = final_files(tmp_path / "out")
     assert on_disk >= 1 and states(settings).get("done", 0) == 0  # the files are there, the rows never said so
@@ -257,5 +299,5 @@ def test_a_failing_manifest_writer_stops_the_run_and_the_next_run_adopts_its_fil
     assert download(settings) == 0
     summary = last_summary(settings)
     assert summary["adopted"] >= on_disk - 4 and summary["adopted"] + summary["fetched"] == N
-    for record, data in zip(images, blobs):
+    for record, data in zip(images, blobs, strict=False):
         assert (tmp_path / "out" / record["file_name"]).read_bytes() == data

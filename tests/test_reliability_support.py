@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from helpers import animl_image, failures, last_summary, random_blobs, write_coco  # noqa: F401  (re-exported)
+
 from sci_fetch.keys.mapping import STATE_DIR
 from sci_fetch.manifest.models import ManifestRow, State
 from sci_fetch.manifest.store import Manifest
@@ -22,7 +23,12 @@ BUCKET = "test-bucket"
 def seed_parallel(s3, images: list[dict], blobs: list[bytes], key_field: str = "serving_bucket_key") -> None:
     client = s3.client()
     with ThreadPoolExecutor(8) as pool:  # boto3 keeps 10 connections
-        list(pool.map(lambda rb: client.put_object(Bucket=BUCKET, Key=rb[0][key_field], Body=rb[1]), zip(images, blobs)))
+        list(
+            pool.map(
+                lambda rb: client.put_object(Bucket=BUCKET, Key=rb[0][key_field], Body=rb[1]),
+                zip(images, blobs, strict=False),
+            )
+        )
 
 
 def seeded_dataset(s3, folder: Path, prefix: str, n: int, seed: int, sizes: list[int], cameras: int = 3):
@@ -44,8 +50,11 @@ def rows(manifest_path: Path) -> dict[str, ManifestRow]:
 
 def tree(out: Path) -> dict[str, bytes]:
     """Every file under ``out`` except sci_fetch's state folder, by relative path."""
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and STATE_DIR not in p.relative_to(out).parts}
+    return {
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and STATE_DIR not in p.relative_to(out).parts
+    }
 
 
 def leftovers(out: Path) -> list[str]:
@@ -66,7 +75,9 @@ def check_manifest_never_leads(out: Path, manifest_path: Path, expected: dict[st
         for row in rows(manifest_path).values():
             if row.state is State.done:
                 data = (out / row.dest).read_bytes()
-                assert len(data) == row.bytes and hashlib.md5(data).hexdigest() == row.md5, f"done row {row.dest} leads the disk"
+                assert len(data) == row.bytes and hashlib.md5(data).hexdigest() == row.md5, (
+                    f"done row {row.dest} leads the disk"
+                )
                 done[row.image_id] = row
     return done
 
@@ -79,14 +90,39 @@ def check_manifest_equals_disk(out: Path, manifest_path: Path) -> None:
     assert all(r.state is State.done for r in rows(manifest_path).values())
 
 
-def start(s3, coco: Path, out: Path, *extra: str, endpoint: str | None = None, env: dict | None = None,
-          verbose: bool = False) -> subprocess.Popen:
+def start(
+    s3, coco: Path, out: Path, *extra: str, endpoint: str | None = None, env: dict | None = None, verbose: bool = False
+) -> subprocess.Popen:
     """``python -m sci_fetch download`` as a real process (for signals and SIGKILL)."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("SCI_FETCH_", "AWS_"))}
-    environ.update(AWS_ACCESS_KEY_ID=s3.access_key, AWS_SECRET_ACCESS_KEY=s3.secret_key, AWS_EC2_METADATA_DISABLED="true",
-                   AWS_CONFIG_FILE=str(out.parent / "no-aws-config"), AWS_SHARED_CREDENTIALS_FILE=str(out.parent / "no-aws-credentials"))
+    environ.update(
+        AWS_ACCESS_KEY_ID=s3.access_key,
+        AWS_SECRET_ACCESS_KEY=s3.secret_key,
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=str(out.parent / "no-aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(out.parent / "no-aws-credentials"),
+    )
     environ.update(env or {})
-    cmd = [sys.executable, "-m", "sci_fetch", *(["-v"] if verbose else []), "download", str(coco), "--output", str(out), "--bucket", BUCKET,
-           "--endpoint-url", endpoint or s3.endpoint_url, "--profile", "", "--progress", "off", "--flush-interval", "0.3",
-           "--no-space-check", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sci_fetch",
+        *(["-v"] if verbose else []),
+        "download",
+        str(coco),
+        "--output",
+        str(out),
+        "--bucket",
+        BUCKET,
+        "--endpoint-url",
+        endpoint or s3.endpoint_url,
+        "--profile",
+        "",
+        "--progress",
+        "off",
+        "--flush-interval",
+        "0.3",
+        "--no-space-check",
+        *extra,
+    ]
     return subprocess.Popen(cmd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -67,11 +67,16 @@ def test_a_folder_inside_the_output_that_links_elsewhere_is_not_written_through(
     cam1 = [r for r in images if "/CAM1/" in r["file_name"]]
     assert set(by_id) == {r["id"] for r in cam1}
     for row in by_id.values():
-        assert row["state"] == "failed" and "leads outside the output dir (symbolic link to " + str(elsewhere) in row["reason"]
-    for record, data in zip(images, blobs):
+        assert (
+            row["state"] == "failed"
+            and "leads outside the output dir (symbolic link to " + str(elsewhere) in row["reason"]
+        )
+    for record, data in zip(images, blobs, strict=False):
         if "/CAM1/" not in record["file_name"]:
             assert (out / record["file_name"]).read_bytes() == data
-    assert sorted(p.name for p in real.rglob("*.jpg")) == sorted(Path(r["file_name"]).name for r in images if "/CAM2/" in r["file_name"])
+    assert sorted(p.name for p in real.rglob("*.jpg")) == sorted(
+        Path(r["file_name"]).name for r in images if "/CAM2/" in r["file_name"]
+    )
 
 
 def test_links_planted_at_a_file_name_or_its_partial_do_not_write_outside(s3_env, dataset, tmp_path):
@@ -92,7 +97,7 @@ def test_links_planted_at_a_file_name_or_its_partial_do_not_write_outside(s3_env
     assert snapshot(elsewhere) == before == victims
     assert not target.is_symlink() and target.read_bytes() == blobs[0]
     assert (out / images[1]["file_name"]).read_bytes() == blobs[1] and not partial.exists()
-    assert tree(out) == {r["file_name"]: b for r, b in zip(images, blobs)}
+    assert tree(out) == {r["file_name"]: b for r, b in zip(images, blobs, strict=False)}
 
 
 def test_secrets_appear_in_no_output_log_manifest_or_failures_file(s3_env, dataset, tmp_path, capsys):
@@ -124,7 +129,12 @@ def test_secrets_appear_in_no_output_log_manifest_or_failures_file(s3_env, datas
     assert "InvalidAccessKeyId" in printed[0] and "ExpiredToken" in printed[1] and "SignatureDoesNotMatch" in printed[2]
     assert '"level": "error"' in printed[1]
     for out in outs:
-        result = subprocess.run([sys.executable, "-m", "sci_fetch", "status", str(out), "--json"], capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [sys.executable, "-m", "sci_fetch", "status", str(out), "--json"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         printed.append(result.stdout + result.stderr)
         verify.run(build_parser().parse_args(["verify", "--output", str(out)]))
         printed.append(capsys.readouterr().out)

@@ -57,14 +57,17 @@ def test_shipped_settings_toml_documents_every_option():
             assert f"{name} =" in text.split("[crops]")[0], f"settings.toml does not document {name}"
 
 
-@pytest.mark.parametrize("overrides,env,needle", [
-    ({"concurrency": 0}, {}, "setting 'concurrency'"),
-    ({}, {"SCI_FETCH_CONCURRENCY": "many"}, "setting 'concurrency'"),
-    ({"variant": "large"}, {}, "setting 'variant'"),
-    ({"endpoint_url": "127.0.0.1:8333"}, {}, "must start with http"),
-    ({"key_template": "x/{nope}"}, {}, "{nope}"),
-    ({"bucket": "ab"}, {}, "setting 'bucket'"),
-])
+@pytest.mark.parametrize(
+    "overrides,env,needle",
+    [
+        ({"concurrency": 0}, {}, "setting 'concurrency'"),
+        ({}, {"SCI_FETCH_CONCURRENCY": "many"}, "setting 'concurrency'"),
+        ({"variant": "large"}, {}, "setting 'variant'"),
+        ({"endpoint_url": "127.0.0.1:8333"}, {}, "must start with http"),
+        ({"key_template": "x/{nope}"}, {}, "{nope}"),
+        ({"bucket": "ab"}, {}, "setting 'bucket'"),
+    ],
+)
 def test_wrong_values_get_one_line_naming_the_setting(overrides, env, needle, monkeypatch):
     for k, v in env.items():
         monkeypatch.setenv(k, v)

@@ -36,7 +36,12 @@ def test_never_answered_endpoint_stops_after_threshold_distinct_keys():
     with pytest.raises(UnreachableError) as info:
         gate.on_no_answer("k3", refused("k3"))
     text = str(info.value)
-    assert "cannot be reached" in text and "http://127.0.0.1:9" in text and "refused" in text and "check the endpoint" in text
+    assert (
+        "cannot be reached" in text
+        and "http://127.0.0.1:9" in text
+        and "refused" in text
+        and "check the endpoint" in text
+    )
 
 
 def test_never_answered_endpoint_stops_after_the_startup_limit_even_on_one_key():

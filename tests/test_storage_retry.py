@@ -1,5 +1,3 @@
-import asyncio
-
 import aiohttp
 import botocore.exceptions as bce
 import pytest
@@ -10,29 +8,34 @@ from sci_fetch.storage.s3 import plain_md5_etag
 
 
 def client_error(code: str, status: int) -> bce.ClientError:
-    return bce.ClientError({"Error": {"Code": code, "Message": "msg"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject")
+    return bce.ClientError(
+        {"Error": {"Code": code, "Message": "msg"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject"
+    )
 
 
-@pytest.mark.parametrize("exc,kind,reason", [
-    (client_error("SlowDown", 503), TransientError, "slowdown"),
-    (client_error("InternalError", 500), TransientError, "server-error"),
-    (client_error("502", 502), TransientError, "server-error"),
-    (client_error("NoSuchKey", 404), MissingError, "missing"),
-    (client_error("404", 404), MissingError, "missing"),
-    (client_error("NoSuchBucket", 404), FatalError, "fatal"),
-    (client_error("AccessDenied", 403), ForbiddenError, "forbidden"),
-    (client_error("403", 403), ForbiddenError, "forbidden"),
-    (client_error("InvalidAccessKeyId", 403), FatalError, "fatal"),
-    (client_error("ExpiredToken", 400), FatalError, "fatal"),
-    (client_error("InvalidRange", 416), PermanentError, "permanent"),
-    (bce.NoCredentialsError(), FatalError, "fatal"),
-    (bce.ReadTimeoutError(endpoint_url="http://x"), TransientError, "timeout"),
-    (asyncio.TimeoutError(), TransientError, "timeout"),
-    (bce.EndpointConnectionError(endpoint_url="http://x"), TransientError, "connection"),
-    (aiohttp.ServerDisconnectedError(), TransientError, "connection"),
-    (ConnectionResetError(104, "reset"), TransientError, "connection"),
-    (bce.IncompleteReadError(actual_bytes=1, expected_bytes=2), TransientError, "short-body"),
-])
+@pytest.mark.parametrize(
+    "exc,kind,reason",
+    [
+        (client_error("SlowDown", 503), TransientError, "slowdown"),
+        (client_error("InternalError", 500), TransientError, "server-error"),
+        (client_error("502", 502), TransientError, "server-error"),
+        (client_error("NoSuchKey", 404), MissingError, "missing"),
+        (client_error("404", 404), MissingError, "missing"),
+        (client_error("NoSuchBucket", 404), FatalError, "fatal"),
+        (client_error("AccessDenied", 403), ForbiddenError, "forbidden"),
+        (client_error("403", 403), ForbiddenError, "forbidden"),
+        (client_error("InvalidAccessKeyId", 403), FatalError, "fatal"),
+        (client_error("ExpiredToken", 400), FatalError, "fatal"),
+        (client_error("InvalidRange", 416), PermanentError, "permanent"),
+        (bce.NoCredentialsError(), FatalError, "fatal"),
+        (bce.ReadTimeoutError(endpoint_url="http://x"), TransientError, "timeout"),
+        (TimeoutError(), TransientError, "timeout"),
+        (bce.EndpointConnectionError(endpoint_url="http://x"), TransientError, "connection"),
+        (aiohttp.ServerDisconnectedError(), TransientError, "connection"),
+        (ConnectionResetError(104, "reset"), TransientError, "connection"),
+        (bce.IncompleteReadError(actual_bytes=1, expected_bytes=2), TransientError, "short-body"),
+    ],
+)
 def test_classification(exc, kind, reason):
     err = classify(exc, "get", "s3://b/k", "/out/k", "bucket 'b' with profile 'animl'")
     assert type(err) is kind and err.reason == reason
@@ -50,11 +53,16 @@ def test_etag_plain_md5_only():
     assert plain_md5_etag(None) is None
 
 
-@pytest.mark.parametrize("response,is_md5", [
-    ({}, True), ({"ServerSideEncryption": "AES256"}, True),  # SSE-S3 and CopyObject keep an MD5 ETag
-    ({"ServerSideEncryption": "aws:kms"}, False), ({"ServerSideEncryption": "aws:kms:dsse"}, False),
-    ({"SSECustomerAlgorithm": "AES256"}, False),
-])
+@pytest.mark.parametrize(
+    "response,is_md5",
+    [
+        ({}, True),
+        ({"ServerSideEncryption": "AES256"}, True),  # SSE-S3 and CopyObject keep an MD5 ETag
+        ({"ServerSideEncryption": "aws:kms"}, False),
+        ({"ServerSideEncryption": "aws:kms:dsse"}, False),
+        ({"SSECustomerAlgorithm": "AES256"}, False),
+    ],
+)
 def test_etag_is_not_an_md5_under_sse_kms_or_sse_c(response, is_md5):
     etag = '"eb8dd61ce91130e41da468c2ff7c770f"'
     assert (plain_md5_etag(etag, response) is not None) is is_md5

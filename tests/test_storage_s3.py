@@ -15,7 +15,16 @@ def client(url: str, proxies: dict[str, str] | None = None) -> SimpleNamespace:
 
 @pytest.fixture(autouse=True)
 def no_proxy_env(monkeypatch):
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "ALL_PROXY", "all_proxy"):
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -40,15 +49,25 @@ def test_proxies_in_the_client_config_count_too():
     assert uses_proxy(client("https://s3.amazonaws.com", proxies={"https": "http://p:1"})) is True
 
 
-@pytest.mark.parametrize("region, bucket, endpoint, expected", [
-    # regions opened since 2019 refuse the legacy global host a presigned URL would use
-    ("af-south-1", "mybucket", None, "https://mybucket.s3.af-south-1.amazonaws.com/"),
-    ("us-west-2", "animl-images-serving-prod", None, "https://animl-images-serving-prod.s3.us-west-2.amazonaws.com/"),
-    ("us-east-1", "mybucket", None, "https://mybucket.s3.amazonaws.com/"),
-    ("eu-west-1", "my.bucket", None, "https://s3.eu-west-1.amazonaws.com/my.bucket/"),  # dots: path style over TLS
-    ("us-east-1", "b", "http://127.0.0.1:8333", "http://127.0.0.1:8333/b/"),
-])
-def test_the_lean_get_goes_where_botocores_own_get_goes_and_sends_nothing_to_find_out(region, bucket, endpoint, expected):
+@pytest.mark.parametrize(
+    "region, bucket, endpoint, expected",
+    [
+        # regions opened since 2019 refuse the legacy global host a presigned URL would use
+        ("af-south-1", "mybucket", None, "https://mybucket.s3.af-south-1.amazonaws.com/"),
+        (
+            "us-west-2",
+            "animl-images-serving-prod",
+            None,
+            "https://animl-images-serving-prod.s3.us-west-2.amazonaws.com/",
+        ),
+        ("us-east-1", "mybucket", None, "https://mybucket.s3.amazonaws.com/"),
+        ("eu-west-1", "my.bucket", None, "https://s3.eu-west-1.amazonaws.com/my.bucket/"),  # dots: path style over TLS
+        ("us-east-1", "b", "http://127.0.0.1:8333", "http://127.0.0.1:8333/b/"),
+    ],
+)
+def test_the_lean_get_goes_where_botocores_own_get_goes_and_sends_nothing_to_find_out(
+    region, bucket, endpoint, expected
+):
     import asyncio
 
     import aioboto3

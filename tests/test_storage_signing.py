@@ -19,8 +19,12 @@ KEYS = [
     "dir with spaces/and+plus/ümlaut ñ/文件.JPG",
     "a~b_c-d.e/!$&'()*,;=@/%20literal",
 ]
-BASES = ["http://127.0.0.1:8333/bucket/", "https://bucket.s3.us-west-2.amazonaws.com/",
-         "https://S3.Example.org:443/b/", "http://[::1]:9000/b/"]
+BASES = [
+    "http://127.0.0.1:8333/bucket/",
+    "https://bucket.s3.us-west-2.amazonaws.com/",
+    "https://S3.Example.org:443/b/",
+    "http://[::1]:9000/b/",
+]
 
 
 def botocore_headers(creds: Credentials, region: str, url: str, when: datetime) -> dict[str, str]:
@@ -38,20 +42,28 @@ def test_the_headers_are_botocores_byte_for_byte(base, token, key):
     when = datetime(2026, 11, 30, 23, 59, 59)
     url = base + quote(key, safe="/~")
     pool = Pool(base, None, size=1, chunk_size=1 << 20, connect_timeout=1, read_timeout=1)
-    path = url[url.index("/", url.index("//") + 2):]
+    path = url[url.index("/", url.index("//") + 2) :]
     ours = dict(GetSigner("us-west-2", pool.netloc).headers(creds.get_frozen_credentials(), path, when))
     theirs = botocore_headers(creds, "us-west-2", url, when)
     assert ours == theirs
-    assert ours["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261130/us-west-2/s3/aws4_request")
+    assert ours["Authorization"].startswith(
+        "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261130/us-west-2/s3/aws4_request"
+    )
 
 
 def test_the_cached_signing_key_follows_the_day_and_the_secret():
     signer = GetSigner("eu-central-1", "example.com")
     one = Credentials("AK", "secret-one").get_frozen_credentials()
     two = Credentials("AK", "secret-two").get_frozen_credentials()
-    for creds, when in [(one, datetime(2026, 1, 1, 12)), (one, datetime(2026, 1, 2, 0, 0, 1)), (two, datetime(2026, 1, 2, 0, 0, 1))]:
+    for creds, when in [
+        (one, datetime(2026, 1, 1, 12)),
+        (one, datetime(2026, 1, 2, 0, 0, 1)),
+        (two, datetime(2026, 1, 2, 0, 0, 1)),
+    ]:
         ours = dict(signer.headers(creds, "/k", when))
-        assert ours == botocore_headers(Credentials(creds.access_key, creds.secret_key), "eu-central-1", "https://example.com/k", when)
+        assert ours == botocore_headers(
+            Credentials(creds.access_key, creds.secret_key), "eu-central-1", "https://example.com/k", when
+        )
 
 
 def test_without_an_instant_the_clock_signs_and_the_signature_is_botocores_for_that_second():

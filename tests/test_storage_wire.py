@@ -52,7 +52,7 @@ class Server:
 
 
 def ok(body: bytes, extra: str = "") -> bytes:
-    return f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nETag: \"x\"\r\n{extra}\r\n".encode() + body
+    return f'HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nETag: "x"\r\n{extra}\r\n'.encode() + body
 
 
 def pool_for(server: Server, **kw) -> Pool:
@@ -78,8 +78,9 @@ def test_a_body_in_many_reads_and_chunks_arrives_whole_and_the_connection_is_reu
     body = os.urandom(300_000)
 
     async def main():
-        async with Server([([ok(body)[:1000], ok(body)[1000:200_000], ok(body)[200_000:]], "keep"),
-                           ([ok(b"second")], "keep")]) as server:
+        async with Server(
+            [([ok(body)[:1000], ok(body)[1000:200_000], ok(body)[200_000:]], "keep"), ([ok(b"second")], "keep")]
+        ) as server:
             async with pool_for(server, chunk_size=50_000) as pool:
                 status, headers, got = await get(pool)
                 assert (status, headers["etag"], hashlib.md5(got).digest()) == (200, '"x"', hashlib.md5(body).digest())
@@ -92,8 +93,10 @@ def test_a_body_in_many_reads_and_chunks_arrives_whole_and_the_connection_is_reu
 
 
 def test_chunked_bodies_interim_responses_and_trailers_are_decoded(run):
-    reply = (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n"
-             b"5;ext=1\r\n<Erro\r\n3\r\nr/>\r\n0\r\nX-Trailer: t\r\n\r\n")
+    reply = (
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;ext=1\r\n<Erro\r\n3\r\nr/>\r\n0\r\nX-Trailer: t\r\n\r\n"
+    )
 
     async def main():
         async with Server([([reply[:40], reply[40:70], reply[70:]], "keep"), ([ok(b"after")], "keep")]) as server:
@@ -121,7 +124,9 @@ def test_a_pooled_connection_the_server_closed_is_replaced_silently(run):
         async with Server([([ok(b"one", "Connection: keep-alive\r\n")], "close"), ([ok(b"two")], "keep")]) as server:
             async with pool_for(server) as pool:
                 assert (await get(pool))[2] == b"one"
-                await asyncio.sleep(0.1)  # the server's close reaches the pooled connection (or not yet: both must work)
+                await asyncio.sleep(
+                    0.1
+                )  # the server's close reaches the pooled connection (or not yet: both must work)
                 assert (await get(pool))[2] == b"two"
             assert server.connections == 2
 
@@ -153,8 +158,9 @@ def test_each_failure_is_its_own_error(run):
                     await get(pool)
         async with Server([]) as server:
             port = server.port
-        async with Pool(f"http://127.0.0.1:{port}/", None, size=1, chunk_size=1 << 16, connect_timeout=2,
-                        read_timeout=2) as pool:
+        async with Pool(
+            f"http://127.0.0.1:{port}/", None, size=1, chunk_size=1 << 16, connect_timeout=2, read_timeout=2
+        ) as pool:
             with pytest.raises(NoAnswer, match="Cannot connect to host 127.0.0.1"):
                 await get(pool, "/k")
 
@@ -197,8 +203,12 @@ def test_a_slow_reader_pauses_the_socket_and_still_gets_every_byte(run):
 
 def test_a_single_large_chunk_is_passed_on_in_pieces_and_its_crlf_is_checked(run):
     body = os.urandom(300_000)
-    one_chunk = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + f"{len(body):x}\r\n".encode() + body
-                 + b"\r\n0\r\n\r\n")
+    one_chunk = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + f"{len(body):x}\r\n".encode()
+        + body
+        + b"\r\n0\r\n\r\n"
+    )
     bad_crlf = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXY0\r\n\r\n"
 
     async def main():
@@ -245,8 +255,9 @@ def test_over_tls_a_server_that_closes_after_the_body_is_read_whole_by_a_slow_re
     async def main():
         context = ssl.create_default_context(cafile=str(certs.ca))
         chunk = 64 * 1024 if body_size < 1_000_000 else 1 << 20
-        async with Pool(f"https://127.0.0.1:{port[0]}/", context, size=1, chunk_size=chunk, connect_timeout=10,
-                        read_timeout=30) as pool:
+        async with Pool(
+            f"https://127.0.0.1:{port[0]}/", context, size=1, chunk_size=chunk, connect_timeout=10, read_timeout=30
+        ) as pool:
             async with pool.request("/k", []) as resp:
                 conn = next(iter(pool._busy))
                 for _ in range(3000):  # a slow disk: nothing is consumed until the server's close has arrived

@@ -42,10 +42,10 @@ def find_download(only: int | None = None) -> tuple[int, list[str]] | None:
         args = [a.decode(errors="replace") for a in raw.removesuffix(b"\0").split(b"\0")] if raw else []
         for i, arg in enumerate(args):
             if os.path.basename(arg) == "sci-fetch":
-                rest = args[i + 1:]
+                rest = args[i + 1 :]
                 break
             if arg == "-m" and i + 1 < len(args) and args[i + 1] == "sci_fetch":
-                rest = args[i + 2:]
+                rest = args[i + 2 :]
                 break
         else:
             continue

@@ -73,7 +73,9 @@ def iter_raw(path: Path, name: str, model: type[M]) -> Iterator[tuple[Any, M | R
                     raw_id = raw.get("id")
                     yield raw, RecordError(index, _describe(exc), str(raw_id) if raw_id is not None else None, name)
     except ijson.JSONError as exc:
-        raise InputError(f"{path}: broken JSON inside '{name}' ({_first_line(exc)}); the file may be truncated") from exc
+        raise InputError(
+            f"{path}: broken JSON inside '{name}' ({_first_line(exc)}); the file may be truncated"
+        ) from exc
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
 

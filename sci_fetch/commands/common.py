@@ -47,8 +47,9 @@ def _file_defaults() -> tuple[Path | None, dict[str, typing.Any]]:
         return None, {}
 
 
-def default_text(name: str, default: typing.Any, description: str, env: str,
-                 file_values: tuple[Path | None, dict] | None = None) -> str:
+def default_text(
+    name: str, default: typing.Any, description: str, env: str, file_values: tuple[Path | None, dict] | None = None
+) -> str:
     """``(default: X; FILE sets Y; env NAME)``: the built-in default and where another one would come from."""
     parts = []
     shown = show_value(default)
@@ -65,19 +66,32 @@ def default_text(name: str, default: typing.Any, description: str, env: str,
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     """``--config`` and ``-v`` on every command; ``-v`` works before or after the command name."""
-    parser.add_argument("--config", type=Path, default=None, metavar="TOML",
-                        help=f"settings file (default: ${ENV_PREFIX}CONFIG, else ./settings.toml if present)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="TOML",
+        help=f"settings file (default: ${ENV_PREFIX}CONFIG, else ./settings.toml if present)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug details")
 
 
 def add_output_flag(parser: argparse.ArgumentParser, *aliases: str, positional: bool = False, what: str = "") -> None:
     """The images folder is ``--output`` in every command; older spellings stay accepted."""
     help_text = what or "folder the images are written under, as <output>/<file_name>"
-    parser.add_argument("--output", *aliases, dest="output", type=Path, default=None, metavar="DIR",
-                        help=f"{help_text} (default: images; env {ENV_PREFIX}OUTPUT)")
+    parser.add_argument(
+        "--output",
+        *aliases,
+        dest="output",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"{help_text} (default: images; env {ENV_PREFIX}OUTPUT)",
+    )
     if positional:
-        parser.add_argument("output_dir", nargs="?", type=Path, default=None, metavar="OUTPUT",
-                            help="the same as --output")
+        parser.add_argument(
+            "output_dir", nargs="?", type=Path, default=None, metavar="OUTPUT", help="the same as --output"
+        )
 
 
 def output_from(args: argparse.Namespace) -> Path | None:
@@ -90,9 +104,13 @@ def output_from(args: argparse.Namespace) -> Path | None:
 
 def add_shard_flags(parser: argparse.ArgumentParser) -> None:
     """``--shard K/N`` is the documented form; ``--shard-count`` / ``--shard-index`` still work."""
-    parser.add_argument("--shard", default=None, metavar="K/N",
-                        help=f"take share K of N, e.g. 0/4 (env {ENV_PREFIX}SHARD_COUNT and {ENV_PREFIX}SHARD_INDEX; "
-                        "the index may come from JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX)")
+    parser.add_argument(
+        "--shard",
+        default=None,
+        metavar="K/N",
+        help=f"take share K of N, e.g. 0/4 (env {ENV_PREFIX}SHARD_COUNT and {ENV_PREFIX}SHARD_INDEX; "
+        "the index may come from JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX)",
+    )
     parser.add_argument("--shard-count", dest="shard_count", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--shard-index", dest="shard_index", type=int, default=None, help=argparse.SUPPRESS)
 
@@ -114,8 +132,9 @@ def _flag_type(annotation: typing.Any) -> tuple[typing.Any, list[str] | None]:
 _SHARED = {"output": add_output_flag, "shard_count": None, "shard_index": None}
 
 
-def add_settings_flags(parser: argparse.ArgumentParser, model: type[BaseModel], positional: str | None = None,
-                       only: set[str] | None = None) -> None:
+def add_settings_flags(
+    parser: argparse.ArgumentParser, model: type[BaseModel], positional: str | None = None, only: set[str] | None = None
+) -> None:
     add_common_flags(parser)
     file_values = _file_defaults()
     for name, field in model.model_fields.items():
@@ -134,15 +153,24 @@ def add_settings_flags(parser: argparse.ArgumentParser, model: type[BaseModel], 
             help_text = f"{description} (or the '{name}' setting; env {ENV_PREFIX}{name.upper()})"
             parser.add_argument(name, nargs="?", type=Path, default=None, help=help_text)
             continue
-        help_text = f"{description} {default_text(name, field.default, description, ENV_PREFIX + name.upper(), file_values)}"
+        help_text = (
+            f"{description} {default_text(name, field.default, description, ENV_PREFIX + name.upper(), file_values)}"
+        )
         help_text = help_text.replace("%", "%%")
         flag = "--" + name.replace("_", "-")
         if field.annotation is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
             continue
         kind, choices = _flag_type(field.annotation)
-        parser.add_argument(flag, dest=name, type=kind, choices=choices, default=None,
-                            metavar=name.upper() if not choices else None, help=help_text)
+        parser.add_argument(
+            flag,
+            dest=name,
+            type=kind,
+            choices=choices,
+            default=None,
+            metavar=name.upper() if not choices else None,
+            help=help_text,
+        )
 
 
 def apply_shard(args: argparse.Namespace) -> None:

@@ -38,7 +38,11 @@ _FLAGS: dict[str, dict[str, Any]] = {
     "padding": {"type": float, "metavar": "FRACTION"},
     "min_size": {"type": float, "metavar": "PIXELS"},
     "jpeg_quality": {"type": int, "metavar": "1-100"},
-    "exclude": {"action": "append", "metavar": "NAMES", "extra": " Comma-separated or repeated; --exclude '' excludes nothing."},
+    "exclude": {
+        "action": "append",
+        "metavar": "NAMES",
+        "extra": " Comma-separated or repeated; --exclude '' excludes nothing.",
+    },
     "min_confidence": {"type": float, "metavar": "0-1"},
     "naming": {"choices": ["nested", "flat"]},
     "label_map": {"metavar": "FILE|sci"},
@@ -80,18 +84,36 @@ def add_crop_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "crops", help=HELP,
+        "crops",
+        help=HELP,
         description=HELP + ". Run it again to resume: a crop that is already right is not made again. "
         "Exit codes: 0 every box cropped or left out by the options, 1 some boxes had no crop for another "
         "reason (see the rejects CSV), 2 bad options or input, 4 disk error, 130 interrupted.",
     )
-    parser.add_argument("coco", nargs="?", type=Path, default=None, help="COCO Camera Traps JSON file (Animl export); default the settings' coco")
+    parser.add_argument(
+        "coco",
+        nargs="?",
+        type=Path,
+        default=None,
+        help="COCO Camera Traps JSON file (Animl export); default the settings' coco",
+    )
     add_common_flags(parser)  # --config (its [crops] table) and -v
-    parser.add_argument("--output", "--images-dir", dest="output", type=Path, default=None, metavar="DIR",
-                        help="folder the images were downloaded to, as <output>/<file_name> (download's --output; default: images)")
-    parser.add_argument("--manifest", type=Path, default=None,
-                        help=f"the download's manifest, to tell images not downloaded yet and the md5 of those that are "
-                        f"(default: every manifest in OUTPUT/{STATE_DIR}/, the plain one and each shard's)")
+    parser.add_argument(
+        "--output",
+        "--images-dir",
+        dest="output",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder the images were downloaded to, as <output>/<file_name> (download's --output; default: images)",
+    )
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        default=None,
+        help=f"the download's manifest, to tell images not downloaded yet and the md5 of those that are "
+        f"(default: every manifest in OUTPUT/{STATE_DIR}/, the plain one and each shard's)",
+    )
     add_crop_flags(parser)
     parser.set_defaults(run=run)
 
@@ -171,8 +193,10 @@ def run_and_report(coco: Path, images_dir: Path, options: CropOptions, manifest:
 
 def run(args: argparse.Namespace) -> int:
     """Flags over SCI_FETCH_CROPS__* over the [crops] table of settings.toml, as for download."""
-    settings = load_settings(args.config, {"coco": args.coco, "output": args.output, "manifest": args.manifest,
-                                           "crops": crop_overrides(args)})
+    settings = load_settings(
+        args.config,
+        {"coco": args.coco, "output": args.output, "manifest": args.manifest, "crops": crop_overrides(args)},
+    )
     if settings.coco is None:
         raise UsageError("no COCO file given: sci-fetch crops COCO.json [--output IMAGES_DIR]")
     # Only a manifest that was named: otherwise run_crops reads every manifest in the output folder,

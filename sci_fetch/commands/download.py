@@ -17,7 +17,8 @@ HELP = "download the images a COCO file names from S3 (run it again to resume)"
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "download", help=HELP,
+        "download",
+        help=HELP,
         description=HELP + ". Every option can also be set in settings.toml or as SCI_FETCH_<NAME>; "
         "a flag wins over the environment, which wins over the file. Exit codes: 0 all done, 1 some images "
         "failed/missing/forbidden or records invalid (see failures.csv), 2 bad settings or input (or the first 20 "
@@ -26,9 +27,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "SIGINT/SIGTERM.",
     )
     add_settings_flags(parser, Settings, positional="coco")
-    parser.add_argument("--crops", dest="after_download", action=argparse.BooleanOptionalAction, default=None,
-                        help="make the crops and the crop-label CSV when the download ends (settings: [crops] table; "
-                        "env SCI_FETCH_CROPS__AFTER_DOWNLOAD)")
+    parser.add_argument(
+        "--crops",
+        dest="after_download",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="make the crops and the crop-label CSV when the download ends (settings: [crops] table; "
+        "env SCI_FETCH_CROPS__AFTER_DOWNLOAD)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -44,8 +50,16 @@ def download(settings: Settings, storage_factory=None) -> int:
     Bad settings or an unusable COCO file raise before anything is created; the CLI prints that one line.
     """
     result = download_with(settings, storage_factory)
-    print(summary_text(result.run_stats, result.counts, result.failures_path, result.failures_count,
-                       result.manifest_path, settings.dry_run))
+    print(
+        summary_text(
+            result.run_stats,
+            result.counts,
+            result.failures_path,
+            result.failures_count,
+            result.manifest_path,
+            settings.dry_run,
+        )
+    )
     if result.message:  # also logged when it happened; here it closes the summary a person reads
         print(f"sci-fetch: {result.message}")
     elif result.stop_reason in ("SIGINT", "SIGTERM"):

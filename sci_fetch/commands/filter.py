@@ -21,17 +21,23 @@ EXIT_DISK = 4
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "filter", help=HELP,
+        "filter",
+        help=HELP,
         description=HELP + ". Prints the annotations per category before and after. Exit codes: 0 done, "
         "1 done but broken records were dropped, 2 bad options or input, 4 the output could not be written.",
     )
     parser.add_argument("source", type=Path, help="the full COCO export to read")
     parser.add_argument("dest", type=Path, help="the subset COCO file to write (replaced atomically)")
     add_common_flags(parser)
-    parser.add_argument("--exclude", action="append", default=None, metavar="NAMES",
-                        help=f"category names to drop, comma-separated or repeated; --exclude '' drops none "
-                        f"(default: {','.join(DEFAULT_EXCLUDE)}, the same list `crops` leaves out; settings: [crops] exclude, "
-                        "env SCI_FETCH_CROPS__EXCLUDE)")
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        default=None,
+        metavar="NAMES",
+        help=f"category names to drop, comma-separated or repeated; --exclude '' drops none "
+        f"(default: {','.join(DEFAULT_EXCLUDE)}, the same list `crops` leaves out; settings: [crops] exclude, "
+        "env SCI_FETCH_CROPS__EXCLUDE)",
+    )
     parser.set_defaults(run=run)
 
 

@@ -22,23 +22,53 @@ EXIT_FATAL = 3
 
 # The settings a plan reads: what to fetch, where from, how hard to push.
 PLAN_SETTINGS = {
-    "coco", "output", "manifest", "variant", "key_template", "verify_id_md5", "limit", "retry_missing",
-    "bucket", "region", "profile", "endpoint_url", "anonymous", "concurrency", "max_requests_per_second",
-    "max_attempts", "retry_base_delay", "retry_max_delay", "connect_timeout", "read_timeout", "shard_count", "shard_index",
+    "coco",
+    "output",
+    "manifest",
+    "variant",
+    "key_template",
+    "verify_id_md5",
+    "limit",
+    "retry_missing",
+    "bucket",
+    "region",
+    "profile",
+    "endpoint_url",
+    "anonymous",
+    "concurrency",
+    "max_requests_per_second",
+    "max_attempts",
+    "retry_base_delay",
+    "retry_max_delay",
+    "connect_timeout",
+    "read_timeout",
+    "shard_count",
+    "shard_index",
 }
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "plan", help=HELP,
+        "plan",
+        help=HELP,
         description=HELP + ". Takes the same settings as `download`. Exit codes: 0 it fits, 1 none of the sampled "
         "keys exists or answered, 2 bad settings or input, 3 credentials or access error, 4 clearly more than the free space.",
     )
     add_settings_flags(parser, Settings, positional="coco", only=PLAN_SETTINGS)
-    parser.add_argument("--sample", type=int, default=200, metavar="N",
-                        help="how many random keys to HEAD (default: 200; every key when fewer are left)")
-    parser.add_argument("--gets", type=int, default=8, metavar="K",
-                        help="how many of the keys found to GET into a temp folder to time the bytes (default: 8; 0: none)")
+    parser.add_argument(
+        "--sample",
+        type=int,
+        default=200,
+        metavar="N",
+        help="how many random keys to HEAD (default: 200; every key when fewer are left)",
+    )
+    parser.add_argument(
+        "--gets",
+        type=int,
+        default=8,
+        metavar="K",
+        help="how many of the keys found to GET into a temp folder to time the bytes (default: 8; 0: none)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed of the random sample, to repeat a plan exactly")
     parser.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     parser.set_defaults(run=run)
@@ -55,8 +85,14 @@ def run(args: argparse.Namespace) -> int:
     return plan(settings, args.sample, args.gets, args.seed, args.json)
 
 
-def plan(settings: Settings, sample: int = 200, gets: int = 8, seed: int | None = None, as_json: bool = False,
-         storage_factory=S3Storage) -> int:
+def plan(
+    settings: Settings,
+    sample: int = 200,
+    gets: int = 8,
+    seed: int | None = None,
+    as_json: bool = False,
+    storage_factory=S3Storage,
+) -> int:
     """Print the plan; returns its exit code."""
     from sci_fetch.plan.check import make_plan
     from sci_fetch.plan.report import plan_json, plan_lines

@@ -23,24 +23,45 @@ HELP = "show the progress of a download from its manifests (safe while the downl
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "status", help=HELP,
+        "status",
+        help=HELP,
         description=HELP + ". Reads the same settings as download (settings.toml, SCI_FETCH_*), so a plain "
         "`sci-fetch status` finds the download's output. Exit code 0 when every image is done, 1 otherwise; "
         "with --health, 0 while the run is alive (fresh heartbeat) or ended well, 1 when it stalled or failed.",
     )
     add_common_flags(parser)
-    add_output_flag(parser, positional=True,
-                    what=f"the download's output folder; every manifest in OUTPUT/{STATE_DIR}/ is read")
-    parser.add_argument("--manifest", type=Path, action="append", default=None,
-                        help="read this manifest file instead (may be given several times; default: the settings' "
-                        "manifest, else every one under OUTPUT)")
-    parser.add_argument("--errors", "--show", dest="errors", type=int, default=5, metavar="N",
-                        help="how many of the latest errors to show (default: 5)")
+    add_output_flag(
+        parser, positional=True, what=f"the download's output folder; every manifest in OUTPUT/{STATE_DIR}/ is read"
+    )
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        action="append",
+        default=None,
+        help="read this manifest file instead (may be given several times; default: the settings' "
+        "manifest, else every one under OUTPUT)",
+    )
+    parser.add_argument(
+        "--errors",
+        "--show",
+        dest="errors",
+        type=int,
+        default=5,
+        metavar="N",
+        help="how many of the latest errors to show (default: 5)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    parser.add_argument("--health", action="store_true",
-                        help="print one line and exit 0 if the run is alive or ended with exit code 0, else 1")
-    parser.add_argument("--max-age", type=float, default=120.0,
-                        help="with --health: seconds without a manifest write after which a running job counts as stalled (default: 120)")
+    parser.add_argument(
+        "--health",
+        action="store_true",
+        help="print one line and exit 0 if the run is alive or ended with exit code 0, else 1",
+    )
+    parser.add_argument(
+        "--max-age",
+        type=float,
+        default=120.0,
+        help="with --health: seconds without a manifest write after which a running job counts as stalled (default: 120)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -73,9 +94,13 @@ def read_one(path: Path, errors: int) -> dict:
         if expected is not None:  # images of the COCO file not read yet (a stopped run) are pending too
             counts["pending"] += max(0, expected - sum(counts.values()))
         return {
-            "path": str(path), "counts": counts, "bytes": manifest.bytes_done(),
-            "rate": manifest.rate(60.0), "heartbeat": float(heartbeat) if heartbeat else None,
-            "errors": manifest.last_errors(errors), "last_run": manifest.last_run(),
+            "path": str(path),
+            "counts": counts,
+            "bytes": manifest.bytes_done(),
+            "rate": manifest.rate(60.0),
+            "heartbeat": float(heartbeat) if heartbeat else None,
+            "errors": manifest.last_errors(errors),
+            "last_run": manifest.last_run(),
         }
     finally:
         manifest.close()
@@ -86,10 +111,14 @@ def merge(parts: list[dict]) -> dict:
     errors = sorted((e for p in parts for e in p["errors"]), key=lambda r: r.updated_at or 0, reverse=True)
     heartbeats = [p["heartbeat"] for p in parts if p["heartbeat"]]
     return {
-        "counts": counts, "bytes": sum(p["bytes"] for p in parts),
-        "images_per_second": sum(p["rate"][0] for p in parts), "bytes_per_second": sum(p["rate"][1] for p in parts),
-        "heartbeat": max(heartbeats) if heartbeats else None, "errors": errors,
-        "runs": [p["last_run"] for p in parts], "manifests": [p["path"] for p in parts],
+        "counts": counts,
+        "bytes": sum(p["bytes"] for p in parts),
+        "images_per_second": sum(p["rate"][0] for p in parts),
+        "bytes_per_second": sum(p["rate"][1] for p in parts),
+        "heartbeat": max(heartbeats) if heartbeats else None,
+        "errors": errors,
+        "runs": [p["last_run"] for p in parts],
+        "manifests": [p["path"] for p in parts],
     }
 
 
@@ -126,21 +155,38 @@ def run(args: argparse.Namespace) -> int:
     age = now - job["heartbeat"] if job["heartbeat"] else None
     running = any(r and r["ended_at"] is None for r in job["runs"])
     if args.json:
-        print(json.dumps({
-            "manifests": job["manifests"], "counts": counts, "images": total, "bytes_done": job["bytes"],
-            "images_per_second_last_minute": round(job["images_per_second"], 2),
-            "bytes_per_second_last_minute": round(job["bytes_per_second"]),
-            "eta_seconds": round(eta) if eta is not None else None,
-            "heartbeat_age_seconds": round(age, 1) if age is not None else None,
-            "running": running, "last_run": job["runs"][0] if len(job["runs"]) == 1 else None, "last_runs": job["runs"],
-            "last_errors": [{"key": r.key, "state": r.state.value, "error": r.last_error} for r in job["errors"][: args.errors]],
-        }, default=str))
+        print(
+            json.dumps(
+                {
+                    "manifests": job["manifests"],
+                    "counts": counts,
+                    "images": total,
+                    "bytes_done": job["bytes"],
+                    "images_per_second_last_minute": round(job["images_per_second"], 2),
+                    "bytes_per_second_last_minute": round(job["bytes_per_second"]),
+                    "eta_seconds": round(eta) if eta is not None else None,
+                    "heartbeat_age_seconds": round(age, 1) if age is not None else None,
+                    "running": running,
+                    "last_run": job["runs"][0] if len(job["runs"]) == 1 else None,
+                    "last_runs": job["runs"],
+                    "last_errors": [
+                        {"key": r.key, "state": r.state.value, "error": r.last_error}
+                        for r in job["errors"][: args.errors]
+                    ],
+                },
+                default=str,
+            )
+        )
     else:
         print("manifest " + ", ".join(job["manifests"]))
-        print(f"  images {total}: done {counts['done']}, pending {counts['pending']}, failed {counts['failed']}, "
-              f"missing {counts['missing']}, forbidden {counts['forbidden']}")
-        print(f"  {job['bytes'] / 1e6:.1f} MB on disk; last minute: {job['images_per_second']:.1f} images/s, "
-              f"{job['bytes_per_second'] / 1e6:.1f} MB/s" + (f", ETA {format_duration(eta)}" if eta is not None else ""))
+        print(
+            f"  images {total}: done {counts['done']}, pending {counts['pending']}, failed {counts['failed']}, "
+            f"missing {counts['missing']}, forbidden {counts['forbidden']}"
+        )
+        print(
+            f"  {job['bytes'] / 1e6:.1f} MB on disk; last minute: {job['images_per_second']:.1f} images/s, "
+            f"{job['bytes_per_second'] / 1e6:.1f} MB/s" + (f", ETA {format_duration(eta)}" if eta is not None else "")
+        )
         for last in job["runs"]:
             if last:
                 state = "running" if last["ended_at"] is None else f"ended with exit code {last['exit_code']}"

@@ -39,21 +39,40 @@ _KIND_TEXT = {
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "verify", help=HELP,
+        "verify",
+        help=HELP,
         description=HELP + ". Bad images are marked pending; run the same download again to fetch them. "
         "Exit code 0 when every done image checks out, 1 when some were marked pending, 2 on a usage error.",
     )
     add_common_flags(parser)
-    add_output_flag(parser, positional=True,
-                    what=f"the download's output folder; every manifest in OUTPUT/{STATE_DIR}/ is checked")
-    parser.add_argument("--manifest", type=Path, action="append", default=None,
-                        help="check this manifest file instead (may be given several times; default: the settings' "
-                        "manifest, else every one under OUTPUT)")
+    add_output_flag(
+        parser, positional=True, what=f"the download's output folder; every manifest in OUTPUT/{STATE_DIR}/ is checked"
+    )
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        action="append",
+        default=None,
+        help="check this manifest file instead (may be given several times; default: the settings' "
+        "manifest, else every one under OUTPUT)",
+    )
     parser.add_argument("--decode", action="store_true", help="also decode every image with Pillow (slower)")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="threads hashing and decoding (default: 2 per CPU, at most 8)")
-    parser.add_argument("--errors", "--show", dest="errors", type=int, default=20, metavar="N",
-                        help="how many bad images to list in the text report (default: 20)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="threads hashing and decoding (default: 2 per CPU, at most 8)",
+    )
+    parser.add_argument(
+        "--errors",
+        "--show",
+        dest="errors",
+        type=int,
+        default=20,
+        metavar="N",
+        help="how many bad images to list in the text report (default: 20)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.set_defaults(run=run)
 
@@ -64,7 +83,9 @@ def verify_manifest(path: Path, root: Path, decode: bool, workers: int | None) -
     try:
         last = manifest.last_run()
         heartbeat = manifest.meta("heartbeat")
-        running = bool(last and last["ended_at"] is None and heartbeat and time.time() - float(heartbeat) < _RUNNING_AGE)
+        running = bool(
+            last and last["ended_at"] is None and heartbeat and time.time() - float(heartbeat) < _RUNNING_AGE
+        )
         checked, problems = check_rows(root, manifest.rows([State.done]), decode=decode, workers=workers)
         for p in problems:  # the reason per image shows in failures.csv and status
             manifest.mark_pending([p.image_id], f"verify: {_KIND_TEXT[p.kind]}: {p.detail}")
@@ -82,19 +103,35 @@ def run(args: argparse.Namespace) -> int:
     by_kind = Counter(p.kind for p in problems)
     seconds = time.monotonic() - started
     if args.json:
-        print(json.dumps({
-            "output": str(output), "manifests": [part["manifest"] for part in parts], "decode": args.decode,
-            "checked": checked, "good": checked - len(problems), "marked_pending": len(problems),
-            "by_kind": dict(by_kind), "seconds": round(seconds, 2),
-            "problems": [{"image_id": p.image_id, "destination": p.dest, "kind": p.kind, "detail": p.detail} for p in problems],
-        }))
+        print(
+            json.dumps(
+                {
+                    "output": str(output),
+                    "manifests": [part["manifest"] for part in parts],
+                    "decode": args.decode,
+                    "checked": checked,
+                    "good": checked - len(problems),
+                    "marked_pending": len(problems),
+                    "by_kind": dict(by_kind),
+                    "seconds": round(seconds, 2),
+                    "problems": [
+                        {"image_id": p.image_id, "destination": p.dest, "kind": p.kind, "detail": p.detail}
+                        for p in problems
+                    ],
+                }
+            )
+        )
     else:
         for part in parts:
             if part["running"]:
-                print(f"warning: {part['manifest']} was written less than {_RUNNING_AGE:.0f}s ago; a download may be "
-                      "running, and images it finishes meanwhile are not checked")
+                print(
+                    f"warning: {part['manifest']} was written less than {_RUNNING_AGE:.0f}s ago; a download may be "
+                    "running, and images it finishes meanwhile are not checked"
+                )
         what = "size, MD5 and decoding" if args.decode else "size and MD5"
-        print(f"verified {checked} done images ({what}) in {format_duration(seconds)}: {checked - len(problems)} good, {len(problems)} bad")
+        print(
+            f"verified {checked} done images ({what}) in {format_duration(seconds)}: {checked - len(problems)} good, {len(problems)} bad"
+        )
         for kind, n in sorted(by_kind.items()):
             print(f"  {_KIND_TEXT[kind]}: {n}")
         for p in problems[: args.errors]:
@@ -104,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
         if problems:
             print(f"marked {len(problems)} images pending: run the same 'sci-fetch download' again to fetch them")
         if by_kind.get("decode"):
-            print("note: an image whose MD5 still matches but does not decode is damaged in S3 itself; "
-                  "downloading it again brings the same bytes")
+            print(
+                "note: an image whose MD5 still matches but does not decode is damaged in S3 itself; "
+                "downloading it again brings the same bytes"
+            )
     return 1 if problems else 0

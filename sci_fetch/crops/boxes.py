@@ -77,7 +77,9 @@ def _fmt(values: Sequence[float | None]) -> str:
 def coco_box(bbox: Sequence[float | None] | None) -> Box | Reject:
     """Checks that need no image: Animl writes all-null boxes when the export had no image size."""
     if bbox is None or any(v is None for v in bbox):
-        return Reject(Reason.null_bbox, "bbox is missing or null" if bbox is None else f"bbox {_fmt(bbox)} has null values")
+        return Reject(
+            Reason.null_bbox, "bbox is missing or null" if bbox is None else f"bbox {_fmt(bbox)} has null values"
+        )
     x, y, w, h = (float(v) for v in bbox)  # type: ignore[arg-type]
     if w < 0 or h < 0:
         return Reject(Reason.negative_size, f"bbox {_fmt(bbox)} has a negative width or height")
@@ -99,7 +101,9 @@ def scale_factors(
     if cw is None or ch is None:
         if is_original:
             return (1.0, 1.0)
-        return Reject(Reason.cannot_scale, f"cannot scale: COCO has no width/height and the file is a {rw}x{rh} variant")
+        return Reject(
+            Reason.cannot_scale, f"cannot scale: COCO has no width/height and the file is a {rw}x{rh} variant"
+        )
     if (cw, ch) == (rw, rh):
         return (1.0, 1.0)
     sx, sy = rw / cw, rh / ch

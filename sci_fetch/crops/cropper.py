@@ -28,8 +28,8 @@ from PIL import Image
 
 from sci_fetch.crops.boxes import Geometry, Planned, Rect, plan_crop
 from sci_fetch.crops.decode import Band, DecodeError, decode_band
-from sci_fetch.crops.resize import Resize, common_scale, dct_scale, target_size
 from sci_fetch.crops.reasons import Reason
+from sci_fetch.crops.resize import Resize, common_scale, dct_scale, target_size
 from sci_fetch.errors import DiskError
 
 # Writing more crops cannot succeed after these: stop the run (as the download does) instead of
@@ -124,11 +124,16 @@ def _write(crop: Image.Image, path: str, quality: int, mark: bytes, suffix: str)
 
 
 def _rejected(job: ImageJob, reason: Reason, detail: str, only: set[int] | None = None) -> dict[int, BoxResult]:
-    return {b.index: BoxResult(b.index, "rejected", reason=reason, detail=detail) for b in job.boxes if only is None or b.index in only}
+    return {
+        b.index: BoxResult(b.index, "rejected", reason=reason, detail=detail)
+        for b in job.boxes
+        if only is None or b.index in only
+    }
 
 
-def _plan_boxes(job: ImageJob, params: WorkerParams, size: tuple[int, int], source_tag: str,
-                results: dict[int, BoxResult]) -> list[_Todo]:
+def _plan_boxes(
+    job: ImageJob, params: WorkerParams, size: tuple[int, int], source_tag: str, results: dict[int, BoxResult]
+) -> list[_Todo]:
     """Plan every box; crops already right go to ``results`` as kept, the rest come back to be made."""
     todo: list[_Todo] = []
     for box in job.boxes:
@@ -140,7 +145,9 @@ def _plan_boxes(job: ImageJob, params: WorkerParams, size: tuple[int, int], sour
         mark = fingerprint(plan.rect, params.jpeg_quality, source_tag, target)
         have = existing_crop(box.crop_path, mark, params.recheck)
         if isinstance(have, tuple):
-            results[box.index] = BoxResult(box.index, "kept", have[0], have[1], clipped=plan.clipped, rect=plan.rect.as_tuple())
+            results[box.index] = BoxResult(
+                box.index, "kept", have[0], have[1], clipped=plan.clipped, rect=plan.rect.as_tuple()
+            )
         else:
             todo.append(_Todo(box, plan, mark, have, target))
     return todo
@@ -153,17 +160,27 @@ def _cut(band: Band, item: _Todo) -> Image.Image:
     if scale == 1 and item.target == (rect.width, rect.height):
         crop = band.region(rect)
     else:
-        area = (rect.left / scale - origin.left, rect.top / scale - origin.top,
-                rect.right / scale - origin.left, rect.bottom / scale - origin.top)
+        area = (
+            rect.left / scale - origin.left,
+            rect.top / scale - origin.top,
+            rect.right / scale - origin.left,
+            rect.bottom / scale - origin.top,
+        )
         # reducing_gap: a box reduce to within 3x of the target first, then Lanczos; as sharp, far cheaper
         crop = band.image.resize(item.target, Image.Resampling.LANCZOS, box=area, reducing_gap=3.0)
     return crop if crop.mode == "RGB" else crop.convert("RGB")
 
 
-def _make(im: Image.Image, job: ImageJob, params: WorkerParams, todo: list[_Todo], results: dict[int, BoxResult]) -> None:
+def _make(
+    im: Image.Image, job: ImageJob, params: WorkerParams, todo: list[_Todo], results: dict[int, BoxResult]
+) -> None:
     """Decode once the band around every box still to make, cut and write each."""
-    band_rect = Rect(min(t.plan.rect.left for t in todo), min(t.plan.rect.top for t in todo),
-                     max(t.plan.rect.right for t in todo), max(t.plan.rect.bottom for t in todo))
+    band_rect = Rect(
+        min(t.plan.rect.left for t in todo),
+        min(t.plan.rect.top for t in todo),
+        max(t.plan.rect.right for t in todo),
+        max(t.plan.rect.bottom for t in todo),
+    )
     scale = common_scale(dct_scale(t.plan.rect.width, t.plan.rect.height, t.target) for t in todo)
     band = decode_band(job.source, im, band_rect, scale, params.decoder)
     for item in todo:
@@ -173,12 +190,17 @@ def _make(im: Image.Image, job: ImageJob, params: WorkerParams, todo: list[_Todo
         except OSError as exc:
             if exc.errno in _FATAL_ERRNOS:
                 raise DiskError(f"cannot write crop {item.box.crop_path}: {exc.strerror or exc}") from None
-            results[item.box.index] = BoxResult(item.box.index, "rejected", reason=Reason.write_failed,
-                                                detail=f"{item.box.crop_path}: {exc.strerror or exc}")
+            results[item.box.index] = BoxResult(
+                item.box.index,
+                "rejected",
+                reason=Reason.write_failed,
+                detail=f"{item.box.crop_path}: {exc.strerror or exc}",
+            )
             continue
         outcome = "remade" if item.was_there else "new"
-        results[item.box.index] = BoxResult(item.box.index, outcome, crop.width, crop.height,
-                                            clipped=item.plan.clipped, rect=item.plan.rect.as_tuple())
+        results[item.box.index] = BoxResult(
+            item.box.index, outcome, crop.width, crop.height, clipped=item.plan.clipped, rect=item.plan.rect.as_tuple()
+        )
 
 
 def crop_image(job: ImageJob, params: WorkerParams) -> list[BoxResult]:

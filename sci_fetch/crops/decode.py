@@ -28,6 +28,7 @@ Decoder = Literal["auto", "vips", "pillow"]
 JPEG_MAGIC = b"\xff\xd8\xff"
 JPEG_EOI = b"\xff\xd9"
 
+
 def _spec_found() -> bool:
     try:
         return importlib.util.find_spec("pyvips") is not None
@@ -103,14 +104,21 @@ def _vips_band(path: str, band: Rect, scale: int, size: tuple[int, int]) -> Imag
         image = pyvips.Image.jpegload(path, access="sequential-unbuffered", shrink=scale, fail_on="truncated")
         if image.format != "uchar" or image.bands not in (1, 3) or image.interpretation not in ("srgb", "b-w"):
             return None
-        if image.width not in (size[0] // scale, -(-size[0] // scale)) or image.height not in (size[1] // scale, -(-size[1] // scale)):
-            raise DecodeError(f"decoded size {image.width}x{image.height} does not match the header's {size[0]}x{size[1]}")
+        if image.width not in (size[0] // scale, -(-size[0] // scale)) or image.height not in (
+            size[1] // scale,
+            -(-size[1] // scale),
+        ):
+            raise DecodeError(
+                f"decoded size {image.width}x{image.height} does not match the header's {size[0]}x{size[1]}"
+            )
         r = scaled_band(band, scale, size)
         if r.right > image.width or r.bottom > image.height:
             return None  # libvips drops libjpeg's last partial pixel when it shrinks; Pillow keeps it
         data = image.crop(r.left, r.top, r.width, r.height).write_to_memory()
     except pyvips.Error as exc:
-        raise DecodeError(str(exc).strip().splitlines()[0] if str(exc).strip() else "libvips cannot decode it") from None
+        raise DecodeError(
+            str(exc).strip().splitlines()[0] if str(exc).strip() else "libvips cannot decode it"
+        ) from None
     mode = "RGB" if image.bands == 3 else "L"
     return Image.frombuffer(mode, (r.width, r.height), data, "raw", mode, 0, 1)  # no copy of the band
 

@@ -58,8 +58,7 @@ def _rows(path: Path) -> Iterator[dict[str, str]]:
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
-            for row in reader:
-                yield row
+            yield from reader
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from exc
 
@@ -98,7 +97,9 @@ def find_crop(image_path: str, crops_dir: Path) -> Path | None:
     path = Path(image_path)
     candidates = [path] if path.is_absolute() else [Path.cwd() / path]
     parts = PurePath(image_path).parts
-    candidates += [crops_dir / PurePath(*parts[k:]) for k in range(len(parts)) if not PurePath(*parts[k:]).is_absolute()]
+    candidates += [
+        crops_dir / PurePath(*parts[k:]) for k in range(len(parts)) if not PurePath(*parts[k:]).is_absolute()
+    ]
     return next((c for c in candidates if c.is_file()), None)
 
 
@@ -130,8 +131,15 @@ def _downloads(images_dir: Path | None, manifest: Path | None) -> dict[str, int]
         store.close()
 
 
-def collect(crops_dir: Path, csv_path: Path, rejects_path: Path, page_dir: Path, per_label: int,
-            images_dir: Path | None = None, manifest: Path | None = None) -> GalleryData:
+def collect(
+    crops_dir: Path,
+    csv_path: Path,
+    rejects_path: Path,
+    page_dir: Path,
+    per_label: int,
+    images_dir: Path | None = None,
+    manifest: Path | None = None,
+) -> GalleryData:
     if not csv_path.is_file():
         raise UsageError(f"no crop CSV at {csv_path}; run `sci-fetch crops` first (or give --csv)")
     labels, crops, images = read_crops(csv_path, per_label)
@@ -141,7 +149,9 @@ def collect(crops_dir: Path, csv_path: Path, rejects_path: Path, page_dir: Path,
         made = [_thumb(row, crops_dir, page_dir) for _n, row in group.picks]
         absent += sum(t is None for t in made)
         thumbs[group.label] = [t for t in made if t is not None]
-    return GalleryData(crops, images, labels, thumbs, absent, read_rejects(rejects_path), _downloads(images_dir, manifest))
+    return GalleryData(
+        crops, images, labels, thumbs, absent, read_rejects(rejects_path), _downloads(images_dir, manifest)
+    )
 
 
 _CSS = """
@@ -179,28 +189,39 @@ def _e(value: object) -> str:
 
 def _figures(data: GalleryData) -> str:
     problems = sum(n for r, n in data.rejects.items() if r not in {x.value for x in FILTER_REASONS})
-    cards = [("crops", data.crops), ("labels", len(data.labels)), ("images with crops", data.images),
-             ("boxes without a crop", sum(data.rejects.values())), ("of those, problems", problems)]
+    cards = [
+        ("crops", data.crops),
+        ("labels", len(data.labels)),
+        ("images with crops", data.images),
+        ("boxes without a crop", sum(data.rejects.values())),
+        ("of those, problems", problems),
+    ]
     if data.downloads is not None:
-        cards += [("images downloaded", data.downloads.get("done", 0)),
-                  ("images failed or missing", data.downloads.get("failed", 0) + data.downloads.get("missing", 0)),
-                  ("bytes downloaded", human_bytes(data.downloads.get("bytes", 0)))]
+        cards += [
+            ("images downloaded", data.downloads.get("done", 0)),
+            ("images failed or missing", data.downloads.get("failed", 0) + data.downloads.get("missing", 0)),
+            ("bytes downloaded", human_bytes(data.downloads.get("bytes", 0))),
+        ]
     if data.absent:
         cards.append(("picked crops not on disk", data.absent))
-    items = "".join(f"<div><dt>{_e(k)}</dt><dd>{_e(f'{v:,}' if isinstance(v, int) else v)}</dd></div>" for k, v in cards)
+    items = "".join(
+        f"<div><dt>{_e(k)}</dt><dd>{_e(f'{v:,}' if isinstance(v, int) else v)}</dd></div>" for k, v in cards
+    )
     return f'<section><h2>The run</h2><dl class="cards">{items}</dl></section>'
 
 
 def _rejects(data: GalleryData) -> str:
     if not data.rejects:
-        return "<section><h2>Boxes without a crop</h2><p class=\"note\">none</p></section>"
+        return '<section><h2>Boxes without a crop</h2><p class="note">none</p></section>'
     filtered = {x.value for x in FILTER_REASONS}
     rows = "".join(
-        f"<tr><td>{_e(reason)}</td><td class=\"n\">{n:,}</td><td>{'left out by the options' if reason in filtered else 'problem'}</td></tr>"
+        f'<tr><td>{_e(reason)}</td><td class="n">{n:,}</td><td>{"left out by the options" if reason in filtered else "problem"}</td></tr>'
         for reason, n in sorted(data.rejects.items(), key=lambda kv: (-kv[1], kv[0]))
     )
-    return ("<section><h2>Boxes without a crop</h2><table><thead><tr><th>reason</th><th>boxes</th><th>kind</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table><p class=\"note\">Every box is listed with its reason in {_e(DEFAULT_REJECTS_NAME)}.</p></section>")
+    return (
+        "<section><h2>Boxes without a crop</h2><table><thead><tr><th>reason</th><th>boxes</th><th>kind</th></tr></thead>"
+        f'<tbody>{rows}</tbody></table><p class="note">Every box is listed with its reason in {_e(DEFAULT_REJECTS_NAME)}.</p></section>'
+    )
 
 
 def _label(index: int, group: LabelGroup, thumbs: list[Thumb]) -> str:
@@ -210,14 +231,23 @@ def _label(index: int, group: LabelGroup, thumbs: list[Thumb]) -> str:
         f"<figcaption>{_e(t.caption)}</figcaption></figure>"
         for t in thumbs
     )
-    shown = f"showing {len(thumbs)} of {group.count:,}, picked at random" if len(thumbs) < group.count else f"all {group.count:,}"
-    return (f'<section id="label-{index}"><h2>{_e(name)}<span class="count">{group.count:,} crops</span></h2>'
-            f'<p class="note">{shown}</p><div class="grid">{figures}</div></section>')
+    shown = (
+        f"showing {len(thumbs)} of {group.count:,}, picked at random"
+        if len(thumbs) < group.count
+        else f"all {group.count:,}"
+    )
+    return (
+        f'<section id="label-{index}"><h2>{_e(name)}<span class="count">{group.count:,} crops</span></h2>'
+        f'<p class="note">{shown}</p><div class="grid">{figures}</div></section>'
+    )
 
 
 def render(data: GalleryData, title: str, source: str) -> str:
     """The whole page as one string; no external CSS, script or font."""
-    nav = "".join(f'<a href="#label-{i}">{_e(g.label or "(no label)")}<span>{g.count:,}</span></a>' for i, g in enumerate(data.labels))
+    nav = "".join(
+        f'<a href="#label-{i}">{_e(g.label or "(no label)")}<span>{g.count:,}</span></a>'
+        for i, g in enumerate(data.labels)
+    )
     sections = "".join(_label(i, g, data.thumbs[g.label]) for i, g in enumerate(data.labels))
     when = time.strftime("%Y-%m-%d %H:%M")
     return (
@@ -230,9 +260,17 @@ def render(data: GalleryData, title: str, source: str) -> str:
     )
 
 
-def write_gallery(crops_dir: Path, *, csv_path: Path | None = None, rejects_path: Path | None = None,
-                  dest: Path | None = None, per_label: int = PER_LABEL, images_dir: Path | None = None,
-                  manifest: Path | None = None, title: str = "Crops per label") -> Path:
+def write_gallery(
+    crops_dir: Path,
+    *,
+    csv_path: Path | None = None,
+    rejects_path: Path | None = None,
+    dest: Path | None = None,
+    per_label: int = PER_LABEL,
+    images_dir: Path | None = None,
+    manifest: Path | None = None,
+    title: str = "Crops per label",
+) -> Path:
     """Write ``<crops_dir>/gallery.html`` (or ``dest``) from the crop CSVs; returns its path.
 
     ``images_dir`` / ``manifest``: the download's, for its figures on the page (left out when absent).

@@ -80,7 +80,9 @@ def join(coco: Path, groups: Groups) -> Iterator[Joined]:
         if boxes:
             yield Joined(item.id, boxes, item)
     for image_id in list(pending):
-        yield Joined(image_id, pending.pop(image_id), None, (Reason.unknown_image, "no image with this id in the COCO file"))
+        yield Joined(
+            image_id, pending.pop(image_id), None, (Reason.unknown_image, "no image with this id in the COCO file")
+        )
 
 
 def annotated_file_names(coco: Path, wanted: Container[str]) -> Iterator[str]:

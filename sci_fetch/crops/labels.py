@@ -117,7 +117,9 @@ class Labels:
         return label, None
 
 
-def build_labels(label_map: Path | Mapping[str, str] | None, exclude: Iterable[str], keep: Iterable[str] | None) -> Labels:
+def build_labels(
+    label_map: Path | Mapping[str, str] | None, exclude: Iterable[str], keep: Iterable[str] | None
+) -> Labels:
     return Labels(
         mapping=load_label_map(label_map),
         exclude=frozenset(norm(e) for e in exclude),

@@ -44,22 +44,67 @@ class CropOptions(BaseModel):
     after_download: bool = Field(False, description="make the crops and the crop CSV when `download` ends")
     crops_dir: Path = Field(Path("crops"), description="folder the crops are written under")
     csv: Path | None = Field(None, description=f"crop-label CSV; default <crops_dir>/{DEFAULT_CSV_NAME}")
-    rejects_csv: Path | None = Field(None, description=f"CSV of the boxes that gave no crop, with the reason; default <crops_dir>/{DEFAULT_REJECTS_NAME}")
-    padding: float = Field(0.0, ge=0, le=10, description="margin added on each side, as a fraction of the box's width/height (0.1 = 10%)")
-    square: bool = Field(False, description="square crops as MegaDetector makes them: the short side grows to the long one around the centre, shifted into the image")
-    min_size: float = Field(1.0, ge=0, description="skip boxes narrower or shorter than this many pixels of the downloaded image")
+    rejects_csv: Path | None = Field(
+        None,
+        description=f"CSV of the boxes that gave no crop, with the reason; default <crops_dir>/{DEFAULT_REJECTS_NAME}",
+    )
+    padding: float = Field(
+        0.0, ge=0, le=10, description="margin added on each side, as a fraction of the box's width/height (0.1 = 10%)"
+    )
+    square: bool = Field(
+        False,
+        description="square crops as MegaDetector makes them: the short side grows to the long one around the centre, shifted into the image",
+    )
+    min_size: float = Field(
+        1.0, ge=0, description="skip boxes narrower or shorter than this many pixels of the downloaded image"
+    )
     jpeg_quality: int = Field(95, ge=1, le=100, description="JPEG quality of the crops")
-    exclude: Annotated[list[str], NoDecode] = Field(["empty", "person", "vehicle", "animal"], description="category names whose boxes are not cropped (before or after the label map); the SCI work's list, as `filter` drops")
-    min_confidence: float | None = Field(None, ge=0, le=1, description="skip annotations whose `confidence` is below this; annotations without one are kept")
-    naming: Literal["nested", "flat"] = Field("nested", description="nested: <crops_dir>/<file_name without extension>___cropNN.jpg; flat: <crops_dir>/<file stem>___cropNN.jpg")
-    label_map: Path | dict[str, str] | None = Field(None, description="fix category names: a TOML table or 2-column CSV (from,to), an inline table, or `sci` for the SCI typo fixes")
-    keep: Annotated[list[str] | None, NoDecode] = Field(None, description="write only these labels (after the label map); empty means all")
-    recheck: bool = Field(False, description="fully decode existing crops to catch truncated ones (slower); otherwise only their header is read")
-    workers: int = Field(default_factory=usable_cpus, ge=1, le=1024, description="processes decoding images; default every usable CPU")
-    variant: Variant | None = Field(None, description="variant the images were downloaded as; default the download's `variant` (original when run alone)")
-    max_size: int | None = Field(None, ge=1, le=65535, description="shrink each crop so its longer side is at most this many pixels (never enlarged), aspect kept, with a Lanczos filter (Pillow's LANCZOS); JPEGs are decoded at 1/2, 1/4 or 1/8 scale first when the box is that much larger")
-    size: tuple[int, int] | None = Field(None, description="resize each crop to exactly WxH pixels (e.g. 224x224) with a Lanczos filter (Pillow's LANCZOS); add --square to keep the aspect")
-    decoder: Literal["auto", "vips", "pillow"] = Field("auto", description="JPEG decoder: vips decodes only the rows the boxes need (pip install 'sci-fetch[fast]'); pillow decodes whole images; auto uses vips when installed. Both give the same crops")
+    exclude: Annotated[list[str], NoDecode] = Field(
+        ["empty", "person", "vehicle", "animal"],
+        description="category names whose boxes are not cropped (before or after the label map); the SCI work's list, as `filter` drops",
+    )
+    min_confidence: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="skip annotations whose `confidence` is below this; annotations without one are kept",
+    )
+    naming: Literal["nested", "flat"] = Field(
+        "nested",
+        description="nested: <crops_dir>/<file_name without extension>___cropNN.jpg; flat: <crops_dir>/<file stem>___cropNN.jpg",
+    )
+    label_map: Path | dict[str, str] | None = Field(
+        None,
+        description="fix category names: a TOML table or 2-column CSV (from,to), an inline table, or `sci` for the SCI typo fixes",
+    )
+    keep: Annotated[list[str] | None, NoDecode] = Field(
+        None, description="write only these labels (after the label map); empty means all"
+    )
+    recheck: bool = Field(
+        False,
+        description="fully decode existing crops to catch truncated ones (slower); otherwise only their header is read",
+    )
+    workers: int = Field(
+        default_factory=usable_cpus, ge=1, le=1024, description="processes decoding images; default every usable CPU"
+    )
+    variant: Variant | None = Field(
+        None,
+        description="variant the images were downloaded as; default the download's `variant` (original when run alone)",
+    )
+    max_size: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="shrink each crop so its longer side is at most this many pixels (never enlarged), aspect kept, with a Lanczos filter (Pillow's LANCZOS); JPEGs are decoded at 1/2, 1/4 or 1/8 scale first when the box is that much larger",
+    )
+    size: tuple[int, int] | None = Field(
+        None,
+        description="resize each crop to exactly WxH pixels (e.g. 224x224) with a Lanczos filter (Pillow's LANCZOS); add --square to keep the aspect",
+    )
+    decoder: Literal["auto", "vips", "pillow"] = Field(
+        "auto",
+        description="JPEG decoder: vips decodes only the rows the boxes need (pip install 'sci-fetch[fast]'); pillow decodes whole images; auto uses vips when installed. Both give the same crops",
+    )
 
     @field_validator("size", mode="before")
     @classmethod
@@ -87,7 +132,6 @@ class CropOptions(BaseModel):
     @classmethod
     def _empty_max_size(cls, value: Any) -> Any:
         return None if isinstance(value, str) and value.strip() == "" else value
-
 
     @field_validator("exclude", "keep", mode="before")
     @classmethod

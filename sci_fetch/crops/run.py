@@ -20,12 +20,12 @@ from sci_fetch.coco.source import read_categories
 from sci_fetch.crops.boxes import Geometry, Reject, coco_box
 from sci_fetch.crops.cropper import BoxJob, BoxResult, ImageJob, WorkerParams, crop_chunk
 from sci_fetch.crops.decode import resolve
-from sci_fetch.crops.resize import Resize
 from sci_fetch.crops.join import Ann, Joined, annotated_file_names, group_annotations, join
 from sci_fetch.crops.labels import Labels, build_labels
 from sci_fetch.crops.naming import crop_base, crop_relpath, extension_clashes, flat_key
 from sci_fetch.crops.options import CropOptions
 from sci_fetch.crops.reasons import FILTER_REASONS, Reason
+from sci_fetch.crops.resize import Resize
 from sci_fetch.crops.table import CROP_COLUMNS, REJECT_COLUMNS, CsvSink, number
 from sci_fetch.errors import InputError, SciFetchError, UsageError
 from sci_fetch.keys.mapping import PARTIAL_SUFFIX, STATE_DIR, UnsafePathError, Variant, safe_relative_path
@@ -152,8 +152,15 @@ def _manifest_states(images_dir: Path, manifest: Path | None) -> dict[str, str |
 class _Planner:
     """Main-process decisions per image: the ones that need no pixels (labels, nulls, paths, manifest)."""
 
-    def __init__(self, options: CropOptions, images_dir: Path, labels: Labels, categories: dict[int, str],
-                 states: dict[str, str | None] | None, clashes: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        options: CropOptions,
+        images_dir: Path,
+        labels: Labels,
+        categories: dict[int, str],
+        states: dict[str, str | None] | None,
+        clashes: set[str] | None = None,
+    ) -> None:
         self.options = options
         self.images_dir = images_dir
         self.labels = labels
@@ -254,10 +261,22 @@ class _Writer:
                     self.summary.remade += 1
                 left, top, right, bottom = result.rect or (None, None, None, None)
                 cut = (left, top, right - left, bottom - top) if result.rect else (None,) * 4
-                self.crops.add((
-                    entry.crop_paths[ann.index], label, image.id, ann.id, ann.category_id, entry.source,
-                    *bbox, result.width, result.height, image.location, image.datetime, *cut,
-                ))
+                self.crops.add(
+                    (
+                        entry.crop_paths[ann.index],
+                        label,
+                        image.id,
+                        ann.id,
+                        ann.category_id,
+                        entry.source,
+                        *bbox,
+                        result.width,
+                        result.height,
+                        image.location,
+                        image.datetime,
+                        *cut,
+                    )
+                )
                 continue
             if early is not None:
                 reason, detail = early.reason, early.detail
@@ -266,8 +285,17 @@ class _Writer:
                 reason, detail = result.reason, result.detail
             self.reject(entry.joined.image_id, ann.id, ann.category_id, label, entry.source, bbox, reason, detail)
 
-    def reject(self, image_id: str, ann_id: str, category_id: int | None, label: str, source: str,
-               bbox: tuple, reason: Reason, detail: str) -> None:
+    def reject(
+        self,
+        image_id: str,
+        ann_id: str,
+        category_id: int | None,
+        label: str,
+        source: str,
+        bbox: tuple,
+        reason: Reason,
+        detail: str,
+    ) -> None:
         self.summary.rejected[reason.value] += 1
         category = self.categories.get(category_id, "") if category_id is not None else ""
         self.rejects.add((image_id, ann_id, category_id, category, label, source, *bbox, reason.value, detail))
@@ -317,8 +345,13 @@ def run_crops(
     variant = options.variant or Variant.original
     resize = Resize(options.max_size, options.size) if options.max_size or options.size else None
     params = WorkerParams(
-        Geometry(options.padding, options.square, options.min_size), options.jpeg_quality,
-        variant is Variant.original, options.recheck, resize, resolve(options.decoder), PARTIAL_SUFFIX,
+        Geometry(options.padding, options.square, options.min_size),
+        options.jpeg_quality,
+        variant is Variant.original,
+        options.recheck,
+        resize,
+        resolve(options.decoder),
+        PARTIAL_SUFFIX,
     )
     summary = CropSummary(csv_path, rejects_path, boxes=groups.total)
     clashes = extension_clashes(annotated_file_names(coco, groups.by_image)) if options.naming == "nested" else set()

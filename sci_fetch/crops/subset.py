@@ -31,6 +31,7 @@ from sci_fetch.errors import DiskError, InputError, RecordError, UsageError
 DEFAULT_EXCLUDE = ("empty", "person", "vehicle", "animal")
 CARRIED_KEYS = ("info", "licenses")
 
+
 def _carried(path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in CARRIED_KEYS:
@@ -74,8 +75,10 @@ class FilterSummary:
             mark = "  (excluded)" if c.id in self.excluded_ids else ""
             out.append(f"{c.id:>4}  {c.name:<{width}}  {self.before[c.id]:>8}  {self.after[c.id]:>8}{mark}")
         out.append(f"{'':>4}  {'total':<{width}}  {self.annotations_before:>8}  {self.annotations_after:>8}")
-        out.append(f"images: {self.images_before} -> {self.images_after}; annotations: {self.annotations_before} -> "
-                   f"{self.annotations_after}; categories: {len(self.categories)} -> {len(self.categories) - len(self.excluded_ids)}")
+        out.append(
+            f"images: {self.images_before} -> {self.images_after}; annotations: {self.annotations_before} -> "
+            f"{self.annotations_after}; categories: {len(self.categories)} -> {len(self.categories) - len(self.excluded_ids)}"
+        )
         if self.unmatched_exclude:
             out.append(f"note: no category is named {', '.join(repr(e) for e in self.unmatched_exclude)}")
         if self.unknown_category:

@@ -18,15 +18,40 @@ from sci_fetch.errors import DiskError
 
 # `image_path` and `species_label` first: the existing notebooks read those two by name and position.
 CROP_COLUMNS = (
-    "image_path", "species_label", "image_id", "annotation_id", "category_id", "source_path",
-    "bbox_x", "bbox_y", "bbox_w", "bbox_h", "crop_width", "crop_height", "location", "datetime",
-    "source_x", "source_y", "source_w", "source_h",
+    "image_path",
+    "species_label",
+    "image_id",
+    "annotation_id",
+    "category_id",
+    "source_path",
+    "bbox_x",
+    "bbox_y",
+    "bbox_w",
+    "bbox_h",
+    "crop_width",
+    "crop_height",
+    "location",
+    "datetime",
+    "source_x",
+    "source_y",
+    "source_w",
+    "source_h",
 )
 # crop_width/crop_height: the crop file's pixels (after --max-size/--size); source_*: the whole-pixel box
 # cut from source_path for it (after padding and --square), which the resize maps onto those pixels.
 REJECT_COLUMNS = (
-    "image_id", "annotation_id", "category_id", "category", "species_label", "source_path",
-    "bbox_x", "bbox_y", "bbox_w", "bbox_h", "reason", "detail",
+    "image_id",
+    "annotation_id",
+    "category_id",
+    "category",
+    "species_label",
+    "source_path",
+    "bbox_x",
+    "bbox_y",
+    "bbox_w",
+    "bbox_h",
+    "reason",
+    "detail",
 )
 
 
@@ -96,6 +121,8 @@ class CsvSink:
     def __enter__(self) -> CsvSink:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is not None or not self._fh.closed:
             self.abort()

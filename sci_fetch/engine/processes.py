@@ -69,7 +69,10 @@ def _child(settings: Settings, run_id: int, index: int, count: int, conn: Connec
         reason, message = "usage", str(exc)
     except Exception as exc:  # a bug: its traceback in the log, and the parent stops the run
         log.exception("internal error in process %d of %d", index + 1, count)
-        reason, message = "internal", f"stopping: internal error in process {index + 1} of {count}: {type(exc).__name__}: {exc}"
+        reason, message = (
+            "internal",
+            f"stopping: internal error in process {index + 1} of {count}: {type(exc).__name__}: {exc}",
+        )
     try:
         conn.send(("result", reason, message))
         conn.close()
@@ -113,8 +116,12 @@ class Processes:
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited loop, threads or locks
         for index in range(self.count):
             receive, send = ctx.Pipe(duplex=False)
-            process = ctx.Process(target=_child, name=f"sci-fetch-{index + 1}-of-{self.count}", daemon=True,
-                                  args=(self.settings, run_id, index, self.count, send, self.verbose))
+            process = ctx.Process(
+                target=_child,
+                name=f"sci-fetch-{index + 1}-of-{self.count}",
+                daemon=True,
+                args=(self.settings, run_id, index, self.count, send, self.verbose),
+            )
             process.start()
             send.close()
             self._children.append(_Child(index, process, receive))
@@ -123,8 +130,12 @@ class Processes:
         """SIGINT/SIGTERM to the parent: every child is asked to stop (SIGTERM: no new keys, grace for the rest)."""
         if self._signal is None:
             self._signal = name
-            log.warning("%s received: stopping %d processes (%ss grace for downloads in flight)",
-                        name, self.count, self.settings.grace_seconds)
+            log.warning(
+                "%s received: stopping %d processes (%ss grace for downloads in flight)",
+                name,
+                self.count,
+                self.settings.grace_seconds,
+            )
         for child in self._children:
             if child.process.is_alive():
                 os.kill(child.process.pid, signal.SIGTERM)
@@ -157,8 +168,10 @@ class Processes:
             if child.result is None:
                 code = child.process.exitcode
                 how = f"signal {-code}" if code is not None and code < 0 else f"exit {code}"
-                text = (f"process {child.index + 1} of {self.count} died ({how}); the images it had not finished stay "
-                        "pending: run the same command again to fetch them")
+                text = (
+                    f"process {child.index + 1} of {self.count} died ({how}); the images it had not finished stay "
+                    "pending: run the same command again to fetch them"
+                )
                 log.error("%s", text)
                 reasons.append(("died", text))
             elif child.result[0] is not None:
@@ -183,15 +196,20 @@ class Processes:
         run_id = await asyncio.to_thread(manifest.begin_run, settings.model_dump(mode="json"))
         await asyncio.to_thread(quick.forget, manifest)
         shard = f"{settings.shard_index}/{settings.shard_count}"
-        stop_metrics = (serve_metrics(settings.metrics_port, settings.metrics_host, lambda: self.stats, shard)
-                        if settings.metrics_port else None)
+        stop_metrics = (
+            serve_metrics(settings.metrics_port, settings.metrics_host, lambda: self.stats, shard)
+            if settings.metrics_port
+            else None
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._forward, sig.name)
         self._start(run_id)
-        helpers = [asyncio.create_task(self._count(manifest)),
-                   asyncio.create_task(self._status_loop(shard)),
-                   asyncio.create_task(report(self.stats, choose_mode(settings.progress), settings.log_interval))]
+        helpers = [
+            asyncio.create_task(self._count(manifest)),
+            asyncio.create_task(self._status_loop(shard)),
+            asyncio.create_task(report(self.stats, choose_mode(settings.progress), settings.log_interval)),
+        ]
         try:
             await self._wait()
         finally:
@@ -206,8 +224,9 @@ class Processes:
         counts = self.stats.with_unread(await asyncio.to_thread(manifest.counts, run_id))
         code = exit_code_for(reason if reason != "died" else None, counts, self.stats.invalid, settings.dry_run)
         final = snapshot(self.stats, (0.0, 0.0), [], reason or "finished", shard)
-        await asyncio.to_thread(write_final, settings.state_file("status", "json"),
-                                final | {"exit_code": code, "processes": self.count})
+        await asyncio.to_thread(
+            write_final, settings.state_file("status", "json"), final | {"exit_code": code, "processes": self.count}
+        )
         await asyncio.to_thread(manifest.end_run, run_id, code, self.stats.as_dict() | {"processes": self.count})
         if code == 0:
             await asyncio.to_thread(quick.remember, manifest, settings, run_id)
@@ -217,8 +236,12 @@ class Processes:
         self.stats.total = await count_total(self.settings, manifest)
 
     async def _status_loop(self, shard: str) -> None:
-        await keep_writing(self.settings.state_file("status", "json"), self.settings.status_interval, lambda: self.stats,
-                           lambda stats, rates: snapshot(stats, rates, [], "running", shard) | {"processes": self.count})
+        await keep_writing(
+            self.settings.state_file("status", "json"),
+            self.settings.status_interval,
+            lambda: self.stats,
+            lambda stats, rates: snapshot(stats, rates, [], "running", shard) | {"processes": self.count},
+        )
 
 
 def process_count(setting: int | str) -> int:

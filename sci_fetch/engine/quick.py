@@ -24,8 +24,17 @@ from sci_fetch.settings import Settings
 
 META = "finished_fingerprint"
 # The settings that decide which keys a run fetches and where they go; the others (speed, logging) do not.
-_KEY_SETTINGS = ("bucket", "endpoint_url", "variant", "key_template", "verify_id_md5", "limit", "retry_missing",
-                 "shard_count", "shard_index")
+_KEY_SETTINGS = (
+    "bucket",
+    "endpoint_url",
+    "variant",
+    "key_template",
+    "verify_id_md5",
+    "limit",
+    "retry_missing",
+    "shard_count",
+    "shard_index",
+)
 
 
 def fingerprint(settings: Settings) -> str | None:
@@ -37,8 +46,16 @@ def fingerprint(settings: Settings) -> str | None:
     if info is None:
         return None
     values = settings.model_dump(mode="json", include=set(_KEY_SETTINGS))
-    return json.dumps({"coco": os.path.abspath(settings.coco), "size": info.st_size, "mtime_ns": info.st_mtime_ns,
-                       "output": os.path.abspath(settings.output), "settings": values}, sort_keys=True)
+    return json.dumps(
+        {
+            "coco": os.path.abspath(settings.coco),
+            "size": info.st_size,
+            "mtime_ns": info.st_mtime_ns,
+            "output": os.path.abspath(settings.output),
+            "settings": values,
+        },
+        sort_keys=True,
+    )
 
 
 def remember(manifest: Manifest, settings: Settings, run_id: int) -> None:
@@ -85,8 +102,9 @@ async def quick_resume(settings: Settings) -> tuple[int, Stats, dict[str, int]] 
         run_id = manifest.begin_run(settings.model_dump(mode="json"))
         manifest.end_run(run_id, 0, stats.as_dict() | {"quick_check": True})
         shard = f"{settings.shard_index}/{settings.shard_count}"
-        write_final(settings.state_file("status", "json"), snapshot(stats, (0.0, 0.0), [], "finished", shard)
-                    | {"exit_code": 0})
+        write_final(
+            settings.state_file("status", "json"), snapshot(stats, (0.0, 0.0), [], "finished", shard) | {"exit_code": 0}
+        )
         counts = {state.value: 0 for state in State} | {"done": done}
         return run_id, stats, counts
     finally:

@@ -104,10 +104,19 @@ def count_images(path: Path, shard_count: int = 1, shard_index: int = 0) -> int 
     try:
         with open(path, "rb") as fh:
             if shard_count > 1:
-                return sum(1 for prefix, event, value in ijson.parse(fh)
-                           if prefix == "images.item.id" and event in ("string", "number")
-                           and shard_of(str(value), shard_count) == shard_index)
-            return sum(1 for prefix, event, _ in ijson.parse(fh) if prefix == "images.item" and event in ("start_map", "start_array", "string", "number", "null", "boolean"))
+                return sum(
+                    1
+                    for prefix, event, value in ijson.parse(fh)
+                    if prefix == "images.item.id"
+                    and event in ("string", "number")
+                    and shard_of(str(value), shard_count) == shard_index
+                )
+            return sum(
+                1
+                for prefix, event, _ in ijson.parse(fh)
+                if prefix == "images.item"
+                and event in ("start_map", "start_array", "string", "number", "null", "boolean")
+            )
     except (OSError, ijson.JSONError):
         return None
 
@@ -151,8 +160,12 @@ class Engine:
             if message:
                 log.error(message)
             elif reason in ("SIGINT", "SIGTERM"):
-                log.warning("%s received: taking no new keys, %ss grace for %d in-flight downloads",
-                            reason, self.settings.grace_seconds, self.stats.in_flight)
+                log.warning(
+                    "%s received: taking no new keys, %ss grace for %d in-flight downloads",
+                    reason,
+                    self.settings.grace_seconds,
+                    self.stats.in_flight,
+                )
         self._stop.set()
 
     # ---- producer ---------------------------------------------------------------------------
@@ -168,7 +181,9 @@ class Engine:
             tasks, rejects = [], []
             for index, item in chunk:
                 if isinstance(item, RecordError):
-                    if settings.shard_index == 0 and self.role.share[0] == 0:  # reported once, not by every shard/process
+                    if (
+                        settings.shard_index == 0 and self.role.share[0] == 0
+                    ):  # reported once, not by every shard/process
                         rejects.append(("invalid", f"images[{item.index}]", item.record_id, None, None, item.reason))
                     continue
                 if settings.shard_count > 1 and shard_of(item.id, settings.shard_count) != settings.shard_index:
@@ -183,7 +198,16 @@ class Engine:
             for d in decisions:
                 if d.action in (Action.duplicate_id, Action.duplicate_dest):
                     what = "id" if d.action is Action.duplicate_id else f"destination (already used by {d.other})"
-                    rejects.append(("duplicate", "images[]", d.task.image_id, d.task.key, d.task.dest, f"duplicate {what}; fetched once"))
+                    rejects.append(
+                        (
+                            "duplicate",
+                            "images[]",
+                            d.task.image_id,
+                            d.task.key,
+                            d.task.dest,
+                            f"duplicate {what}; fetched once",
+                        )
+                    )
             self.manifest.add_rejects(self.run_id, rejects)
             yield decisions, rejects
 
@@ -246,7 +270,9 @@ class Engine:
         task = decision.task
         src = f"s3://{self.settings.bucket}/{task.key}"
         dest = str(Path(self.settings.output) / task.dest)
-        log.info("would fetch %s -> %s", src, dest, extra={"plan": {"key": task.key, "source": src, "destination": dest}})
+        log.info(
+            "would fetch %s -> %s", src, dest, extra={"plan": {"key": task.key, "source": src, "destination": dest}}
+        )
 
     # ---- workers ----------------------------------------------------------------------------
     async def _worker(self) -> None:
@@ -276,13 +302,18 @@ class Engine:
         if held:
             self._held_missing.append(outcome)
             if len(self._held_missing) >= FIRST_MISSES and self._stop_reason is None:
-                self.stats.missing -= len(self._held_missing)  # they stay pending: once the keys are right they are fetched
+                self.stats.missing -= len(
+                    self._held_missing
+                )  # they stay pending: once the keys are right they are fetched
                 self._held_missing.clear()
-                self.request_stop("keys", f"stopping: the first {FIRST_MISSES} keys fetched were all missing, e.g. "
-                                  f"{outcome.error}; check the bucket ({self.settings.bucket}), the variant "
-                                  f"({self.settings.variant.value}) and the key template "
-                                  f"({self.settings.key_template or 'Animl serving_bucket_key'}); "
-                                  "`sci-fetch download --dry-run` shows the keys it would fetch")
+                self.request_stop(
+                    "keys",
+                    f"stopping: the first {FIRST_MISSES} keys fetched were all missing, e.g. "
+                    f"{outcome.error}; check the bucket ({self.settings.bucket}), the variant "
+                    f"({self.settings.variant.value}) and the key template "
+                    f"({self.settings.key_template or 'Animl serving_bucket_key'}); "
+                    "`sci-fetch download --dry-run` shows the keys it would fetch",
+                )
             return
         if self._held_missing and outcome.state is State.done:
             self._outcomes.extend(self._held_missing)
@@ -315,14 +346,24 @@ class Engine:
                 if adopted is not None:
                     return adopted
             info = await self.storage.download(task.key, self._sink_for(dest, task.expected_md5), str(dest))
-            return Outcome(image_id=task.image_id, state=State.done, bytes=info.size, md5=info.md5, etag=info.etag,
-                           attempts=info.attempts, checks=info.checks)
+            return Outcome(
+                image_id=task.image_id,
+                state=State.done,
+                bytes=info.size,
+                md5=info.md5,
+                etag=info.etag,
+                attempts=info.attempts,
+                checks=info.checks,
+            )
         except MissingError as exc:
             return Outcome(image_id=task.image_id, state=State.missing, attempts=max(exc.attempts, 1), error=str(exc))
         except ForbiddenError as exc:
             if self._succeeded() == 0:  # nothing of this run got through: it is the credentials or the bucket
-                self.request_stop("fatal", f"stopping: {exc}: no object of this run has been readable yet, so "
-                                  f"{forbidden_hint(self.settings.anonymous)}")
+                self.request_stop(
+                    "fatal",
+                    f"stopping: {exc}: no object of this run has been readable yet, so "
+                    f"{forbidden_hint(self.settings.anonymous)}",
+                )
                 return None
             return Outcome(image_id=task.image_id, state=State.forbidden, attempts=max(exc.attempts, 1), error=str(exc))
         except FatalError as exc:
@@ -338,8 +379,11 @@ class Engine:
         except Exception as exc:  # a bug, not a bad image: one traceback, the run stops, the image stays pending
             if self._stop_reason != "internal":
                 log.exception("internal error while fetching %s", task.key)
-            self.request_stop("internal", f"stopping: internal error while fetching {task.key}: {type(exc).__name__}: "
-                              f"{exc}; the traceback is in the log above; please report it")
+            self.request_stop(
+                "internal",
+                f"stopping: internal error while fetching {task.key}: {type(exc).__name__}: "
+                f"{exc}; the traceback is in the log above; please report it",
+            )
             return None
 
     def _sink_for(self, dest: Path, expected_md5: str | None) -> SinkFactory:
@@ -361,14 +405,23 @@ class Engine:
         if task.expected_md5 is not None:
             local = await asyncio.to_thread(file_md5, dest)
             if local == task.expected_md5:
-                return Outcome(image_id=task.image_id, state=State.done, bytes=size, md5=local, attempts=0, checks="id-md5")
+                return Outcome(
+                    image_id=task.image_id, state=State.done, bytes=size, md5=local, attempts=0, checks="id-md5"
+                )
             return None
         head = await self.storage.head(task.key)
         if head.size == size and head.md5 is not None:
             local = await asyncio.to_thread(file_md5, dest)
             if local == head.md5:
-                return Outcome(image_id=task.image_id, state=State.done, bytes=size, md5=local, etag=head.etag,
-                               attempts=0, checks="size,etag")
+                return Outcome(
+                    image_id=task.image_id,
+                    state=State.done,
+                    bytes=size,
+                    md5=local,
+                    etag=head.etag,
+                    attempts=0,
+                    checks="size,etag",
+                )
         return None
 
     # ---- manifest flushing ------------------------------------------------------------------
@@ -443,15 +496,24 @@ class Engine:
     async def _status_loop(self) -> None:
         """Rewrite the status file every few seconds; the last one is written as the run ends."""
         shard = f"{self.settings.shard_index}/{self.settings.shard_count}"
-        await keep_writing(self.settings.state_file("status", "json"), self.settings.status_interval, self.live_stats,
-                           lambda stats, rates: snapshot(stats, rates, list(self._last_errors), "running", shard))
+        await keep_writing(
+            self.settings.state_file("status", "json"),
+            self.settings.status_interval,
+            self.live_stats,
+            lambda stats, rates: snapshot(stats, rates, list(self._last_errors), "running", shard),
+        )
 
     async def _final_flush(self) -> None:
         try:
             await self._flush()
         except Exception as exc:  # the files are on disk: the next run adopts them (the manifest lags, never leads)
-            log.error("the manifest could not record the last %d outcomes: %s: %s; their files are kept and the "
-                      "next run checks and adopts them", len(self._outcomes), type(exc).__name__, exc)
+            log.error(
+                "the manifest could not record the last %d outcomes: %s: %s; their files are kept and the "
+                "next run checks and adopts them",
+                len(self._outcomes),
+                type(exc).__name__,
+                exc,
+            )
             self.request_stop("internal", f"stopping: the manifest could not be written: {type(exc).__name__}: {exc}")
 
     def _final_status(self, exit_code: int) -> None:
@@ -481,8 +543,10 @@ class Engine:
         settings = self.settings
         work: list[tuple[str, Coroutine[Any, Any, None]]] = [("manifest flusher", self._flush_loop())]
         if self.role.observe:
-            work += [("status file writer", self._status_loop()),
-                     ("progress display", report(self.stats, choose_mode(settings.progress), settings.log_interval))]
+            work += [
+                ("status file writer", self._status_loop()),
+                ("progress display", report(self.stats, choose_mode(settings.progress), settings.log_interval)),
+            ]
         if self.role.report is not None:
             work.append(("figures reporter", self._report_loop(self.role.report)))
         return [asyncio.create_task(self._supervised(name, coro)) for name, coro in work]
@@ -496,8 +560,12 @@ class Engine:
         settings = self.settings
         stop_metrics = None
         if settings.metrics_port and self.role.observe:
-            stop_metrics = serve_metrics(settings.metrics_port, settings.metrics_host, self.live_stats,
-                                         f"{settings.shard_index}/{settings.shard_count}")
+            stop_metrics = serve_metrics(
+                settings.metrics_port,
+                settings.metrics_host,
+                self.live_stats,
+                f"{settings.shard_index}/{settings.shard_count}",
+            )
         if self.role.run_id is None:
             self.run_id = await asyncio.to_thread(self.manifest.begin_run, settings.model_dump(mode="json"))
             await asyncio.to_thread(quick.forget, self.manifest)
@@ -507,8 +575,9 @@ class Engine:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
         restore_gc = quiet_gc()
-        counting = asyncio.create_task(self._supervised("image count", self._count_total()) if self.role.observe
-                                       else asyncio.sleep(0))
+        counting = asyncio.create_task(
+            self._supervised("image count", self._count_total()) if self.role.observe else asyncio.sleep(0)
+        )
         helpers = self._helpers()
         producer = asyncio.create_task(self._produce())
         workers = [asyncio.create_task(self._worker()) for _ in range(settings.concurrency)]
@@ -562,7 +631,9 @@ class Engine:
         for w in workers:
             if w not in self._busy:
                 w.cancel()
-        grace = self.settings.grace_seconds if self._stop_reason in ("SIGINT", "SIGTERM", "input", "usage", "keys") else 0.0
+        grace = (
+            self.settings.grace_seconds if self._stop_reason in ("SIGINT", "SIGTERM", "input", "usage", "keys") else 0.0
+        )
         busy = [w for w in workers if not w.done()]
         if busy:
             _done, late = await asyncio.wait(busy, timeout=grace)
@@ -602,8 +673,16 @@ async def count_total(settings: Settings, manifest: Manifest) -> int | None:
     return total
 
 
-STOP_CODES = {"fatal": EXIT_FATAL, "disk": EXIT_DISK, "SIGINT": EXIT_SIGINT, "SIGTERM": EXIT_SIGTERM,
-              "input": EXIT_USAGE, "usage": EXIT_USAGE, "keys": EXIT_USAGE, "internal": EXIT_INTERNAL}
+STOP_CODES = {
+    "fatal": EXIT_FATAL,
+    "disk": EXIT_DISK,
+    "SIGINT": EXIT_SIGINT,
+    "SIGTERM": EXIT_SIGTERM,
+    "input": EXIT_USAGE,
+    "usage": EXIT_USAGE,
+    "keys": EXIT_USAGE,
+    "internal": EXIT_INTERNAL,
+}
 
 
 def exit_code_for(stop_reason: str | None, counts: dict[str, int], invalid: int, dry_run: bool) -> int:

@@ -30,8 +30,22 @@ class Stats:
 
     def absorb(self, parts: list[Stats]) -> None:
         """Become the sum of several processes' figures (engine.processes); start time and total stay ours."""
-        for name in ("planned", "to_fetch", "skipped_done", "skipped_missing", "duplicates", "invalid", "done",
-                     "adopted", "failed", "missing", "forbidden", "bytes", "in_flight", "requests"):
+        for name in (
+            "planned",
+            "to_fetch",
+            "skipped_done",
+            "skipped_missing",
+            "duplicates",
+            "invalid",
+            "done",
+            "adopted",
+            "failed",
+            "missing",
+            "forbidden",
+            "bytes",
+            "in_flight",
+            "requests",
+        ):
             setattr(self, name, sum(getattr(p, name) for p in parts))
         self.retries = sum((p.retries for p in parts), Counter())
         outages = [p.unreachable_since for p in parts if p.unreachable_since is not None]
@@ -82,11 +96,24 @@ class Stats:
 
     def as_dict(self) -> dict:
         return {
-            "total_records": self.total, "valid_records": self.planned, "to_fetch": self.to_fetch, "fetched": self.done, "adopted": self.adopted,
-            "already_done": self.skipped_done, "failed": self.failed, "missing": self.missing, "forbidden": self.forbidden,
-            "skipped_missing": self.skipped_missing, "duplicates": self.duplicates, "invalid": self.invalid,
-            "bytes": self.bytes, "seconds": round(self.elapsed(), 3), "images_per_second": round(self.images_per_second(), 2),
-            "mb_per_second": round(self.mb_per_second(), 2), "requests": self.requests, "retries": dict(self.retries),
+            "total_records": self.total,
+            "valid_records": self.planned,
+            "to_fetch": self.to_fetch,
+            "fetched": self.done,
+            "adopted": self.adopted,
+            "already_done": self.skipped_done,
+            "failed": self.failed,
+            "missing": self.missing,
+            "forbidden": self.forbidden,
+            "skipped_missing": self.skipped_missing,
+            "duplicates": self.duplicates,
+            "invalid": self.invalid,
+            "bytes": self.bytes,
+            "seconds": round(self.elapsed(), 3),
+            "images_per_second": round(self.images_per_second(), 2),
+            "mb_per_second": round(self.mb_per_second(), 2),
+            "requests": self.requests,
+            "retries": dict(self.retries),
         }
 
 

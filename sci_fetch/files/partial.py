@@ -32,7 +32,10 @@ def map_os_error(exc: OSError, op: str, path: Path) -> Exception:
     """Disk full or no permission stops the run (DiskError); anything else fails just this file."""
     text = f"{op} {path}: {exc.strerror or exc}"
     if exc.errno in _FATAL_ERRNOS:
-        return DiskError(text + ("; free some space and run the same command again" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""))
+        return DiskError(
+            text
+            + ("; free some space and run the same command again" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "")
+        )
     return PermanentError(op, str(path), None, exc.strerror or str(exc), reason="local-file")
 
 
@@ -55,7 +58,13 @@ class OutputRoot:
                 raise map_os_error(exc, "mkdir", dest.parent) from exc
             real_parent = os.path.realpath(parent)
             if real_parent != str(self.real) and not real_parent.startswith(str(self.real) + os.sep):
-                raise PermanentError("write", rel, str(dest), f"folder {dest.parent} leads outside the output dir (symbolic link to {real_parent})", reason="unsafe-path")
+                raise PermanentError(
+                    "write",
+                    rel,
+                    str(dest),
+                    f"folder {dest.parent} leads outside the output dir (symbolic link to {real_parent})",
+                    reason="unsafe-path",
+                )
             self._made.add(parent)
         return dest
 

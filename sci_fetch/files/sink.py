@@ -20,7 +20,9 @@ from sci_fetch.storage.base import Expected, Kept
 class VerifiedFile:
     """One attempt at one image: ``async with VerifiedFile(dest, md5) as sink``; write, then commit."""
 
-    def __init__(self, dest: Path, expected_md5: str | None = None, fsync: bool = False, spill_at: int = 1 << 20) -> None:
+    def __init__(
+        self, dest: Path, expected_md5: str | None = None, fsync: bool = False, spill_at: int = 1 << 20
+    ) -> None:
         self.dest = dest
         self.expected_md5 = expected_md5
         self._file = PartialFile(dest, fsync=fsync, spill_at=spill_at)
@@ -29,8 +31,9 @@ class VerifiedFile:
     async def __aenter__(self) -> VerifiedFile:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self._file.__aexit__(exc_type, exc, tb)
 
     async def write(self, data: bytes) -> None:
@@ -39,8 +42,11 @@ class VerifiedFile:
         await self._file.write(data)
 
     async def commit(self, expected: Expected) -> Kept:
-        checks = [*(["size"] if expected.size is not None else []), *(["etag"] if expected.etag_md5 else []),
-                  *(["id-md5"] if self.expected_md5 else [])]
+        checks = [
+            *(["size"] if expected.size is not None else []),
+            *(["etag"] if expected.etag_md5 else []),
+            *(["id-md5"] if self.expected_md5 else []),
+        ]
         await self._file.commit(lambda md5: self._check(md5, expected))
         return Kept(md5=self._file.md5(), checks=",".join(checks), size=self._file.size)
 
@@ -48,12 +54,21 @@ class VerifiedFile:
         """Runs in commit's thread, before anything is under the final name."""
         src, dst, size = expected.source, str(self.dest), self._file.size
         if expected.size is not None and size != expected.size:
-            raise IntegrityError("get", src, dst, f"short body: got {size} of {expected.size} bytes", reason="short-body")
+            raise IntegrityError(
+                "get", src, dst, f"short body: got {size} of {expected.size} bytes", reason="short-body"
+            )
         if expected.etag_md5 is not None and expected.etag_md5 != md5:
-            raise IntegrityError("get", src, dst, f"MD5 {md5} does not match ETag {expected.etag_md5}", reason="etag-mismatch")
+            raise IntegrityError(
+                "get", src, dst, f"MD5 {md5} does not match ETag {expected.etag_md5}", reason="etag-mismatch"
+            )
         if self.expected_md5 is not None and self.expected_md5 != md5:
-            raise IntegrityError("get", src, dst, f"MD5 {md5} does not match the md5 in the image id ({self.expected_md5})",
-                                 reason="id-md5-mismatch")
+            raise IntegrityError(
+                "get",
+                src,
+                dst,
+                f"MD5 {md5} does not match the md5 in the image id ({self.expected_md5})",
+                reason="id-md5-mismatch",
+            )
         problem = content_problem(self._head, size)
         if problem is not None:  # the stored object itself is not an image: no retry fixes it
             raise PermanentError("get", src, dst, problem, reason="not-an-image")

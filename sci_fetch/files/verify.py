@@ -26,7 +26,9 @@ HEAD_BYTES = 512
 
 # Markup an S3 key holds instead of an image when a web server or proxy stored its error page.
 # No image format starts with one of these (SVG aside, which camera traps do not write).
-_MARKUP = re.compile(rb"^(?:\xef\xbb\xbf)?\s*<(?:!doctype\s+html|html[\s>]|head[\s>]|body[\s>]|\?xml\s|error>|!--)", re.IGNORECASE)
+_MARKUP = re.compile(
+    rb"^(?:\xef\xbb\xbf)?\s*<(?:!doctype\s+html|html[\s>]|head[\s>]|body[\s>]|\?xml\s|error>|!--)", re.IGNORECASE
+)
 
 
 def content_problem(head: bytes, size: int) -> str | None:
@@ -108,8 +110,9 @@ def check_row(root: Path, row: ManifestRow, decode: bool = False) -> Problem | N
     return None
 
 
-def iter_checks(root: Path, rows: Iterable[ManifestRow], decode: bool = False, workers: int | None = None,
-                window: int | None = None) -> Iterator[Problem | None]:
+def iter_checks(
+    root: Path, rows: Iterable[ManifestRow], decode: bool = False, workers: int | None = None, window: int | None = None
+) -> Iterator[Problem | None]:
     """Check rows on a thread pool (hashing and decoding release the GIL), yielding each result in order.
 
     At most ``window`` rows are in flight: ``rows`` is read as results come back, so a manifest of a
@@ -127,7 +130,9 @@ def iter_checks(root: Path, rows: Iterable[ManifestRow], decode: bool = False, w
             yield in_flight.popleft().result()
 
 
-def check_rows(root: Path, rows: Iterable[ManifestRow], decode: bool = False, workers: int | None = None) -> tuple[int, list[Problem]]:
+def check_rows(
+    root: Path, rows: Iterable[ManifestRow], decode: bool = False, workers: int | None = None
+) -> tuple[int, list[Problem]]:
     """Check every row, a bounded number at a time; returns (checked, problems)."""
     problems: list[Problem] = []
     checked = 0

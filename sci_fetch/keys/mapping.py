@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import PurePosixPath
 
-
 from sci_fetch.coco.models import CocoImage
 
 # The folder under the output dir that holds sci_fetch's own state; no image may be written into it.

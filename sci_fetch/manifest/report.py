@@ -26,7 +26,9 @@ def write_failures(manifest: Manifest, run_id: int, path: Path) -> int:
             writer = csv.writer(fh)
             writer.writerow(FAILURE_COLUMNS)
             for row in manifest.rows([State.failed, State.missing, State.forbidden, State.pending], run_id=run_id):
-                reason = row.last_error or ("not attempted (the run was stopped)" if row.state is State.pending else row.state.value)
+                reason = row.last_error or (
+                    "not attempted (the run was stopped)" if row.state is State.pending else row.state.value
+                )
                 writer.writerow([row.key, row.dest, reason, row.attempts, row.image_id, row.state.value, ""])
                 count += 1
             for kind, record, image_id, key, dest, reason in manifest.rejects(run_id):
@@ -40,8 +42,9 @@ def write_failures(manifest: Manifest, run_id: int, path: Path) -> int:
     return count
 
 
-def summary_text(stats: Stats, counts: dict[str, int], failures: Path, failures_count: int, manifest: Path,
-                 dry_run: bool = False) -> str:
+def summary_text(
+    stats: Stats, counts: dict[str, int], failures: Path, failures_count: int, manifest: Path, dry_run: bool = False
+) -> str:
     retries = ", ".join(f"{k} {v}" for k, v in sorted(stats.retries.items())) or "none"
     lines = [
         "sci-fetch summary",

@@ -68,16 +68,20 @@ _COLUMNS = "image_id, key, dest, state, bytes, md5, etag, attempts, last_error, 
 
 # Version 1 knew neither the state 'forbidden' (its CHECK rejects it) nor the column 'checks': SQLite
 # cannot change a CHECK in place, so the table is rebuilt, in one transaction, on first open for writing.
-_MIGRATE_1_TO_2 = """
+_MIGRATE_1_TO_2 = (
+    """
 ALTER TABLE images RENAME TO images_v1;
 DROP INDEX IF EXISTS images_state;
 DROP INDEX IF EXISTS images_updated;
-""" + _SCHEMA.split("CREATE TABLE IF NOT EXISTS runs")[0] + """
+"""
+    + _SCHEMA.split("CREATE TABLE IF NOT EXISTS runs")[0]
+    + """
 INSERT INTO images (image_id, key, dest, state, bytes, md5, etag, attempts, last_error, run_id, created_at, updated_at)
     SELECT image_id, key, dest, state, bytes, md5, etag, attempts, last_error, run_id, created_at, updated_at FROM images_v1;
 DROP TABLE images_v1;
 UPDATE meta SET value = '2' WHERE name = 'schema_version';
 """
+)
 
 
 def _disk_error(path: Path, exc: sqlite3.Error) -> DiskError | None:
@@ -104,7 +108,7 @@ def _disk_errors(method):
 
 
 def _row(values: tuple) -> ManifestRow:
-    return ManifestRow(**dict(zip([c.strip() for c in _COLUMNS.split(",")], values)))
+    return ManifestRow(**dict(zip([c.strip() for c in _COLUMNS.split(",")], values, strict=False)))
 
 
 class Manifest:
@@ -144,7 +148,8 @@ class Manifest:
     def begin_run(self, settings: dict) -> int:
         with self._lock:
             cur = self._db.execute(
-                "INSERT INTO runs (started_at, settings) VALUES (?, ?)", (time.time(), json.dumps(settings, default=str))
+                "INSERT INTO runs (started_at, settings) VALUES (?, ?)",
+                (time.time(), json.dumps(settings, default=str)),
             )
             self._heartbeat_locked()
             return int(cur.lastrowid)
@@ -209,8 +214,7 @@ class Manifest:
         """Apply a batch of outcomes in one transaction (the engine calls this every second or so)."""
         now = time.time()
         rows = [
-            (o.state.value, o.bytes, o.md5, o.etag, o.attempts, o.error, now, o.checks, o.image_id)
-            for o in outcomes
+            (o.state.value, o.bytes, o.md5, o.etag, o.attempts, o.error, now, o.checks, o.image_id) for o in outcomes
         ]
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -252,13 +256,18 @@ class Manifest:
     def rejects(self, run_id: int) -> list[tuple[str, str, str | None, str | None, str | None, str]]:
         with self._lock:
             return self._db.execute(
-                "SELECT kind, record, image_id, key, dest, reason FROM rejects WHERE run_id = ? ORDER BY rowid", (run_id,)
+                "SELECT kind, record, image_id, key, dest, reason FROM rejects WHERE run_id = ? ORDER BY rowid",
+                (run_id,),
             ).fetchall()
 
     # ---- reading ----------------------------------------------------------------------------
     def counts(self, run_id: int | None = None) -> dict[str, int]:
         """Rows per state; with ``run_id``, only the images that run's COCO file named."""
-        query = "SELECT state, COUNT(*) FROM images" + (" WHERE run_id = ?" if run_id is not None else "") + " GROUP BY state"
+        query = (
+            "SELECT state, COUNT(*) FROM images"
+            + (" WHERE run_id = ?" if run_id is not None else "")
+            + " GROUP BY state"
+        )
         with self._lock:
             rows = self._db.execute(query, (run_id,) if run_id is not None else ()).fetchall()
         counts = {s.value: 0 for s in State}
@@ -267,7 +276,9 @@ class Manifest:
 
     def bytes_done(self) -> int:
         with self._lock:
-            return int(self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM images WHERE state = 'done'").fetchone()[0])
+            return int(
+                self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM images WHERE state = 'done'").fetchone()[0]
+            )
 
     def rate(self, window: float = 60.0) -> tuple[float, float]:
         """Images and bytes per second done over the last ``window`` seconds, from row times. The window
@@ -278,11 +289,14 @@ class Manifest:
             span = min(window, now - started) if started is not None else window
             span = max(span, 1.0)
             n, b = self._db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM images WHERE state = 'done' AND updated_at >= ?", (now - span,)
+                "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM images WHERE state = 'done' AND updated_at >= ?",
+                (now - span,),
             ).fetchone()
         return n / span, b / span
 
-    def rows(self, states: Iterable[State] | None = None, run_id: int | None = None, page: int = 2000) -> Iterator[ManifestRow]:
+    def rows(
+        self, states: Iterable[State] | None = None, run_id: int | None = None, page: int = 2000
+    ) -> Iterator[ManifestRow]:
         """Rows in destination order, a page at a time (keyset on the unique dest), so a million failed
         images can be listed in flat memory and the lock is never held for long."""
         wanted = [s.value for s in states] if states else [s.value for s in State]
@@ -293,7 +307,8 @@ class Manifest:
         while True:
             with self._lock:
                 fetched = self._db.execute(
-                    f"SELECT {self._columns} FROM images WHERE {where} AND dest > ? ORDER BY dest LIMIT ?", [*params, after, page]
+                    f"SELECT {self._columns} FROM images WHERE {where} AND dest > ? ORDER BY dest LIMIT ?",
+                    [*params, after, page],
                 ).fetchall()
             yield from (_row(r) for r in fetched)
             if len(fetched) < page:
@@ -309,7 +324,8 @@ class Manifest:
         with self._lock:
             fetched = self._db.execute(
                 f"SELECT {self._columns} FROM images WHERE last_error IS NOT NULL AND state != 'done' "
-                "ORDER BY updated_at DESC LIMIT ?", (limit,)
+                "ORDER BY updated_at DESC LIMIT ?",
+                (limit,),
             ).fetchall()
         return [_row(r) for r in fetched]
 
@@ -327,7 +343,8 @@ class Manifest:
             with self._lock:
                 fetched = self._db.execute(
                     "SELECT dest, bytes FROM images WHERE state = 'done' AND run_id = ? AND dest > ? ORDER BY dest LIMIT 5000",
-                    (run_id, after)).fetchall()
+                    (run_id, after),
+                ).fetchall()
             yield from fetched
             if len(fetched) < 5000:
                 return
@@ -351,18 +368,41 @@ class Manifest:
             ).fetchone()
         if r is None:
             return None
-        return {"run_id": r[0], "started_at": r[1], "ended_at": r[2], "exit_code": r[3], "summary": json.loads(r[4]) if r[4] else None}
+        return {
+            "run_id": r[0],
+            "started_at": r[1],
+            "ended_at": r[2],
+            "exit_code": r[3],
+            "summary": json.loads(r[4]) if r[4] else None,
+        }
 
 
 class _Planner:
     """One batch of planning: rows and destination holders read up front, writes collected and applied at the end."""
 
-    def __init__(self, db: sqlite3.Connection, tasks: list[Task], run_id: int, root: str, retry_missing: bool, now: float) -> None:
-        self.db, self.tasks, self.run_id, self.root, self.retry_missing, self.now = db, tasks, run_id, root, retry_missing, now
+    def __init__(
+        self, db: sqlite3.Connection, tasks: list[Task], run_id: int, root: str, retry_missing: bool, now: float
+    ) -> None:
+        self.db, self.tasks, self.run_id, self.root, self.retry_missing, self.now = (
+            db,
+            tasks,
+            run_id,
+            root,
+            retry_missing,
+            now,
+        )
         ids = list({t.image_id for t in tasks})
         dests = list({t.dest for t in tasks})
-        self.rows = {r[0]: r for r in self._select("SELECT image_id, key, dest, state, bytes, run_id FROM images WHERE image_id IN ({})", ids)}
-        self.holders = {r[1]: (r[0], r[2]) for r in self._select("SELECT image_id, dest, run_id FROM images WHERE dest IN ({})", dests)}
+        self.rows = {
+            r[0]: r
+            for r in self._select(
+                "SELECT image_id, key, dest, state, bytes, run_id FROM images WHERE image_id IN ({})", ids
+            )
+        }
+        self.holders = {
+            r[1]: (r[0], r[2])
+            for r in self._select("SELECT image_id, dest, run_id FROM images WHERE dest IN ({})", dests)
+        }
         self.inserts: list[tuple] = []
         self.touched: list[tuple] = []
         self.reset: list[tuple] = []
@@ -379,9 +419,13 @@ class _Planner:
         db = self.db
         db.executemany(
             "INSERT INTO images (image_id, key, dest, state, attempts, run_id, created_at, updated_at) "
-            "VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)", self.inserts)
+            "VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)",
+            self.inserts,
+        )
         db.executemany("UPDATE images SET run_id = ? WHERE image_id = ?", self.touched)
-        db.executemany("UPDATE images SET state = 'pending', last_error = ?, updated_at = ? WHERE image_id = ?", self.reset)
+        db.executemany(
+            "UPDATE images SET state = 'pending', last_error = ?, updated_at = ? WHERE image_id = ?", self.reset
+        )
         return decisions
 
     def _size_on_disk(self, dest: str) -> int | None:

@@ -23,23 +23,53 @@ class StatsCollector(Collector):
     def collect(self):
         s = self._stats()
         labels = ["shard"]
-        images = CounterMetricFamily("sci_fetch_images", "Images finished by this run, by outcome", labels=[*labels, "outcome"])
-        for outcome, value in (("fetched", s.done), ("adopted", s.adopted), ("already_done", s.skipped_done),
-                               ("failed", s.failed), ("missing", s.missing), ("forbidden", s.forbidden),
-                               ("invalid", s.invalid)):
+        images = CounterMetricFamily(
+            "sci_fetch_images", "Images finished by this run, by outcome", labels=[*labels, "outcome"]
+        )
+        for outcome, value in (
+            ("fetched", s.done),
+            ("adopted", s.adopted),
+            ("already_done", s.skipped_done),
+            ("failed", s.failed),
+            ("missing", s.missing),
+            ("forbidden", s.forbidden),
+            ("invalid", s.invalid),
+        ):
             images.add_metric([self._shard, outcome], value)
         yield images
-        yield _one(CounterMetricFamily("sci_fetch_bytes", "Bytes written by this run", labels=labels), self._shard, s.bytes)
-        yield _one(CounterMetricFamily("sci_fetch_requests", "S3 requests sent, retries included", labels=labels), self._shard, s.requests)
+        yield _one(
+            CounterMetricFamily("sci_fetch_bytes", "Bytes written by this run", labels=labels), self._shard, s.bytes
+        )
+        yield _one(
+            CounterMetricFamily("sci_fetch_requests", "S3 requests sent, retries included", labels=labels),
+            self._shard,
+            s.requests,
+        )
         retries = CounterMetricFamily("sci_fetch_retries", "Retries by reason", labels=[*labels, "reason"])
         for reason, value in sorted(s.retries.items()):
             retries.add_metric([self._shard, reason], value)
         yield retries
-        yield _one(GaugeMetricFamily("sci_fetch_in_flight", "Downloads in flight", labels=labels), self._shard, s.in_flight)
-        yield _one(GaugeMetricFamily("sci_fetch_images_total_in_coco", "Images the COCO file names (this shard's share)", labels=labels), self._shard, s.total or 0)
-        yield _one(GaugeMetricFamily("sci_fetch_images_per_second", "Average images per second this run", labels=labels), self._shard, s.images_per_second())
+        yield _one(
+            GaugeMetricFamily("sci_fetch_in_flight", "Downloads in flight", labels=labels), self._shard, s.in_flight
+        )
+        yield _one(
+            GaugeMetricFamily(
+                "sci_fetch_images_total_in_coco", "Images the COCO file names (this shard's share)", labels=labels
+            ),
+            self._shard,
+            s.total or 0,
+        )
+        yield _one(
+            GaugeMetricFamily("sci_fetch_images_per_second", "Average images per second this run", labels=labels),
+            self._shard,
+            s.images_per_second(),
+        )
         eta = s.eta_seconds()
-        yield _one(GaugeMetricFamily("sci_fetch_eta_seconds", "Estimated seconds left (-1 when unknown)", labels=labels), self._shard, eta if eta is not None else -1)
+        yield _one(
+            GaugeMetricFamily("sci_fetch_eta_seconds", "Estimated seconds left (-1 when unknown)", labels=labels),
+            self._shard,
+            eta if eta is not None else -1,
+        )
 
 
 def _one(family, shard: str, value: float):

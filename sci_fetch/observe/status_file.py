@@ -47,14 +47,23 @@ def snapshot(stats: Stats, current: tuple[float, float], last_errors: list[str],
         "state": state,
         "shard": shard,
         "images": {
-            "total": stats.total, "done": stats.skipped_done + stats.done + stats.adopted, "fetched": stats.done,
-            "adopted": stats.adopted, "already_done": stats.skipped_done, "failed": stats.failed,
-            "missing": stats.missing + stats.skipped_missing, "forbidden": stats.forbidden, "invalid": stats.invalid,
-            "duplicates": stats.duplicates, "in_flight": stats.in_flight, "pending": _pending(stats),
+            "total": stats.total,
+            "done": stats.skipped_done + stats.done + stats.adopted,
+            "fetched": stats.done,
+            "adopted": stats.adopted,
+            "already_done": stats.skipped_done,
+            "failed": stats.failed,
+            "missing": stats.missing + stats.skipped_missing,
+            "forbidden": stats.forbidden,
+            "invalid": stats.invalid,
+            "duplicates": stats.duplicates,
+            "in_flight": stats.in_flight,
+            "pending": _pending(stats),
         },
         "bytes": stats.bytes,
         "rates": {
-            "images_per_second": round(current[0], 2), "bytes_per_second": round(current[1]),
+            "images_per_second": round(current[0], 2),
+            "bytes_per_second": round(current[1]),
             "average_images_per_second": round(stats.images_per_second(), 2),
             "average_bytes_per_second": round(stats.bytes / stats.elapsed()),
         },
@@ -71,7 +80,7 @@ def _pending(stats: Stats) -> int | None:
     """Every image of the COCO file not finished or rejected yet, those not read yet included."""
     if stats.total is None:
         return None
-    accounted = (stats.skipped_done + stats.skipped_missing + stats.finished() + stats.invalid + stats.duplicates)
+    accounted = stats.skipped_done + stats.skipped_missing + stats.finished() + stats.invalid + stats.duplicates
     return max(0, stats.total - accounted)
 
 
@@ -86,8 +95,12 @@ def write_atomic(path: Path, data: dict) -> None:
         raise
 
 
-async def keep_writing(path: Path, interval: float, stats: Callable[[], Stats],
-                       make: Callable[[Stats, tuple[float, float]], dict[str, Any]]) -> None:
+async def keep_writing(
+    path: Path,
+    interval: float,
+    stats: Callable[[], Stats],
+    make: Callable[[Stats, tuple[float, float]], dict[str, Any]],
+) -> None:
     """Rewrite the status file every ``interval`` seconds until cancelled; ``make`` turns the figures and the
     current rates into the snapshot. A write that fails (disk full for a moment) is tried again next time."""
     window = RateWindow()

@@ -58,8 +58,14 @@ def free_space(path: Path) -> tuple[Path, int]:
         raise DiskError(f"cannot read the free space of {folder}: {exc.strerror or exc}") from exc
 
 
-async def make_plan(settings: Settings, storage: Storage, sample: int = 200, gets: int = 8, seed: int | None = None,
-                    confidence: float = 0.95) -> Plan:
+async def make_plan(
+    settings: Settings,
+    storage: Storage,
+    sample: int = 200,
+    gets: int = 8,
+    seed: int | None = None,
+    confidence: float = 0.95,
+) -> Plan:
     """Sample the keys still to fetch, ask S3 about them, and put the figures together."""
     population = await asyncio.to_thread(sample_remaining, settings, sample, random.Random(seed))
     probe = await probe_sample(storage, population.sample, settings.concurrency, gets, settings.anonymous)
@@ -88,7 +94,9 @@ class SpaceVerdict:
         return EXIT_DISK if self.refuse else EXIT_OK
 
 
-async def space_check(settings: Settings, storage: Storage, sample: int = SPACE_CHECK_SAMPLE, seed: int | None = None) -> SpaceVerdict:
+async def space_check(
+    settings: Settings, storage: Storage, sample: int = SPACE_CHECK_SAMPLE, seed: int | None = None
+) -> SpaceVerdict:
     """HEAD a small random sample of the keys left; refuse when even the low end of the estimate exceeds the free space.
 
     Call it inside the run's ``async with storage``; a FatalError (credentials, bucket) propagates as from a download.
@@ -99,10 +107,18 @@ async def space_check(settings: Settings, storage: Storage, sample: int = SPACE_
     est = plan.estimate
     need = f"about {human_bytes(est.total)} (range {human_bytes(est.low)} to {human_bytes(est.high)}, from HEADs of {est.sampled} random keys left)"
     if plan.fit is Fit.exceeds:
-        return SpaceVerdict(plan.fit, f"the {est.population} images left need {need} but {plan.folder} has "
-                            f"{human_bytes(plan.free_bytes)} free; free some space or choose another --output "
-                            "(or pass --no-space-check to start anyway)", plan)
+        return SpaceVerdict(
+            plan.fit,
+            f"the {est.population} images left need {need} but {plan.folder} has "
+            f"{human_bytes(plan.free_bytes)} free; free some space or choose another --output "
+            "(or pass --no-space-check to start anyway)",
+            plan,
+        )
     if plan.fit is Fit.tight:
-        return SpaceVerdict(plan.fit, f"the {est.population} images left need {need} and {plan.folder} has "
-                            f"{human_bytes(plan.free_bytes)} free: it may not fit", plan)
+        return SpaceVerdict(
+            plan.fit,
+            f"the {est.population} images left need {need} and {plan.folder} has "
+            f"{human_bytes(plan.free_bytes)} free: it may not fit",
+            plan,
+        )
     return SpaceVerdict(plan.fit, "", plan)

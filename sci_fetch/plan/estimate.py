@@ -57,7 +57,9 @@ def estimate_total(population: int, sizes: Sequence[int], missing: int, confiden
         low, high = float(seen), math.inf
     else:
         variance = (sum((s - mean) ** 2 for s in sizes) + missing * mean**2) / (n - 1)
-        spread = NormalDist().inv_cdf(0.5 + confidence / 2) * population * math.sqrt(variance / n * (1 - n / population))
+        spread = (
+            NormalDist().inv_cdf(0.5 + confidence / 2) * population * math.sqrt(variance / n * (1 - n / population))
+        )
         low, high = max(float(seen), total - spread), total + spread
     return Estimate(population, n, len(sizes), seen, mean_size, objects, total, low, high, confidence)
 
@@ -82,7 +84,9 @@ def rate(count: float, seconds: float) -> float | None:
     return count / seconds if count > 0 and seconds > 0 else None
 
 
-def eta_seconds(objects: float, total_bytes: float, objects_per_second: float | None, bytes_per_second: float | None) -> float | None:
+def eta_seconds(
+    objects: float, total_bytes: float, objects_per_second: float | None, bytes_per_second: float | None
+) -> float | None:
     """Time at the measured rates: whichever of the request rate and the byte rate is the slower bound."""
     bounds = []
     if objects_per_second:

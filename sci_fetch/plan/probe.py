@@ -75,8 +75,9 @@ async def _heads(storage: Storage, tasks: list[Task], concurrency: int, probe: P
     probe.head_seconds = time.monotonic() - started
     if forbidden and not probe.sizes:  # as a download does: no key readable at all is the credentials or the bucket
         first = forbidden[0]
-        raise FatalError(first.op, first.src, None, f"{first.err}: no sampled key was readable, so "
-                         f"{forbidden_hint(anonymous)}")
+        raise FatalError(
+            first.op, first.src, None, f"{first.err}: no sampled key was readable, so {forbidden_hint(anonymous)}"
+        )
     probe.missing.extend(e.src for e in forbidden)
     return found
 
@@ -104,8 +105,9 @@ async def _gets(storage: Storage, tasks: list[Task], probe: Probe) -> None:
     probe.get_bytes = sum(s for s in sizes if s >= 0)
 
 
-async def probe_sample(storage: Storage, tasks: list[Task], concurrency: int, gets: int = 0,
-                       anonymous: bool = False) -> Probe:
+async def probe_sample(
+    storage: Storage, tasks: list[Task], concurrency: int, gets: int = 0, anonymous: bool = False
+) -> Probe:
     """HEAD each of ``tasks`` (``concurrency`` at a time), then GET up to ``gets`` of those found."""
     probe = Probe()
     found = await _heads(storage, tasks, concurrency, probe, anonymous)

@@ -105,8 +105,14 @@ class DirectGet:
     async def __aenter__(self) -> DirectGet:
         opts = self.options
         context = ssl_context(opts) if self._base.startswith("https:") else None
-        self._pool = Pool(self._base, context, size=max(opts.pool_size, 10), chunk_size=opts.chunk_size,
-                          connect_timeout=opts.connect_timeout, read_timeout=opts.read_timeout)
+        self._pool = Pool(
+            self._base,
+            context,
+            size=max(opts.pool_size, 10),
+            chunk_size=opts.chunk_size,
+            connect_timeout=opts.connect_timeout,
+            read_timeout=opts.read_timeout,
+        )
         await self._pool.__aenter__()
         self._signer = GetSigner(self._region, self._pool.netloc)
         return self
@@ -136,9 +142,11 @@ class DirectGet:
             if resp.status != 200:
                 raise _client_error(resp.status, await resp.read(), resp.headers)
             if resp.framing == "close":  # a cut body and a whole one would look alike
-                raise BadResponse(f"the 200 for {path} has neither Content-Length nor chunked framing, so a cut body "
-                                  "cannot be told from a whole one; a proxy re-framing responses? direct_get = false "
-                                  "sends GETs through botocore instead")
+                raise BadResponse(
+                    f"the 200 for {path} has neither Content-Length nor chunked framing, so a cut body "
+                    "cannot be told from a whole one; a proxy re-framing responses? direct_get = false "
+                    "sends GETs through botocore instead"
+                )
             yield Response(resp.headers, resp.chunks())
 
 
@@ -152,6 +160,8 @@ def _client_error(status: int, body: bytes, headers: dict[str, str]) -> bce.Clie
     if root is not None:
         code = root.findtext("Code") or code
         message = root.findtext("Message") or ""
-    response = {"Error": {"Code": code, "Message": message},
-                "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers}}
+    response = {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers},
+    }
     return bce.ClientError(response, "GetObject")

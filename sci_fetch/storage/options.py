@@ -29,6 +29,12 @@ class StorageOptions(BaseModel):
 
     def describe(self) -> str:
         """Where requests go, for error messages: bucket, profile, endpoint; never a secret."""
-        who = "anonymous access" if self.anonymous else f"profile {self.profile!r}" if self.profile else "the default AWS credential chain"
+        who = (
+            "anonymous access"
+            if self.anonymous
+            else f"profile {self.profile!r}"
+            if self.profile
+            else "the default AWS credential chain"
+        )
         where = f" at {self.endpoint_url}" if self.endpoint_url else f" in region {self.region}" if self.region else ""
         return f"bucket {self.bucket!r}{where} with {who}"

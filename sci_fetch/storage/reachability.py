@@ -29,8 +29,15 @@ Probe = Callable[[str], Awaitable[bool]]  # key -> True when the server answered
 
 
 class Reachability:
-    def __init__(self, where: str, probe: Probe, threshold: int, startup_limit: float = 30.0,
-                 outage_limit: float = 600.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        where: str,
+        probe: Probe,
+        threshold: int,
+        startup_limit: float = 30.0,
+        outage_limit: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.where = where
         self.threshold = max(1, threshold)
         self.startup_limit = startup_limit
@@ -92,9 +99,12 @@ class Reachability:
     # ---- internals ------------------------------------------------------------------------------------
     def _stop_unreachable(self, exc: FetchError, why: str) -> None:
         self._fatal = UnreachableError(
-            exc.op, exc.src, exc.dst,
+            exc.op,
+            exc.src,
+            exc.dst,
             f"the endpoint cannot be reached ({why}): {exc.err}; {self.where}: check the endpoint URL, the region, "
-            "the network (proxy, VPN, DNS, firewall) and that the server is running")
+            "the network (proxy, VPN, DNS, firewall) and that the server is running",
+        )
         self._up.set()  # wake every waiter so it sees the stop
         raise self._fatal
 
@@ -102,8 +112,13 @@ class Reachability:
         self._down_at = self._clock()
         self.down_since = time.time()
         self._up.clear()
-        log.warning("the endpoint is unreachable since %s (%s); downloads pause, images stay pending, one probe "
-                    "retries with backoff for up to %s", _clock_text(self.down_since), exc.err, _span(self.outage_limit))
+        log.warning(
+            "the endpoint is unreachable since %s (%s); downloads pause, images stay pending, one probe "
+            "retries with backoff for up to %s",
+            _clock_text(self.down_since),
+            exc.err,
+            _span(self.outage_limit),
+        )
         self._probe_task = asyncio.create_task(self._probe_until_up(key, exc))
 
     async def _probe_until_up(self, key: str, exc: FetchError) -> None:
@@ -121,13 +136,18 @@ class Reachability:
                 lasted = self._clock() - (self._down_at or 0.0)
                 if lasted >= self.outage_limit:
                     self._fatal = UnreachableError(
-                        exc.op, exc.src, exc.dst,
+                        exc.op,
+                        exc.src,
+                        exc.dst,
                         f"the endpoint has been unreachable since {_clock_text(self.down_since or time.time())} "
                         f"({_span(lasted)}, over outage_limit {_span(self.outage_limit)}): {exc.err}; {self.where}: "
-                        "images stay pending; run the same command again when the network is back")
+                        "images stay pending; run the same command again when the network is back",
+                    )
                     self._up.set()
                     return
-                log.info("still unreachable since %s; next probe in %s", _clock_text(self.down_since or 0), _span(delay))
+                log.info(
+                    "still unreachable since %s; next probe in %s", _clock_text(self.down_since or 0), _span(delay)
+                )
                 delay = min(delay * 2, cap)
         except asyncio.CancelledError:
             raise

@@ -26,11 +26,24 @@ from sci_fetch.errors import (
 from sci_fetch.storage import wire
 
 # Error codes S3 (and S3-compatible servers) send that another attempt may fix.
-RETRY_CODES = frozenset({
-    "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "RequestTimeTooSkewed",
-    "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests", "BandwidthLimitExceeded",
-    "500", "502", "503", "504",
-})
+RETRY_CODES = frozenset(
+    {
+        "SlowDown",
+        "ServiceUnavailable",
+        "InternalError",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequests",
+        "BandwidthLimitExceeded",
+        "500",
+        "502",
+        "503",
+        "504",
+    }
+)
 # Codes that mean the key is not there; never retried, recorded as ``missing``.
 MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 # 403 for one key: S3 says AccessDenied, not 404, for a missing key when the caller may not list the
@@ -38,28 +51,60 @@ MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 # while no object of the run has succeeded, else records the image as ``forbidden``.
 FORBIDDEN_CODES = frozenset({"AccessDenied", "403"})
 # Codes that mean every key would fail alike: stop the run instead of failing 110,000 keys one by one.
-FATAL_CODES = frozenset({
-    "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "ExpiredTokenException",
-    "TokenRefreshRequired", "InvalidToken", "NoSuchBucket", "AllAccessDisabled", "AccountProblem",
-    "InvalidSecurity", "AuthorizationHeaderMalformed", "PermanentRedirect", "401",
-})
+FATAL_CODES = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "TokenRefreshRequired",
+        "InvalidToken",
+        "NoSuchBucket",
+        "AllAccessDisabled",
+        "AccountProblem",
+        "InvalidSecurity",
+        "AuthorizationHeaderMalformed",
+        "PermanentRedirect",
+        "401",
+    }
+)
 
 _CREDENTIAL_ERRORS = (
-    bce.NoCredentialsError, bce.PartialCredentialsError, bce.CredentialRetrievalError,
-    bce.ProfileNotFound, bce.TokenRetrievalError, bce.SSOError, bce.UnauthorizedSSOTokenError,
+    bce.NoCredentialsError,
+    bce.PartialCredentialsError,
+    bce.CredentialRetrievalError,
+    bce.ProfileNotFound,
+    bce.TokenRetrievalError,
+    bce.SSOError,
+    bce.UnauthorizedSSOTokenError,
     bce.InvalidConfigError,
 )
 _NETWORK_ERRORS = (
-    bce.EndpointConnectionError, bce.ConnectionClosedError, bce.ReadTimeoutError, bce.ConnectTimeoutError,
-    bce.ResponseStreamingError, bce.IncompleteReadError, bce.HTTPClientError,
-    aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, wire.WireError,
+    bce.EndpointConnectionError,
+    bce.ConnectionClosedError,
+    bce.ReadTimeoutError,
+    bce.ConnectTimeoutError,
+    bce.ResponseStreamingError,
+    bce.IncompleteReadError,
+    bce.HTTPClientError,
+    aiohttp.ClientError,
+    asyncio.TimeoutError,
+    ConnectionError,
+    wire.WireError,
 )
 # Failures before any response came back: what a dead endpoint or a network outage looks like. A reset
 # or short body mid-transfer is not one of them (the server answered); the outage gate counts only these.
 _NO_ANSWER = (
-    bce.EndpointConnectionError, bce.ConnectTimeoutError, bce.ReadTimeoutError, bce.ConnectionClosedError,
-    aiohttp.ClientOSError, aiohttp.ServerDisconnectedError, asyncio.TimeoutError,  # ClientOSError: reset before an answer
-    ConnectionRefusedError, ConnectionResetError, wire.NoAnswer,
+    bce.EndpointConnectionError,
+    bce.ConnectTimeoutError,
+    bce.ReadTimeoutError,
+    bce.ConnectionClosedError,
+    aiohttp.ClientOSError,
+    aiohttp.ServerDisconnectedError,
+    asyncio.TimeoutError,  # ClientOSError: reset before an answer
+    ConnectionRefusedError,
+    ConnectionResetError,
+    wire.NoAnswer,
 )
 
 _SSL_ERRORS = (bce.SSLError, aiohttp.ClientSSLError, ssl.SSLError)  # no answer either: the handshake failed
@@ -79,10 +124,14 @@ _FATAL_HINTS = {
 def forbidden_hint(anonymous: bool) -> str:
     """What to check when no key of a run is readable (403 on all): the engine and the plan say the same."""
     if anonymous:
-        return ("this bucket may not allow anonymous reads (or the keys are wrong); check the bucket, its policy, "
-                "the variant and the key template, or drop --anonymous and use a profile")
-    return ("these credentials may not read this bucket (or the keys are wrong and listing is not allowed); "
-            "check the profile, the bucket policy, the variant and the key template")
+        return (
+            "this bucket may not allow anonymous reads (or the keys are wrong); check the bucket, its policy, "
+            "the variant and the key template, or drop --anonymous and use a profile"
+        )
+    return (
+        "these credentials may not read this bucket (or the keys are wrong and listing is not allowed); "
+        "check the profile, the bucket policy, the variant and the key template"
+    )
 
 
 def classify(exc: BaseException, op: str, src: str, dst: str | None, where: str) -> FetchError | None:
@@ -107,14 +156,24 @@ def classify(exc: BaseException, op: str, src: str, dst: str | None, where: str)
             return TransientError(op, src, dst, message, reason=reason)
         return PermanentError(op, src, dst, message)
     if isinstance(exc, bce.NoCredentialsError):
-        return FatalError(op, src, dst, f"{exc}; {where}: set 'profile' to a profile in ~/.aws, or export "
-                          "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use --anonymous for a public bucket")
+        return FatalError(
+            op,
+            src,
+            dst,
+            f"{exc}; {where}: set 'profile' to a profile in ~/.aws, or export "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use --anonymous for a public bucket",
+        )
     if isinstance(exc, _CREDENTIAL_ERRORS):
         return FatalError(op, src, dst, f"{exc}; {where}: check that the profile exists in ~/.aws and has credentials")
     if isinstance(exc, _SSL_ERRORS):
         if "CERTIFICATE_VERIFY_FAILED" in str(exc) or isinstance(exc, aiohttp.ClientConnectorCertificateError):
-            return FatalError(op, src, dst, f"TLS: the server's certificate is not trusted ({exc}); {where}: for a "
-                              "private S3-compatible server, point AWS_CA_BUNDLE (or the 'ca_bundle' setting) at its CA")
+            return FatalError(
+                op,
+                src,
+                dst,
+                f"TLS: the server's certificate is not trusted ({exc}); {where}: for a "
+                "private S3-compatible server, point AWS_CA_BUNDLE (or the 'ca_bundle' setting) at its CA",
+            )
         return _transient(exc, op, src, dst, "connection")
     if isinstance(exc, _NETWORK_ERRORS):
         if isinstance(exc, (bce.ReadTimeoutError, bce.ConnectTimeoutError, asyncio.TimeoutError)):
@@ -166,7 +225,10 @@ class Budget:
 
 
 def retrying(
-    max_attempts: int, base_delay: float, max_delay: float, on_retry: Callable[[str], None] | None = None,
+    max_attempts: int,
+    base_delay: float,
+    max_delay: float,
+    on_retry: Callable[[str], None] | None = None,
     budget: Budget | None = None,
 ) -> AsyncRetrying:
     """Exponential backoff with full jitter, capped per key; only RetryableError is retried."""

@@ -68,16 +68,26 @@ class S3Storage:
         self._stack = AsyncExitStack()
         self._client: Any = None
         self._direct: DirectGet | None = None
-        self._throttler = Throttler(rate_limit=options.max_requests_per_second, period=1.0) if options.max_requests_per_second else None
-        self.reachability = Reachability(options.describe(), self._probe, threshold=min(8, max(2, options.pool_size)),
-                                         outage_limit=options.outage_limit)
+        self._throttler = (
+            Throttler(rate_limit=options.max_requests_per_second, period=1.0)
+            if options.max_requests_per_second
+            else None
+        )
+        self.reachability = Reachability(
+            options.describe(),
+            self._probe,
+            threshold=min(8, max(2, options.pool_size)),
+            outage_limit=options.outage_limit,
+        )
 
     async def __aenter__(self) -> S3Storage:
         opts = self.options
         try:
             session = aioboto3.Session(profile_name=opts.profile or None, region_name=opts.region or None)
         except bce.ProfileNotFound as exc:
-            raise UsageError(f"AWS profile {opts.profile!r} not found in ~/.aws/config or ~/.aws/credentials; set 'profile' to an existing profile, or to \"\" to use environment credentials") from exc
+            raise UsageError(
+                f"AWS profile {opts.profile!r} not found in ~/.aws/config or ~/.aws/credentials; set 'profile' to an existing profile, or to \"\" to use environment credentials"
+            ) from exc
         config = AioConfig(
             max_pool_connections=max(opts.pool_size, 10),
             connect_timeout=opts.connect_timeout,
@@ -90,8 +100,12 @@ class S3Storage:
         )
         try:
             self._client = await self._stack.enter_async_context(
-                session.client("s3", endpoint_url=opts.endpoint_url or None, config=config,
-                               verify=str(opts.ca_bundle) if opts.ca_bundle else None)
+                session.client(
+                    "s3",
+                    endpoint_url=opts.endpoint_url or None,
+                    config=config,
+                    verify=str(opts.ca_bundle) if opts.ca_bundle else None,
+                )
             )
         except ValueError as exc:
             raise UsageError(f"endpoint_url {opts.endpoint_url!r} is not usable: {exc}") from exc
@@ -151,8 +165,13 @@ class S3Storage:
         """Run ``once`` under the retry policy and the outage gate; returns its result and the attempts counted."""
         budget = Budget(self.options.max_attempts)
         try:
-            async for attempt in retrying(self.options.max_attempts, self.options.retry_base_delay,
-                                          self.options.retry_max_delay, self._on_retry, budget):
+            async for attempt in retrying(
+                self.options.max_attempts,
+                self.options.retry_base_delay,
+                self.options.retry_max_delay,
+                self._on_retry,
+                budget,
+            ):
                 with attempt:
                     await self.reachability.ready()
                     budget.used += 1
@@ -225,8 +244,10 @@ class S3Storage:
         try:
             async with self._get(key, dst) as resp, sink() as out:
                 etag = (resp.get("etag") or "").strip('"')
-                sse = {"ServerSideEncryption": resp.get("x-amz-server-side-encryption"),
-                       "SSECustomerAlgorithm": resp.get("x-amz-server-side-encryption-customer-algorithm")}
+                sse = {
+                    "ServerSideEncryption": resp.get("x-amz-server-side-encryption"),
+                    "SSECustomerAlgorithm": resp.get("x-amz-server-side-encryption-customer-algorithm"),
+                }
                 announced = resp.get("content-length")
                 length = int(announced) if announced is not None else None
                 async for chunk in resp.chunks:

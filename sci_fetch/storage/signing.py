@@ -79,6 +79,10 @@ class GetSigner:
         out = [("X-Amz-Date", stamp), ("X-Amz-Content-SHA256", EMPTY_SHA256)]
         if token:
             out.append(("X-Amz-Security-Token", token))
-        out.append(("Authorization",
-                    f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, SignedHeaders={signed}, Signature={signature}"))
+        out.append(
+            (
+                "Authorization",
+                f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, SignedHeaders={signed}, Signature={signature}",
+            )
+        )
         return out

@@ -105,9 +105,15 @@ class _Conn(asyncio.BufferedProtocol):
             self.state = "done"  # the end of a read-until-close body
         elif self.state in ("head", "body") and self._error is None:
             text = f"{exc}" if exc else "the server closed the connection"
-            self._error = NoAnswer(text) if self.state == "head" and not self._head else (
-                BodyCut(f"{text} in the middle of the response") if self.state == "body" else
-                BadResponse(f"{text} in the middle of the response head"))
+            self._error = (
+                NoAnswer(text)
+                if self.state == "head" and not self._head
+                else (
+                    BodyCut(f"{text} in the middle of the response")
+                    if self.state == "body"
+                    else BadResponse(f"{text} in the middle of the response head")
+                )
+            )
         self._wake()
 
     def eof_received(self) -> bool:
@@ -115,7 +121,7 @@ class _Conn(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._cur is not None:
-            return memoryview(self._cur)[self._pos:]
+            return memoryview(self._cur)[self._pos :]
         return memoryview(self._scratch)
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -144,7 +150,7 @@ class _Conn(asyncio.BufferedProtocol):
             if len(self._head) > _HEAD_LIMIT:
                 raise BadResponse(f"response head longer than {_HEAD_LIMIT} bytes")
             return
-        rest = bytes(self._head[end + 4:])
+        rest = bytes(self._head[end + 4 :])
         lines = self._head[:end].decode("latin-1").split("\r\n")
         parts = lines[0].split(" ", 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
@@ -203,7 +209,7 @@ class _Conn(asyncio.BufferedProtocol):
         """Bytes that came with the head, copied into the body's buffers (at most one scratch read)."""
         while data and self._cur is not None:
             n = min(len(data), len(self._cur) - self._pos)
-            self._cur[self._pos:self._pos + n] = data[:n]
+            self._cur[self._pos : self._pos + n] = data[:n]
             self._pos += n
             data = data[n:]
             if self._pos == len(self._cur):
@@ -225,7 +231,12 @@ class _Conn(asyncio.BufferedProtocol):
         (up to ~256 KiB), so a whole body would look cut. Such a response is read to its end instead."""
         self._ready.append(chunk)
         self._wake()
-        if len(self._ready) >= 2 and self.transport is not None and not self._paused and (self._keep_alive or not self.tls):
+        if (
+            len(self._ready) >= 2
+            and self.transport is not None
+            and not self._paused
+            and (self._keep_alive or not self.tls)
+        ):
             self._paused = True
             self.transport.pause_reading()
 
@@ -258,7 +269,7 @@ class _Conn(asyncio.BufferedProtocol):
                     raise BadResponse("chunk-size line too long")
                 return
             line = bytes(self._raw[:nl])
-            del self._raw[:nl + 2]
+            del self._raw[: nl + 2]
             if self._trailers:  # after the last chunk: trailer lines up to an empty one
                 if not line:
                     self.state = "done"
@@ -339,8 +350,16 @@ class _Conn(asyncio.BufferedProtocol):
 class Pool:
     """Keep-alive connections to one origin (scheme, host, port); ``async with``, then ``request()``."""
 
-    def __init__(self, base_url: str, ssl_context: ssl.SSLContext | None, *, size: int, chunk_size: int,
-                 connect_timeout: float, read_timeout: float) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        ssl_context: ssl.SSLContext | None,
+        *,
+        size: int,
+        chunk_size: int,
+        connect_timeout: float,
+        read_timeout: float,
+    ) -> None:
         parts = urlsplit(base_url)
         self.host = parts.hostname or ""
         default = 443 if parts.scheme == "https" else 80
@@ -385,13 +404,21 @@ class Pool:
         loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _Conn(loop, self._chunk_size, self._ssl is not None), self.host, self.port, ssl=self._ssl,
-                                       server_hostname=self.host if self._ssl else None),
-                self._connect_timeout)
+                loop.create_connection(
+                    lambda: _Conn(loop, self._chunk_size, self._ssl is not None),
+                    self.host,
+                    self.port,
+                    ssl=self._ssl,
+                    server_hostname=self.host if self._ssl else None,
+                ),
+                self._connect_timeout,
+            )
         except (TimeoutError, ssl.SSLError):  # OSError subclasses with meanings of their own (storage.retry)
             raise
         except OSError as exc:
-            raise NoAnswer(f"Cannot connect to host {self.netloc} ssl:{self._ssl is not None} [{exc.strerror or exc}]") from exc
+            raise NoAnswer(
+                f"Cannot connect to host {self.netloc} ssl:{self._ssl is not None} [{exc.strerror or exc}]"
+            ) from exc
         return conn
 
     def _take_idle(self) -> _Conn | None:
@@ -408,8 +435,9 @@ class Pool:
     async def request(self, target: str, headers: Iterable[tuple[str, str]]) -> AsyncIterator[Response]:
         """GET ``target`` (path and query, encoded); the connection goes back to the pool only when the
         body was read to its end, else it is closed."""
-        head = "".join([f"GET {target} HTTP/1.1\r\nHost: {self.netloc}\r\n",
-                        *[f"{k}: {v}\r\n" for k, v in headers], "\r\n"]).encode("latin-1")
+        head = "".join(
+            [f"GET {target} HTTP/1.1\r\nHost: {self.netloc}\r\n", *[f"{k}: {v}\r\n" for k, v in headers], "\r\n"]
+        ).encode("latin-1")
         async with self._slots:
             conn = await self._answered(head)
             try:

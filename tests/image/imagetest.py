@@ -62,8 +62,9 @@ def cache_dir() -> Path:
     return path
 
 
-def sh(cmd: Sequence[str], *, check: bool = True, capture: bool = True, timeout: float = 900,
-       input: bytes | None = None) -> subprocess.CompletedProcess:
+def sh(
+    cmd: Sequence[str], *, check: bool = True, capture: bool = True, timeout: float = 900, input: bytes | None = None
+) -> subprocess.CompletedProcess:
     """Run a command; on failure raise with its output, which is what a test report should show."""
     proc = subprocess.run(list(cmd), input=input, capture_output=capture, timeout=timeout)
     if check and proc.returncode != 0:
@@ -79,13 +80,18 @@ def text(proc: subprocess.CompletedProcess) -> str:
 
 # ---- what this machine has -----------------------------------------------------------------------
 
+
 def missing_requirements() -> str | None:
     """Why the image test cannot run here, or None."""
     if shutil.which("podman") is None:
         return "podman is not installed (apt-get install -y podman debootstrap runc)"
     if os.geteuid() != 0:
         return "needs root (rootful podman, and debootstrap's chroot)"
-    if not os.environ.get("SCI_FETCH_IMAGE_BASE") and not image_exists(BASE_TAG) and shutil.which("debootstrap") is None:
+    if (
+        not os.environ.get("SCI_FETCH_IMAGE_BASE")
+        and not image_exists(BASE_TAG)
+        and shutil.which("debootstrap") is None
+    ):
         return "debootstrap is not installed (apt-get install -y debootstrap) and no base image is cached"
     return None
 
@@ -111,6 +117,7 @@ def apt_mirror() -> str:
 
 
 # ---- podman run, with what this host needs --------------------------------------------------------
+
 
 @dataclass
 class Podman:
@@ -150,6 +157,7 @@ class Podman:
 
 # ---- base image, wheelhouse, build -------------------------------------------------------------------
 
+
 def ensure_base(rebuild: bool = False) -> str:
     """The base image's name: SCI_FETCH_IMAGE_BASE, else a debootstrapped Debian made once."""
     if os.environ.get("SCI_FETCH_IMAGE_BASE"):
@@ -163,16 +171,27 @@ def ensure_base(rebuild: bool = False) -> str:
     with tempfile.TemporaryDirectory(prefix="sci-fetch-rootfs-", dir=cache_dir()) as tmp:
         rootfs = Path(tmp) / "rootfs"
         log(f"debootstrap {SUITE} ({BASE_PACKAGES}) from {mirror}")
-        sh(["debootstrap", "--variant=minbase", f"--include={BASE_PACKAGES}", f"--cache-dir={debs}",
-            SUITE, str(rootfs), mirror], timeout=1800)
+        sh(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={BASE_PACKAGES}",
+                f"--cache-dir={debs}",
+                SUITE,
+                str(rootfs),
+                mirror,
+            ],
+            timeout=1800,
+        )
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for item in (rootfs / junk).glob("*"):
                 if item.is_file():
                     item.unlink()
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
         try:
-            imported = subprocess.run(["podman", "import", "-", BASE_TAG], stdin=tar.stdout, capture_output=True,
-                                      timeout=900)
+            imported = subprocess.run(
+                ["podman", "import", "-", BASE_TAG], stdin=tar.stdout, capture_output=True, timeout=900
+            )
             if imported.returncode != 0:
                 raise RuntimeError(f"podman import failed: {text(imported)[-2000:]}")
         finally:
@@ -196,14 +215,31 @@ def wheelhouse(python_version: str) -> Path:
     target = cache_dir() / f"wheels-py{python_version}"
     target.mkdir(exist_ok=True)
     log(f"wheelhouse for Python {python_version} in {target}")
-    sh([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--python-version", python_version,
-        "--implementation", "cp", "--dest", str(target), *dependencies()], timeout=1800)
+    sh(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--only-binary=:all:",
+            "--python-version",
+            python_version,
+            "--implementation",
+            "cp",
+            "--dest",
+            str(target),
+            *dependencies(),
+        ],
+        timeout=1800,
+    )
     return target
 
 
 def python_version(podman: Podman, image: str) -> str:
-    proc = podman.run("--entrypoint", "python3", image, "-c",
-                      "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')")
+    proc = podman.run(
+        "--entrypoint", "python3", image, "-c", "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')"
+    )
     return proc.stdout.decode().strip()
 
 
@@ -215,9 +251,31 @@ def image_id(tag: str) -> str | None:
 def build_image(base: str, wheels: Path, tag: str = IMAGE_TAG) -> None:
     started = time.monotonic()
     previous = image_id(tag)
-    sh(["podman", "build", "--isolation", "chroot", "--format", "docker", "--pull=never" if base.startswith("localhost/") else "--pull=missing",
-        "--build-arg", f"BASE_IMAGE={base}", "--build-arg", "PIP_NO_INDEX=1", "--build-arg", "PIP_FIND_LINKS=/wheels",
-        "--volume", f"{wheels}:/wheels:ro", "--tag", tag, "--file", str(REPO / "Dockerfile"), str(REPO)], timeout=1800)
+    sh(
+        [
+            "podman",
+            "build",
+            "--isolation",
+            "chroot",
+            "--format",
+            "docker",
+            "--pull=never" if base.startswith("localhost/") else "--pull=missing",
+            "--build-arg",
+            f"BASE_IMAGE={base}",
+            "--build-arg",
+            "PIP_NO_INDEX=1",
+            "--build-arg",
+            "PIP_FIND_LINKS=/wheels",
+            "--volume",
+            f"{wheels}:/wheels:ro",
+            "--tag",
+            tag,
+            "--file",
+            str(REPO / "Dockerfile"),
+            str(REPO),
+        ],
+        timeout=1800,
+    )
     log(f"image {tag} built in {time.monotonic() - started:.0f}s")
     if previous and previous != image_id(tag):  # the last build's image, now untagged; its layers stay cached
         sh(["podman", "rmi", previous], check=False)
@@ -239,6 +297,7 @@ def build(rebuild_base: bool = False) -> Built:
 
 
 # ---- test data on the host ------------------------------------------------------------------------
+
 
 def make_data_dir(parent: Path, uid: int = IMAGE_UID) -> Path:
     """A host folder for /data that the container's user (the image's uid 10001 by default) can write."""
@@ -289,11 +348,20 @@ def manifest_counts(path: Path) -> dict[str, int]:
 
 
 def s3_env(s3, bucket: str = BUCKET) -> list[str]:
-    return ["-e", f"SCI_FETCH_BUCKET={bucket}", "-e", f"SCI_FETCH_ENDPOINT_URL={s3.endpoint_url}",
-            "-e", "SCI_FETCH_REGION=us-west-2", "-e", "SCI_FETCH_PROGRESS=log"]
+    return [
+        "-e",
+        f"SCI_FETCH_BUCKET={bucket}",
+        "-e",
+        f"SCI_FETCH_ENDPOINT_URL={s3.endpoint_url}",
+        "-e",
+        "SCI_FETCH_REGION=us-west-2",
+        "-e",
+        "SCI_FETCH_PROGRESS=log",
+    ]
 
 
 # ---- the checks ------------------------------------------------------------------------------------
+
 
 def check_version(built: Built) -> str:
     from sci_fetch import __version__
@@ -321,10 +389,21 @@ def check_env_credentials(built: Built, s3, work: Path) -> None:
     data = make_data_dir(work / "env")
     write_coco(data / "coco.json", images)
     proc = built.podman.run(
-        "--read-only", "-v", f"{data}:/data", *s3_env(s3),
-        "-e", f"AWS_ACCESS_KEY_ID={s3.access_key}", "-e", f"AWS_SECRET_ACCESS_KEY={s3.secret_key}",
-        "-e", "SCI_FETCH_PROFILE=", "-e", "SCI_FETCH_COCO=/data/coco.json",
-        built.tag, check=False)
+        "--read-only",
+        "-v",
+        f"{data}:/data",
+        *s3_env(s3),
+        "-e",
+        f"AWS_ACCESS_KEY_ID={s3.access_key}",
+        "-e",
+        f"AWS_SECRET_ACCESS_KEY={s3.secret_key}",
+        "-e",
+        "SCI_FETCH_PROFILE=",
+        "-e",
+        "SCI_FETCH_COCO=/data/coco.json",
+        built.tag,
+        check=False,
+    )
     assert proc.returncode == 0, text(proc)
     assert_files(data / "images", images, blobs)
     assert manifest_counts(data / "images" / ".sci-fetch" / "manifest.sqlite") == {"done": len(images)}
@@ -346,11 +425,23 @@ def check_profile_sharded(built: Built, s3, work: Path) -> None:
     aws = work / "aws"
     aws.mkdir()
     (aws / "config").write_text("[profile animl]\nregion = us-west-2\n")
-    (aws / "credentials").write_text(f"[animl]\naws_access_key_id = {s3.access_key}\naws_secret_access_key = {s3.secret_key}\n")
+    (aws / "credentials").write_text(
+        f"[animl]\naws_access_key_id = {s3.access_key}\naws_secret_access_key = {s3.secret_key}\n"
+    )
     for p in (aws, aws / "config", aws / "credentials"):
         os.chown(p, uid, uid)
         p.chmod(0o700 if p.is_dir() else 0o600)
-    common = ["--user", f"{uid}:{uid}", "-v", f"{data}:/data", "-v", f"{aws}:/home/sci/.aws:ro", *s3_env(s3), "-e", "SCI_FETCH_SHARD_COUNT=2"]
+    common = [
+        "--user",
+        f"{uid}:{uid}",
+        "-v",
+        f"{data}:/data",
+        "-v",
+        f"{aws}:/home/sci/.aws:ro",
+        *s3_env(s3),
+        "-e",
+        "SCI_FETCH_SHARD_COUNT=2",
+    ]
     for index_var, k in (("JOB_COMPLETION_INDEX", 0), ("AWS_BATCH_JOB_ARRAY_INDEX", 1)):
         proc = built.podman.run(*common, "-e", f"{index_var}={k}", built.tag, "download", "coco.json", check=False)
         assert proc.returncode == 0, text(proc)
@@ -382,12 +473,33 @@ def check_stop_and_health(built: Built, s3, work: Path) -> None:
     write_coco(data / "coco.json", images)
     manifest = data / "images" / ".sci-fetch" / "manifest.sqlite"
     name = f"sci-fetch-image-test-{os.getpid()}-{int(time.time())}"
-    common = ["-v", f"{data}:/data", *s3_env(s3),
-              "-e", f"AWS_ACCESS_KEY_ID={s3.access_key}", "-e", f"AWS_SECRET_ACCESS_KEY={s3.secret_key}",
-              "-e", "SCI_FETCH_PROFILE=", "-e", "SCI_FETCH_CONCURRENCY=1"]
+    common = [
+        "-v",
+        f"{data}:/data",
+        *s3_env(s3),
+        "-e",
+        f"AWS_ACCESS_KEY_ID={s3.access_key}",
+        "-e",
+        f"AWS_SECRET_ACCESS_KEY={s3.secret_key}",
+        "-e",
+        "SCI_FETCH_PROFILE=",
+        "-e",
+        "SCI_FETCH_CONCURRENCY=1",
+    ]
     # 4 requests a second: about 20 s for the 80 images, time enough to look at it and stop it
-    sh(built.podman.cmd("--name", name, *common, "-e", "SCI_FETCH_MAX_REQUESTS_PER_SECOND=4",
-                        built.tag, "download", "coco.json", detach=True))
+    sh(
+        built.podman.cmd(
+            "--name",
+            name,
+            *common,
+            "-e",
+            "SCI_FETCH_MAX_REQUESTS_PER_SECOND=4",
+            built.tag,
+            "download",
+            "coco.json",
+            detach=True,
+        )
+    )
     try:
         _wait_for(lambda: _done(manifest) >= 2, 60, "the first images in the manifest")
         health = sh(["podman", "healthcheck", "run", name], check=False)
@@ -425,9 +537,11 @@ def check_stop_and_health(built: Built, s3, work: Path) -> None:
 
 
 CHECKS = [("image config", check_image_config), ("--version", check_version)]
-S3_CHECKS = [("download, environment credentials", check_env_credentials),
-             ("sharded download, mounted ~/.aws profile", check_profile_sharded),
-             ("SIGTERM and HEALTHCHECK", check_stop_and_health)]
+S3_CHECKS = [
+    ("download, environment credentials", check_env_credentials),
+    ("sharded download, mounted ~/.aws profile", check_profile_sharded),
+    ("SIGTERM and HEALTHCHECK", check_stop_and_health),
+]
 
 
 def main(argv: list[str] | None = None) -> int:

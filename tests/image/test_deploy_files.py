@@ -70,7 +70,7 @@ def test_aws_batch_files() -> None:
     assert env["SCI_FETCH_SHARD_COUNT"] == str(size), "keep the definition's default equal to the example"
     assert submit["jobDefinition"] == definition["jobDefinitionName"]
     assert container["command"][0] == "download"
-    assert {n[len("SCI_FETCH_"):].lower() for n in env} <= set(Settings.model_fields)
+    assert {n[len("SCI_FETCH_") :].lower() for n in env} <= set(Settings.model_fields)
     exits = {r["onExitCode"]: r["action"] for r in definition["retryStrategy"]["evaluateOnExit"]}
     assert exits["2"] == exits["3"] == "EXIT" and exits["*"] == "RETRY"
     mounts = {m["containerPath"] for m in container["mountPoints"]}

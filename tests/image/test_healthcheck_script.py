@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import animl_image, random_blobs, seed, write_coco
+
 from sci_fetch.cli import main
 
 SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "docker" / "healthcheck.py"
@@ -47,16 +47,18 @@ def test_manifest_from_scheduler_environment(tmp_path: Path, monkeypatch: pytest
 
 def stand_in(cwd: Path, args: list[str], env: dict[str, str]) -> subprocess.Popen:
     """A process whose command line reads like the container's: ``... sci-fetch download ARGS``."""
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "sci-fetch", "download", *args],
-                            cwd=cwd, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", "sci-fetch", "download", *args], cwd=cwd, env=env
+    )
 
 
 def health(pid: int, max_age: str | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     if max_age:
         env["HEALTHCHECK_MAX_AGE"] = max_age
-    return subprocess.run([sys.executable, str(SCRIPT), "--pid", str(pid)], capture_output=True, text=True,
-                          env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--pid", str(pid)], capture_output=True, text=True, env=env, timeout=60
+    )
 
 
 def test_health_of_a_finished_stalled_and_unstarted_run(s3_env, tmp_path: Path) -> None:
@@ -89,7 +91,9 @@ def test_health_of_a_finished_stalled_and_unstarted_run(s3_env, tmp_path: Path) 
         assert out.returncode == 1 and "stalled" in out.stdout, out.stdout + out.stderr
 
         # shard 1 of 2 (index from the Kubernetes variable): its own manifest, not the one above
-        sharded = stand_in(tmp_path, ["coco.json", *flags], {**env, "SCI_FETCH_SHARD_COUNT": "2", "JOB_COMPLETION_INDEX": "1"})
+        sharded = stand_in(
+            tmp_path, ["coco.json", *flags], {**env, "SCI_FETCH_SHARD_COUNT": "2", "JOB_COMPLETION_INDEX": "1"}
+        )
         procs.append(sharded)
         out = health(sharded.pid)
         assert out.returncode == 1, out.stdout + out.stderr

@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
 import imagetest
+import pytest
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(1800)]
 
