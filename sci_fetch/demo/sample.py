@@ -61,7 +61,7 @@ CAMERAS: list[tuple[str, str, str]] = [
 MEDIUM_FIT = (940, 940)
 SMALL_FIT = (120, 120)
 _SIZES = [(1024, 768), (1024, 768), (1280, 960)]
-_JPEG = {"format": "JPEG", "quality": 88, "subsampling": 2, "optimize": False, "progressive": False}
+_JPEG: dict[str, Any] = {"format": "JPEG", "quality": 88, "subsampling": 2, "optimize": False, "progressive": False}
 _INFO_BAR = 28
 _START = datetime(2023, 1, 10, 6, 30, 0)
 
@@ -256,65 +256,21 @@ def make_sample(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    plans = _plans(n_images, rng)
-
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     objects: dict[str, bytes] = {}
     drawn: dict[str, list[list[int]]] = {}
-
-    for i, plan in enumerate(plans):
-        w, h = plan.size
-        img = _background(w, h, rng)
-        boxes = _boxes(plan, rng)
-        camera_id, deployment, location = plan.camera
-        original_name = f"IMG_{i + 1:04d}.JPG"
-        _info_bar(img, f"{camera_id}  {plan.when:%Y-%m-%d %H:%M:%S}  {original_name}")
-        # Animals after the bar, so the one that sticks out at the bottom stays visible.
-        draw = ImageDraw.Draw(img)
-        for label, box in zip(plan.labels, boxes, strict=False):
-            _draw_animal(draw, label, box)
-        if plan.when.hour < 6 or plan.when.hour >= 19:  # infrared flash: grey night shots
-            img = img.convert("L").convert("RGB")
-
+    for i, plan in enumerate(_plans(n_images, rng)):
+        img, boxes = _photo(plan, i, rng)
         original = _jpeg(img)
-        image_id = f"{project_id}:{hashlib.md5(original).hexdigest()}"
-        record: dict[str, Any] = {
-            "id": image_id,
-            "file_name": f"{project_id}/{camera_id}/{deployment}/{image_id.replace(':', '-')}.jpg",
-            "original_file_name": original_name,
-            "serving_bucket_key": f"original/{image_id}-original.jpg",
-            "datetime": _iso(plan.when),
-            "location": location,
-        }
-        if plan.kind != "nosize":
-            record["width"], record["height"] = w, h
+        record = _record(plan, i, project_id, original)
+        image_id = record["id"]
         images.append(record)
-
         objects[record["serving_bucket_key"]] = original
         objects[f"medium/{image_id}-medium.jpg"] = _jpeg(_fit(img, MEDIUM_FIT))
         objects[f"small/{image_id}-small.jpg"] = _jpeg(_fit(img, SMALL_FIT))
         drawn[image_id] = boxes
-
-        if plan.kind == "unreviewed":
-            continue
-        if plan.kind == "empty":
-            labelled = [("empty", [0, 0, 0, 0])]
-        elif plan.kind == "nosize":
-            labelled = [(label, [None, None, None, None]) for label in plan.labels]
-        else:
-            labelled = list(zip(plan.labels, boxes, strict=False))
-        for label, bbox in labelled:
-            annotations.append(
-                {
-                    "id": f"obj{len(annotations) + 1:04d}",
-                    "image_id": image_id,
-                    "category_id": _CAT[label],
-                    "sequence_level_annotation": False,
-                    "bbox": list(bbox),
-                }
-            )
-
+        annotations.extend(_annotations(plan, image_id, boxes, first=len(annotations) + 1))
     coco = {
         "info": {
             "version": "1.0",
@@ -329,6 +285,66 @@ def make_sample(
     coco_path = out_dir / "sample-coco.json"
     coco_path.write_text(json.dumps(coco, indent=2) + "\n")
     return Sample(coco=coco, objects=objects, coco_path=coco_path, project_id=project_id, drawn_boxes=drawn)
+
+
+def _photo(plan: _Plan, i: int, rng: random.Random) -> tuple[Image.Image, list[list[int]]]:
+    """The picture of one plan, and where its animals were drawn."""
+    w, h = plan.size
+    img = _background(w, h, rng)
+    boxes = _boxes(plan, rng)
+    camera_id = plan.camera[0]
+    _info_bar(img, f"{camera_id}  {plan.when:%Y-%m-%d %H:%M:%S}  {_original_name(i)}")
+    # Animals after the bar, so the one that sticks out at the bottom stays visible.
+    draw = ImageDraw.Draw(img)
+    for label, box in zip(plan.labels, boxes, strict=False):
+        _draw_animal(draw, label, box)
+    if plan.when.hour < 6 or plan.when.hour >= 19:  # infrared flash: grey night shots
+        img = img.convert("L").convert("RGB")
+    return img, boxes
+
+
+def _original_name(i: int) -> str:
+    return f"IMG_{i + 1:04d}.JPG"
+
+
+def _record(plan: _Plan, i: int, project_id: str, original: bytes) -> dict[str, Any]:
+    """The COCO image record as Animl exports it: the id carries the md5 of the original's bytes."""
+    camera_id, deployment, location = plan.camera
+    image_id = f"{project_id}:{hashlib.md5(original).hexdigest()}"
+    record: dict[str, Any] = {
+        "id": image_id,
+        "file_name": f"{project_id}/{camera_id}/{deployment}/{image_id.replace(':', '-')}.jpg",
+        "original_file_name": _original_name(i),
+        "serving_bucket_key": f"original/{image_id}-original.jpg",
+        "datetime": _iso(plan.when),
+        "location": location,
+    }
+    if plan.kind != "nosize":
+        record["width"], record["height"] = plan.size
+    return record
+
+
+def _annotations(plan: _Plan, image_id: str, boxes: list[list[int]], first: int) -> list[dict[str, Any]]:
+    """The reviewed boxes of one image (none when unreviewed; all-null boxes when Animl had no size)."""
+    if plan.kind == "unreviewed":
+        return []
+    labelled: list[tuple[str, list[int | None]]]
+    if plan.kind == "empty":
+        labelled = [("empty", [0, 0, 0, 0])]
+    elif plan.kind == "nosize":
+        labelled = [(label, [None, None, None, None]) for label in plan.labels]
+    else:
+        labelled = [(label, list(box)) for label, box in zip(plan.labels, boxes, strict=False)]
+    return [
+        {
+            "id": f"obj{first + n:04d}",
+            "image_id": image_id,
+            "category_id": _CAT[label],
+            "sequence_level_annotation": False,
+            "bbox": bbox,
+        }
+        for n, (label, bbox) in enumerate(labelled)
+    ]
 
 
 def upload_sample(

@@ -37,6 +37,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,15 @@ def _die_with_parent_hook() -> Any:
     return hook
 
 
+@dataclass(frozen=True)
+class Patience:
+    """How long to wait for the server: its ports to open, its exit on stop, and launches after a lost port race."""
+
+    startup_timeout: float = 30.0
+    stop_timeout: float = 10.0
+    start_attempts: int = 3
+
+
 class SeaweedS3:
     """One ``weed mini`` process serving S3 on 127.0.0.1, with its own ports, keys and data dir."""
 
@@ -191,9 +201,7 @@ class SeaweedS3:
         buckets: Iterable[str] = (),
         *,
         anonymous_read: Iterable[str] = (),
-        startup_timeout: float = 30.0,
-        stop_timeout: float = 10.0,
-        start_attempts: int = 3,
+        patience: Patience | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         # Random per instance so a test can never pass by accident on someone else's keys.
@@ -205,9 +213,10 @@ class SeaweedS3:
         for b in self.buckets:
             if len(b) < 3:
                 raise ValueError(f"S3 bucket names need at least 3 characters: {b!r}")
-        self.startup_timeout = startup_timeout
-        self.stop_timeout = stop_timeout
-        self.start_attempts = max(1, start_attempts)
+        patience = patience or Patience()
+        self.startup_timeout = patience.startup_timeout
+        self.stop_timeout = patience.stop_timeout
+        self.start_attempts = max(1, patience.start_attempts)
         self.log_path = self.data_dir / "weed.log"
         self.config_path = self.data_dir / "s3-identities.json"
         self.endpoint_url: str | None = None
@@ -454,4 +463,5 @@ class SeaweedS3:
     def put(self, bucket: str, key: str, data: bytes) -> str:
         """Upload one object; returns its ETag without quotes (the MD5 for a single PUT)."""
         resp = self._shared_client().put_object(Bucket=bucket, Key=key, Body=data)
-        return resp["ETag"].strip('"')
+        etag: str = resp["ETag"]
+        return etag.strip('"')

@@ -13,6 +13,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sci_fetch.demo.seaweed import SeaweedS3, _port_range, _try_bind
 
@@ -32,64 +33,24 @@ def make_certs(folder: Path) -> Certs:
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     folder.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sci_fetch bench throw-away CA")])
     ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
     ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
+        _day_builder(ca_name, ca_name, ca_key.public_key())
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(digital_signature=True, key_cert_sign=True, crl_sign=True), critical=True)
         .add_extension(ca_ski, critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
+    server_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    names = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
-            critical=False,
-        )
+        _day_builder(server_name, ca_name, key.public_key())
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_encipherment=False,
-                content_commitment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(digital_signature=True), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
@@ -105,6 +66,40 @@ def make_certs(folder: Path) -> Certs:
     return certs
 
 
+def _day_builder(subject: Any, issuer: Any, public_key: Any) -> Any:
+    """A certificate builder valid from five minutes ago for a day (clock skew between the test's processes)."""
+    from cryptography import x509
+
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+    )
+
+
+def _key_usage(**allowed: bool) -> Any:
+    """A KeyUsage extension with only the named usages set (the class takes all nine flags)."""
+    from cryptography import x509
+
+    flags = (
+        "digital_signature",
+        "content_commitment",
+        "key_encipherment",
+        "data_encipherment",
+        "key_agreement",
+        "key_cert_sign",
+        "crl_sign",
+        "encipher_only",
+        "decipher_only",
+    )
+    return x509.KeyUsage(**{flag: allowed.get(flag, False) for flag in flags})
+
+
 def _free_port() -> int:
     """A free loopback port from the launcher's range (below the ephemeral one, like its others)."""
     low, high = _port_range()
@@ -112,7 +107,7 @@ def _free_port() -> int:
     for _ in range(2000):
         sock = _try_bind(rng.randrange(low, high))
         if sock is not None:
-            port = sock.getsockname()[1]
+            port: int = sock.getsockname()[1]
             sock.close()
             return port
     raise RuntimeError(f"no free loopback port in {low}-{high}")
@@ -124,7 +119,7 @@ class SeaweedS3Https(SeaweedS3):
     The demo launcher picks and checks every other port; the HTTPS port is one more flag on its
     command line, chosen afresh on each launch attempt (a lost race is retried like the others)."""
 
-    def __init__(self, *args, certs: Certs, **kwargs) -> None:
+    def __init__(self, *args: Any, certs: Certs, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.certs = certs
         self.https_port: int | None = None
@@ -144,7 +139,9 @@ class SeaweedS3Https(SeaweedS3):
     def start(self) -> SeaweedS3Https:
         super().start()
         deadline = time.monotonic() + self.startup_timeout
-        while not self._port_open(self.https_port):
+        port = self.https_port
+        assert port is not None, "set by _build_command"
+        while not self._port_open(port):
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"SeaweedFS's S3 HTTPS port {self.https_port} did not open; see {self.log_path}")
