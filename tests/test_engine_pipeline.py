@@ -300,3 +300,14 @@ def test_state_folder_holds_the_lock_file(tmp_path):
     settings = fake_settings(coco, tmp_path / "out")
     assert download(settings, bucket) == ExitCode.OK
     assert (settings.output / STATE_DIR / "download.lock").is_file()
+
+
+def test_processes_take_the_runs_one_storage_factory(tmp_path):
+    """The factory pickles into the spawned children: --processes 2 downloads from the FakeBucket too."""
+    coco, images, blobs, bucket = dataset(tmp_path, n=16)
+    bucket.faults = {images[0]["serving_bucket_key"]: ["503"]}
+    settings = fake_settings(coco, tmp_path / "out", processes=2)
+    assert download(settings, bucket) == ExitCode.OK
+    summary = last_summary(settings)
+    assert summary["processes"] == 2 and summary["fetched"] == len(images) and summary["retries"] == {"slowdown": 1}
+    assert on_disk(settings.output, images) == {r["id"]: b for r, b in zip(images, blobs, strict=True)}

@@ -16,7 +16,7 @@ from sci_fetch.commands.common import add_settings_flags, settings_from_args
 from sci_fetch.errors import FatalError, UsageError
 from sci_fetch.exits import ExitCode
 from sci_fetch.settings import Settings
-from sci_fetch.storage.s3 import S3Storage
+from sci_fetch.storage.factory import s3_storage
 
 HELP = "estimate a download before starting it: HEAD a random sample of the keys left; bytes, free space, time"
 
@@ -91,7 +91,7 @@ def plan(
     gets: int = 8,
     seed: int | None = None,
     as_json: bool = False,
-    storage_factory=S3Storage,
+    storage_factory=s3_storage,
 ) -> int:
     """Print the plan; returns its exit code."""
     from sci_fetch.plan.check import make_plan
