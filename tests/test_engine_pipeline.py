@@ -19,11 +19,13 @@ from sci_fetch.engine.outcomes import FIRST_MISSES
 from sci_fetch.engine.pipeline import Pipeline
 from sci_fetch.engine.processes import process_count
 from sci_fetch.engine.stop import Stop
+from sci_fetch.errors import FatalError
 from sci_fetch.exits import ExitCode, StopReason
-from sci_fetch.keys.mapping import STATE_DIR
+from sci_fetch.keys.mapping import STATE_DIR, Task
 from sci_fetch.keys.shard import process_of
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.store import Manifest
+from sci_fetch.plan.probe import probe_sample
 from sci_fetch.settings import Settings, load_settings
 from sci_fetch.storage.fake import FakeBucket, FakeStorage
 
@@ -311,3 +313,24 @@ def test_processes_take_the_runs_one_storage_factory(tmp_path):
     summary = last_summary(settings)
     assert summary["processes"] == 2 and summary["fetched"] == len(images) and summary["retries"] == {"slowdown": 1}
     assert on_disk(settings.output, images) == {r["id"]: b for r, b in zip(images, blobs, strict=True)}
+
+
+async def test_the_plans_probe_on_the_fake_heads_and_times_gets(tmp_path):
+    _coco, images, blobs, bucket = dataset(tmp_path, n=6)
+    bucket.faults = {images[1]["serving_bucket_key"]: ["404"], images[2]["serving_bucket_key"]: ["503"] * 9}
+    tasks = [Task(r["id"], r["serving_bucket_key"], r["file_name"]) for r in images]
+    options = fake_settings(tmp_path / "c.json", tmp_path, max_attempts=2).storage_options()
+    async with bucket(options) as storage:
+        probe = await probe_sample(storage, tasks, concurrency=3, gets=2)
+    assert probe.missing == [images[1]["serving_bucket_key"]] and len(probe.errors) == 1
+    assert sorted(probe.sizes) == sorted(len(b) for i, b in enumerate(blobs) if i not in (1, 2))
+    assert probe.get_count == 2
+
+
+async def test_the_plans_probe_stops_when_no_key_is_readable_naming_what_to_check(tmp_path):
+    _coco, images, _blobs, bucket = dataset(tmp_path, n=3)
+    bucket.faults = {r["serving_bucket_key"]: ["403"] for r in images}
+    tasks = [Task(r["id"], r["serving_bucket_key"], r["file_name"]) for r in images]
+    async with bucket(fake_settings(tmp_path / "c.json", tmp_path).storage_options()) as storage:
+        with pytest.raises(FatalError, match="no sampled key was readable, so these credentials may not read"):
+            await probe_sample(storage, tasks, concurrency=3)
