@@ -57,7 +57,7 @@ class Pipeline:
         self.share = share
         self.stats = Stats()
         self.stats.retries = storage.retries  # the storage layer's live counter
-        self.extra: dict[str, Any] = {}
+        self.extra: dict[str, Any] = {}  # the Work protocol: one process adds nothing to status.json
         self.errors: deque[str] = deque(maxlen=10)  # the latest, for status.json
         self.run_id = 0
         self._queue: asyncio.Queue[Decision | None] = asyncio.Queue(maxsize=max(2 * settings.concurrency, BATCH))
