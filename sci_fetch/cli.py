@@ -1,7 +1,7 @@
 """The ``sci-fetch`` command: one subcommand per file under sci_fetch/commands/.
 
-Errors sci_fetch raises on purpose become one line and exit code 2 (4 for a disk error); a traceback
-means a bug.
+Errors sci_fetch raises on purpose become one line and their exit code (sci_fetch.exits: 2 for bad input,
+4 for a disk error, 75 when another download holds the output folder); a traceback means a bug.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import sys
 
 from sci_fetch import __version__
 from sci_fetch.commands import crops, demo, download, filter, gallery, plan, status, verify
-from sci_fetch.errors import DiskError, SciFetchError
+from sci_fetch.errors import SciFetchError
+from sci_fetch.exits import ExitCode, code_for_error
 from sci_fetch.observe import logs
 
 COMMANDS = [download, status, verify, crops, filter, demo]
@@ -38,18 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure("text", args.verbose)
     if not getattr(args, "run", None):
         parser.print_help()
-        return 2
+        return ExitCode.USAGE
     try:
-        return args.run(args)
-    except DiskError as exc:  # e.g. the manifest cannot even be created: same code as a download stopped by it
+        code: int = args.run(args)
+    except SciFetchError as exc:  # a disk error before a run (the manifest cannot be created) is 4, as in a run
         print(f"sci-fetch: error: {exc}", file=sys.stderr)
-        return 4
-    except SciFetchError as exc:
-        print(f"sci-fetch: error: {exc}", file=sys.stderr)
-        return 2
+        return code_for_error(exc)
     except KeyboardInterrupt:
         print("sci-fetch: interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.SIGINT
+    return code
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ sees a botocore or aiohttp exception.
     ├── InputError                 the COCO file itself is unusable (not JSON, no ``images`` array)
     ├── RecordError                one COCO record is unusable; it is skipped and listed, the run goes on
     ├── DiskError                  cannot write under the output dir (ENOSPC, EACCES, ...); stops the run
+    ├── BusyError                  another download holds the output folder's job lock; nothing is done
     └── FetchError                 one operation on one object, typed as {op, src, dst, err}
         ├── RetryableError         worth another attempt (the storage layer's retry list)
         │   ├── TransientError     5xx, 503 SlowDown, timeouts, connection resets
@@ -53,6 +54,10 @@ class RecordError(SciFetchError):
 
 class DiskError(SciFetchError):
     """Writing a file failed for a reason no retry fixes (disk full, permissions)."""
+
+
+class BusyError(SciFetchError):
+    """Another sci-fetch download runs on the same output folder (it holds the job lock)."""
 
 
 class FetchError(SciFetchError):
@@ -103,9 +108,12 @@ class MissingError(FetchError):
 
 class ForbiddenError(FetchError):
     """403 AccessDenied for one key: S3 says this, not 404, for a missing key when the caller may not
-    list the bucket. Fatal while no object of the run has succeeded (the engine decides), else per image."""
+    list the bucket. Fatal while no object of the run has succeeded (the engine decides), else per image.
+    ``hint`` says what to check when no key is readable; the storage layer that raised it knows (anonymous
+    access or credentials) and fills it in."""
 
     reason = "forbidden"
+    hint = "check the credentials, the bucket policy, the variant and the key template"
 
 
 class PermanentError(FetchError):

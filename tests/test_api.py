@@ -158,3 +158,18 @@ def test_ctrl_c_in_a_notebook_reaches_the_run_as_sigint():
         assert loop.run_until_complete(notebook_cell()) == "stopped by SIGINT"
     finally:
         loop.close()
+
+
+def test_api_raises_busy_while_another_download_holds_the_folder(tmp_path):
+    import os
+
+    from helpers import animl_image, write_coco
+
+    from sci_fetch.engine.lock import JobLock
+    from sci_fetch.errors import BusyError
+
+    coco = write_coco(tmp_path / "c.json", [animl_image("p", b"\xff\xd8 one")])
+    out = tmp_path / "out"
+    with JobLock(out / ".sci-fetch" / "download.lock", out):
+        with pytest.raises(BusyError, match=f"PID {os.getpid()}"):
+            sci_fetch.download(coco, out, profile="", bucket="fake-bucket")

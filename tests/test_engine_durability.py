@@ -49,7 +49,7 @@ def test_no_done_row_is_committed_before_the_sync_of_its_files(s3_env, dataset, 
         real_record(self, outcomes)
         events.append(("record", sum(o.state is State.done for o in outcomes)))
 
-    monkeypatch.setattr("sci_fetch.engine.run.sync_filesystem", sync)
+    monkeypatch.setattr("sci_fetch.engine.outcomes.sync_filesystem", sync)
     monkeypatch.setattr(Manifest, "record", record)
     settings = settings_for(s3_env, coco, tmp_path / "out", concurrency=8, flush_interval=0.05)
     assert download(settings) == 0
@@ -67,7 +67,7 @@ def test_no_done_row_is_committed_before_the_sync_of_its_files(s3_env, dataset, 
 def test_without_fsync_nothing_is_synced(s3_env, dataset, tmp_path, monkeypatch):
     coco, _, _ = dataset
     calls = []
-    monkeypatch.setattr("sci_fetch.engine.run.sync_filesystem", calls.append)
+    monkeypatch.setattr("sci_fetch.engine.outcomes.sync_filesystem", calls.append)
     settings = settings_for(s3_env, coco, tmp_path / "out", fsync=False, limit=20)
     assert download(settings) == 0
     assert calls == []

@@ -20,7 +20,8 @@ from helpers import animl_image, final_files, random_blobs, settings_for, wait_u
 from test_reliability_support import BUCKET, KB, failures, last_summary, rows, seed_parallel, seeded_dataset, start
 
 from sci_fetch.commands.download import download
-from sci_fetch.engine.run import EXIT_INTERNAL, FIRST_MISSES
+from sci_fetch.engine.outcomes import FIRST_MISSES
+from sci_fetch.exits import ExitCode
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.store import Manifest
 
@@ -263,7 +264,7 @@ def test_a_bug_in_the_download_path_stops_the_run_with_one_traceback(
 
     monkeypatch.setattr("sci_fetch.files.sink.content_problem", broken)
     settings = settings_for(s3_env, coco, tmp_path / "out", concurrency=4)
-    assert download(settings) == EXIT_INTERNAL
+    assert download(settings) == ExitCode.INTERNAL
     tracebacks = [r for r in caplog.records if r.exc_info]
     assert len(tracebacks) == 1 and tracebacks[0].exc_info[0] is TypeError
     assert "internal error while fetching" in tracebacks[0].getMessage()
@@ -285,7 +286,7 @@ def test_a_failing_manifest_writer_stops_the_run_and_the_next_run_adopts_its_fil
         raise sqlite3.OperationalError("database is locked")
 
     monkeypatch.setattr(Manifest, "record", locked)
-    assert download(settings) == EXIT_INTERNAL
+    assert download(settings) == ExitCode.INTERNAL
     # the flusher's own write fails, or (when the run ends first, e.g. a slow syncfs) the final flush's
     assert any(
         "internal error in the manifest flusher" in r.getMessage()

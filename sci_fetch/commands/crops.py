@@ -15,19 +15,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
 from tqdm import tqdm
 
+from sci_fetch.api import for_download, make_crops
 from sci_fetch.commands.common import add_common_flags, show_value
 from sci_fetch.crops.options import CropOptions
 from sci_fetch.engine.progress import terminal_columns
 from sci_fetch.errors import DiskError, InputError, SciFetchError, UsageError
+from sci_fetch.exits import ExitCode
 from sci_fetch.keys.mapping import STATE_DIR, Variant
-from sci_fetch.settings import Settings, load_settings
+from sci_fetch.settings import load_settings
 
 HELP = "crop every labelled box of a COCO file from the downloaded images and write the crop-label CSV"
 
-EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_DISK = 0, 1, 2, 4
 ENV = "SCI_FETCH_CROPS__"
 
 # Per-field argparse details; help text comes from the CropOptions field descriptions.
@@ -82,7 +82,7 @@ def add_crop_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=name, default=None, help=help_text, **spec)
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "crops",
         help=HELP,
@@ -131,19 +131,6 @@ def crop_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
-def options_from(values: dict[str, Any]) -> CropOptions:
-    try:
-        return CropOptions(**values)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            name = ".".join(str(p) for p in err["loc"]) or "crops"
-            got = err.get("input")
-            flag = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "crops"
-            lines.append(f"option {flag} ({ENV}{name.upper()}): {err['msg']} (got {got!r})")
-        raise UsageError("; ".join(lines)) from exc
-
-
 class Progress:
     """A bar on a terminal; otherwise a line every ``interval`` seconds, for the logs of long runs."""
 
@@ -172,19 +159,17 @@ def run_and_report(coco: Path, images_dir: Path, options: CropOptions, manifest:
 
     UsageError/InputError propagate (the CLI prints them); a disk error or a dead worker is printed here.
     """
-    from sci_fetch.api import make_crops  # the Python API's crop step; pandas is imported only there
-
     progress = Progress()
     try:
         summary = make_crops(coco, images_dir, options, manifest, progress=progress)
     except DiskError as exc:
         print(f"sci-fetch: error: {exc}; crops made so far are kept, run the same command again", file=sys.stderr)
-        return EXIT_DISK
+        return ExitCode.DISK
     except (UsageError, InputError):
         raise
     except SciFetchError as exc:  # a worker process died: incomplete, resumable
         print(f"sci-fetch: error: {exc}", file=sys.stderr)
-        return EXIT_INCOMPLETE
+        return ExitCode.INCOMPLETE
     finally:
         progress.close()
     print("\n".join(summary.lines()))
@@ -203,8 +188,3 @@ def run(args: argparse.Namespace) -> int:
     # the plain one and each shard's, so crops after a sharded download see every image.
     manifest = settings.manifest
     return run_and_report(settings.coco, settings.output, for_download(settings), manifest)
-
-
-def for_download(settings: Settings) -> CropOptions:
-    """The crop options with the variant defaulting to the one the images were downloaded as."""
-    return settings.crops.model_copy(update={"variant": settings.crops.variant or settings.variant})

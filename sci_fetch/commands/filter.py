@@ -13,13 +13,13 @@ from pathlib import Path
 from sci_fetch.commands.common import add_common_flags
 from sci_fetch.crops.subset import DEFAULT_EXCLUDE, filter_coco
 from sci_fetch.errors import DiskError
+from sci_fetch.exits import ExitCode
 from sci_fetch.settings import load_settings
 
 HELP = "write the SCI subset of a full Animl export: no empty/person/vehicle/animal labels, only images still labelled"
-EXIT_DISK = 4
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "filter",
         help=HELP,
@@ -53,6 +53,6 @@ def run(args: argparse.Namespace) -> int:
         summary = filter_coco(args.source, args.dest, exclude_from(args.exclude, args.config))
     except DiskError as exc:
         print(f"sci-fetch: error: {exc}", file=sys.stderr)
-        return EXIT_DISK
+        return ExitCode.DISK
     print("\n".join(summary.lines()))
     return summary.exit_code

@@ -14,11 +14,11 @@ import json
 
 from sci_fetch.commands.common import add_settings_flags, settings_from_args
 from sci_fetch.errors import FatalError, UsageError
+from sci_fetch.exits import ExitCode
 from sci_fetch.settings import Settings
-from sci_fetch.storage.s3 import S3Storage
+from sci_fetch.storage.factory import s3_storage
 
 HELP = "estimate a download before starting it: HEAD a random sample of the keys left; bytes, free space, time"
-EXIT_FATAL = 3
 
 # The settings a plan reads: what to fetch, where from, how hard to push.
 PLAN_SETTINGS = {
@@ -91,7 +91,7 @@ def plan(
     gets: int = 8,
     seed: int | None = None,
     as_json: bool = False,
-    storage_factory=S3Storage,
+    storage_factory=s3_storage,
 ) -> int:
     """Print the plan; returns its exit code."""
     from sci_fetch.plan.check import make_plan
@@ -105,6 +105,6 @@ def plan(
         result = asyncio.run(go())
     except FatalError as exc:
         print(f"sci-fetch: stopped: {exc}")
-        return EXIT_FATAL
+        return ExitCode.FATAL
     print(json.dumps(plan_json(result)) if as_json else "\n".join(plan_lines(result)))
     return result.exit_code

@@ -14,6 +14,7 @@ from pathlib import Path
 from sci_fetch.commands.common import add_common_flags, add_output_flag, output_from
 from sci_fetch.engine.stats import format_duration
 from sci_fetch.errors import UsageError
+from sci_fetch.exits import ExitCode
 from sci_fetch.keys.mapping import STATE_DIR
 from sci_fetch.manifest.store import Manifest
 from sci_fetch.settings import load_settings
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         verdicts = [health(p, args.max_age, now) for p in parts]
         ok = all(v[0] for v in verdicts)
         print(("healthy: " if ok else "unhealthy: ") + "; ".join(v[1] for v in verdicts))
-        return 0 if ok else 1
+        return ExitCode.OK if ok else ExitCode.INCOMPLETE
     job = merge(parts)
     counts = job["counts"]
     total = sum(counts.values())
@@ -197,4 +198,4 @@ def run(args: argparse.Namespace) -> int:
             print("  latest errors:")
             for r in job["errors"][: args.errors]:
                 print(f"    {r.state.value}: {r.key}: {r.last_error}")
-    return 0 if counts["done"] == total and total > 0 else 1
+    return ExitCode.OK if counts["done"] == total and total > 0 else ExitCode.INCOMPLETE

@@ -18,6 +18,7 @@ from pathlib import Path
 from sci_fetch.commands.common import add_common_flags, add_output_flag
 from sci_fetch.commands.status import manifests_from
 from sci_fetch.engine.stats import format_duration
+from sci_fetch.exits import ExitCode
 from sci_fetch.files.verify import Problem, check_rows
 from sci_fetch.keys.mapping import STATE_DIR
 from sci_fetch.manifest.models import State
@@ -145,4 +146,4 @@ def run(args: argparse.Namespace) -> int:
                 "note: an image whose MD5 still matches but does not decode is damaged in S3 itself; "
                 "downloading it again brings the same bytes"
             )
-    return 1 if problems else 0
+    return ExitCode.INCOMPLETE if problems else ExitCode.OK

@@ -28,6 +28,7 @@ from sci_fetch.crops.reasons import FILTER_REASONS, Reason
 from sci_fetch.crops.resize import Resize
 from sci_fetch.crops.table import CROP_COLUMNS, REJECT_COLUMNS, CsvSink, number
 from sci_fetch.errors import InputError, SciFetchError, UsageError
+from sci_fetch.exits import ExitCode
 from sci_fetch.keys.mapping import PARTIAL_SUFFIX, STATE_DIR, UnsafePathError, Variant, safe_relative_path
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.store import Manifest
@@ -60,7 +61,7 @@ class CropSummary:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.problems else 0
+        return ExitCode.INCOMPLETE if self.problems else ExitCode.OK
 
     def lines(self) -> list[str]:
         out = [

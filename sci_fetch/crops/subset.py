@@ -27,6 +27,7 @@ from sci_fetch.coco import source as coco_source
 from sci_fetch.coco.models import CocoAnnotation, CocoCategory, CocoImage
 from sci_fetch.crops.labels import norm
 from sci_fetch.errors import DiskError, InputError, RecordError, UsageError
+from sci_fetch.exits import ExitCode
 
 DEFAULT_EXCLUDE = ("empty", "person", "vehicle", "animal")
 CARRIED_KEYS = ("info", "licenses")
@@ -66,7 +67,7 @@ class FilterSummary:
     @property
     def exit_code(self) -> int:
         """1 when records were dropped for being broken rather than by the filter."""
-        return 1 if self.invalid or self.unknown_category or self.orphans else 0
+        return ExitCode.INCOMPLETE if self.invalid or self.unknown_category or self.orphans else ExitCode.OK
 
     def lines(self, show_invalid: int = 5) -> list[str]:
         width = max([len(c.name) for c in self.categories] + [8])

@@ -1,15 +1,16 @@
 """``--processes N``: one run on N event loops in N processes, over disjoint shares of its keys.
 
-One Python event loop uses one core; s5cmd, rclone and the CRT use them all. Each child is a whole
-``Engine`` (its own S3 client and connection pool) with ``Role(run_id, (k, N))``: it plans the images whose
-``process_of(id, N) == k`` under the parent's run id and sends its figures up a pipe twice a second. The
-children share the run's one manifest (SQLite in WAL mode; each flush is one short transaction), so a job
-resumes correctly whatever the process count of the earlier run, and ``status`` sees one job.
+One Python event loop uses one core; s5cmd, rclone and the CRT use them all. Each child runs a whole
+``Pipeline`` (its own storage, opened by the run's one storage factory, and its own connection pool) over the
+images whose ``process_of(id, N) == k``, under the parent's run id, and sends its figures up a pipe twice a
+second. The children share the run's one manifest (SQLite in WAL mode; each flush is one short transaction),
+so a job resumes correctly whatever the process count of the earlier run, and ``status`` sees one job.
 
-The parent registers the run, counts the COCO file, merges the figures into one progress display,
-status.json and metrics endpoint, forwards SIGINT/SIGTERM (each child then stops within the grace time),
-reports a child that dies (its unfinished images stay pending; the run never waits for it) and computes
-one exit code from the manifest.
+``Processes`` is the parent's ``Work`` for the run owner (engine.run), which registers the run, counts the
+COCO file, shows one progress display, status.json and metrics endpoint, and computes the exit code. Here:
+start the children, merge their figures, forward a stop (each child then stops within the grace time),
+report a child that dies (its unfinished images stay pending; the run never waits for it) and settle the
+run's stop reason from the children's.
 """
 
 from __future__ import annotations
@@ -20,33 +21,43 @@ import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from sci_fetch.engine import quick
 from sci_fetch.engine.loop import run as run_loop
-from sci_fetch.engine.progress import choose_mode, report
-from sci_fetch.engine.run import STOP_CODES, Engine, Role, RunResult, count_total, exit_code_for
+from sci_fetch.engine.pipeline import Pipeline
 from sci_fetch.engine.stats import Stats
+from sci_fetch.engine.stop import Stop, cancel_all, catch_signals, start_supervised
 from sci_fetch.errors import SciFetchError
+from sci_fetch.exits import SEVERITY, STOP_CODES, StopReason
 from sci_fetch.manifest.store import Manifest
 from sci_fetch.observe import logs
-from sci_fetch.observe.metrics import serve as serve_metrics
-from sci_fetch.observe.status_file import keep_writing, snapshot, write_final
 from sci_fetch.settings import Settings
-from sci_fetch.storage.s3 import S3Storage
+from sci_fetch.storage.base import StorageFactory
 
 log = logging.getLogger("sci_fetch")
 
-# When several children stop for different reasons, the run reports the most serious one.
-_SEVERITY = ["internal", "fatal", "disk", "SIGTERM", "SIGINT", "keys", "usage", "input", "died"]
+Result = tuple[StopReason | None, str | None]
 
 
-def _child(settings: Settings, run_id: int, index: int, count: int, conn: Connection, verbose: bool) -> None:
-    """A child process: a whole engine over share ``index`` of ``count``; its result goes up the pipe."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # until the engine's handlers are in: the parent forwards stops
-    logs.configure(settings.log_format, verbose)
+@dataclass(frozen=True)
+class ChildJob:
+    """What a child is given (pickled into the spawned process): its share of the run."""
+
+    settings: Settings
+    storage: StorageFactory
+    run_id: int
+    index: int
+    count: int
+    verbose: bool
+
+
+def _child(job: ChildJob, conn: Connection) -> None:
+    """A child process: a pipeline over share ``index`` of ``count``; its result goes up the pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # until the pipeline's handlers are in: the parent forwards stops
+    logs.configure(job.settings.log_format, job.verbose)
 
     def send(stats: Stats) -> None:
         try:
@@ -54,30 +65,44 @@ def _child(settings: Settings, run_id: int, index: int, count: int, conn: Connec
         except OSError:  # the parent is gone (killed): stop as on SIGTERM, with the grace time
             os.kill(os.getpid(), signal.SIGTERM)
 
-    async def main() -> tuple[str | None, str | None]:
-        manifest = Manifest(settings.manifest_path)
-        try:
-            async with S3Storage(settings.storage_options()) as storage:
-                result = await Engine(settings, storage, manifest, Role(run_id, (index, count), False, send)).run()
-                return result.stop_reason, result.message
-        finally:
-            manifest.close()
-
+    result: Result
     try:
-        reason, message = run_loop(main())
+        result = run_loop(_child_run(job, send))
     except SciFetchError as exc:  # a setting no storage could use (a profile that does not exist, ...)
-        reason, message = "usage", str(exc)
+        result = StopReason.usage, str(exc)
     except Exception as exc:  # a bug: its traceback in the log, and the parent stops the run
-        log.exception("internal error in process %d of %d", index + 1, count)
-        reason, message = (
-            "internal",
-            f"stopping: internal error in process {index + 1} of {count}: {type(exc).__name__}: {exc}",
-        )
+        where = f"process {job.index + 1} of {job.count}"
+        log.exception("internal error in %s", where)
+        result = StopReason.internal, f"stopping: internal error in {where}: {type(exc).__name__}: {exc}"
     try:
-        conn.send(("result", reason, message))
+        conn.send(("result", result[0], result[1]))
         conn.close()
     except OSError:
         pass  # nobody is listening any more
+
+
+async def _child_run(job: ChildJob, send: Callable[[Stats], None]) -> Result:
+    stop = Stop()
+    manifest = Manifest(job.settings.manifest_path)
+    try:
+        async with job.storage(job.settings.storage_options()) as storage:
+            pipeline = Pipeline(job.settings, storage, manifest, stop, share=(job.index, job.count))
+            reporter = start_supervised(stop, [("figures reporter", _report_loop(pipeline, send))])
+            try:
+                with catch_signals(stop, pipeline.on_signal):
+                    await pipeline.run(job.run_id)
+            finally:
+                await cancel_all(reporter)
+            send(pipeline.live_stats())  # the last figures, before the result
+            return stop.reason, stop.message
+    finally:
+        manifest.close()
+
+
+async def _report_loop(pipeline: Pipeline, send: Callable[[Stats], None]) -> None:
+    while True:
+        send(pipeline.live_stats())
+        await asyncio.sleep(0.5)
 
 
 @dataclass
@@ -86,7 +111,7 @@ class _Child:
     process: Any  # multiprocessing.Process (spawn context)
     conn: Connection
     stats: Stats = field(default_factory=Stats)
-    result: tuple[str | None, str | None] | None = None
+    result: Result | None = None
 
     def drain(self) -> None:
         """Read what the child sent so far; a broken pipe means it is gone (its exit code tells why)."""
@@ -102,40 +127,54 @@ class _Child:
 
 
 class Processes:
-    """The parent of one multi-process run."""
+    """The parent's Work in a multi-process run."""
 
-    def __init__(self, settings: Settings, count: int, verbose: bool = False) -> None:
+    def __init__(self, settings: Settings, count: int, storage: StorageFactory, stop: Stop, verbose: bool) -> None:
         self.settings = settings
         self.count = count
+        self.storage = storage
+        self.stop = stop
         self.verbose = verbose
         self.stats = Stats()
-        self._signal: str | None = None
+        self.extra: dict[str, Any] = {"processes": count}
         self._children: list[_Child] = []
+        self._forwarded = False
 
-    def _start(self, run_id: int) -> None:
-        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited loop, threads or locks
-        for index in range(self.count):
-            receive, send = ctx.Pipe(duplex=False)
-            process = ctx.Process(
-                target=_child,
-                name=f"sci-fetch-{index + 1}-of-{self.count}",
-                daemon=True,
-                args=(self.settings, run_id, index, self.count, send, self.verbose),
-            )
-            process.start()
-            send.close()
-            self._children.append(_Child(index, process, receive))
+    def live_stats(self) -> Stats:
+        return self.stats
 
-    def _forward(self, name: str) -> None:
-        """SIGINT/SIGTERM to the parent: every child is asked to stop (SIGTERM: no new keys, grace for the rest)."""
-        if self._signal is None:
-            self._signal = name
+    def last_errors(self) -> list[str]:
+        return []
+
+    def on_signal(self, name: str) -> None:
+        if self.stop.reason is None:
             log.warning(
                 "%s received: stopping %d processes (%ss grace for downloads in flight)",
                 name,
                 self.count,
                 self.settings.grace_seconds,
             )
+
+    async def run(self, run_id: int) -> None:
+        self._start(run_id)
+        await self._wait()
+        self.stop.settle(*self._outcome())
+
+    def _start(self, run_id: int) -> None:
+        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited loop, threads or locks
+        for index in range(self.count):
+            receive, send = ctx.Pipe(duplex=False)
+            job = ChildJob(self.settings, self.storage, run_id, index, self.count, self.verbose)
+            process = ctx.Process(
+                target=_child, name=f"sci-fetch-{index + 1}-of-{self.count}", daemon=True, args=(job, send)
+            )
+            process.start()
+            send.close()
+            self._children.append(_Child(index, process, receive))
+
+    def _forward(self) -> None:
+        """A stop of the run: every child is asked to stop (SIGTERM: no new keys, grace for the rest)."""
+        self._forwarded = True
         for child in self._children:
             if child.process.is_alive():
                 os.kill(child.process.pid, signal.SIGTERM)
@@ -150,7 +189,8 @@ class Processes:
             alive = [c for c in self._children if c.process.is_alive()]
             if not alive:
                 break
-            if self._signal is not None and deadline is None:
+            if self.stop.is_set() and not self._forwarded:
+                self._forward()
                 deadline = time.monotonic() + self.settings.grace_seconds + 15
             if deadline is not None and time.monotonic() > deadline:
                 for child in alive:
@@ -161,87 +201,32 @@ class Processes:
             child.drain()
         self.stats.absorb([c.stats for c in self._children])
 
-    def _outcome(self) -> tuple[str | None, str | None]:
-        """The run's stop reason and message: a child that died, or the most serious reason any child gave."""
-        reasons: list[tuple[str, str | None]] = []
-        for child in self._children:
-            if child.result is None:
-                code = child.process.exitcode
-                how = f"signal {-code}" if code is not None and code < 0 else f"exit {code}"
-                text = (
-                    f"process {child.index + 1} of {self.count} died ({how}); the images it had not finished stay "
-                    "pending: run the same command again to fetch them"
-                )
-                log.error("%s", text)
-                reasons.append(("died", text))
-            elif child.result[0] is not None:
-                reasons.append((child.result[0], child.result[1]))
-        if self._signal is not None and not any(r in STOP_CODES and r not in ("SIGINT", "SIGTERM") for r, _ in reasons):
-            return self._signal, None
+    def _outcome(self) -> Result:
+        """The run's stop reason and message: the parent's own stop (a signal, a failed helper), a child that
+        died, or the most serious reason any child gave."""
+        reasons = [r for r in map(self._reason_of, self._children) if r is not None]
+        own = self.stop.reason
+        if own in (StopReason.SIGINT, StopReason.SIGTERM):
+            if not any(r in STOP_CODES and r not in (StopReason.SIGINT, StopReason.SIGTERM) for r, _ in reasons):
+                return own, None
+        elif own is not None:
+            reasons.append((own, self.stop.message))
         if not reasons:
             return None, None
-        reason, message = min(reasons, key=lambda r: _SEVERITY.index(r[0]) if r[0] in _SEVERITY else len(_SEVERITY))
-        return reason, message
+        return min(reasons, key=lambda r: SEVERITY.index(r[0]) if r[0] in SEVERITY else len(SEVERITY))
 
-    async def run(self) -> RunResult:
-        settings = self.settings
-        manifest = Manifest(settings.manifest_path)
-        try:
-            return await self._run(manifest)
-        finally:
-            manifest.close()
-
-    async def _run(self, manifest: Manifest) -> RunResult:
-        settings = self.settings
-        run_id = await asyncio.to_thread(manifest.begin_run, settings.model_dump(mode="json"))
-        await asyncio.to_thread(quick.forget, manifest)
-        shard = f"{settings.shard_index}/{settings.shard_count}"
-        stop_metrics = (
-            serve_metrics(settings.metrics_port, settings.metrics_host, lambda: self.stats, shard)
-            if settings.metrics_port
-            else None
-        )
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._forward, sig.name)
-        self._start(run_id)
-        helpers = [
-            asyncio.create_task(self._count(manifest)),
-            asyncio.create_task(self._status_loop(shard)),
-            asyncio.create_task(report(self.stats, choose_mode(settings.progress), settings.log_interval)),
-        ]
-        try:
-            await self._wait()
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-            for task in helpers[1:]:
-                task.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
-            if stop_metrics is not None:
-                stop_metrics()
-        reason, message = self._outcome()
-        counts = self.stats.with_unread(await asyncio.to_thread(manifest.counts, run_id))
-        code = exit_code_for(reason if reason != "died" else None, counts, self.stats.invalid, settings.dry_run)
-        final = snapshot(self.stats, (0.0, 0.0), [], reason or "finished", shard)
-        await asyncio.to_thread(
-            write_final, settings.state_file("status", "json"), final | {"exit_code": code, "processes": self.count}
-        )
-        await asyncio.to_thread(manifest.end_run, run_id, code, self.stats.as_dict() | {"processes": self.count})
-        if code == 0:
-            await asyncio.to_thread(quick.remember, manifest, settings, run_id)
-        return RunResult(run_id, self.stats, code, reason, message, counts)
-
-    async def _count(self, manifest: Manifest) -> None:
-        self.stats.total = await count_total(self.settings, manifest)
-
-    async def _status_loop(self, shard: str) -> None:
-        await keep_writing(
-            self.settings.state_file("status", "json"),
-            self.settings.status_interval,
-            lambda: self.stats,
-            lambda stats, rates: snapshot(stats, rates, [], "running", shard) | {"processes": self.count},
-        )
+    def _reason_of(self, child: _Child) -> tuple[StopReason, str | None] | None:
+        if child.result is None:
+            code = child.process.exitcode
+            how = f"signal {-code}" if code is not None and code < 0 else f"exit {code}"
+            text = (
+                f"process {child.index + 1} of {self.count} died ({how}); the images it had not finished stay "
+                "pending: run the same command again to fetch them"
+            )
+            log.error("%s", text)
+            return StopReason.died, text
+        reason, message = child.result
+        return (reason, message) if reason is not None else None
 
 
 def process_count(setting: int | str) -> int:

@@ -39,16 +39,17 @@ _KEY_SETTINGS = (
 
 def fingerprint(settings: Settings) -> str | None:
     """What a finished run ran on; None when the COCO file cannot be read (the full path says why)."""
-    try:
-        info = os.stat(settings.coco) if settings.coco is not None else None
-    except OSError:
+    coco = settings.coco
+    if coco is None:
         return None
-    if info is None:
+    try:
+        info = os.stat(coco)
+    except OSError:
         return None
     values = settings.model_dump(mode="json", include=set(_KEY_SETTINGS))
     return json.dumps(
         {
-            "coco": os.path.abspath(settings.coco),
+            "coco": os.path.abspath(coco),
             "size": info.st_size,
             "mtime_ns": info.st_mtime_ns,
             "output": os.path.abspath(settings.output),

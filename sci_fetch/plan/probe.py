@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sci_fetch.errors import DiskError, FatalError, FetchError, ForbiddenError, MissingError
 from sci_fetch.files.sink import VerifiedFile
 from sci_fetch.keys.mapping import Task
 from sci_fetch.storage.base import Storage
-from sci_fetch.storage.retry import forbidden_hint
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -35,7 +38,7 @@ class Probe:
         return len(self.sizes) + len(self.missing) + len(self.errors)
 
 
-async def _all(coros: list) -> list:
+async def _all(coros: list[Coroutine[Any, Any, T]]) -> list[T]:
     """gather, but the first error cancels the rest (a fatal error must not leave requests running)."""
     tasks = [asyncio.ensure_future(c) for c in coros]
     try:
@@ -47,7 +50,7 @@ async def _all(coros: list) -> list:
         raise
 
 
-async def _heads(storage: Storage, tasks: list[Task], concurrency: int, probe: Probe, anonymous: bool) -> list[Task]:
+async def _heads(storage: Storage, tasks: list[Task], concurrency: int, probe: Probe) -> list[Task]:
     limit = asyncio.Semaphore(max(1, concurrency))
     found: list[Task] = []
 
@@ -75,9 +78,7 @@ async def _heads(storage: Storage, tasks: list[Task], concurrency: int, probe: P
     probe.head_seconds = time.monotonic() - started
     if forbidden and not probe.sizes:  # as a download does: no key readable at all is the credentials or the bucket
         first = forbidden[0]
-        raise FatalError(
-            first.op, first.src, None, f"{first.err}: no sampled key was readable, so {forbidden_hint(anonymous)}"
-        )
+        raise FatalError(first.op, first.src, None, f"{first.err}: no sampled key was readable, so {first.hint}")
     probe.missing.extend(e.src for e in forbidden)
     return found
 
@@ -91,7 +92,7 @@ async def _gets(storage: Storage, tasks: list[Task], probe: Probe) -> None:
         async def one(index: int, task: Task) -> int:
             try:
                 dest = Path(tmp) / f"{index}.bin"
-                info = await storage.download(task.key, lambda: VerifiedFile(dest, task.expected_md5), str(dest))
+                info = await storage.download(task.key, lambda: VerifiedFile(dest, task.expected_md5))
             except FatalError:
                 raise
             except (FetchError, DiskError):
@@ -108,8 +109,9 @@ async def _gets(storage: Storage, tasks: list[Task], probe: Probe) -> None:
 async def probe_sample(
     storage: Storage, tasks: list[Task], concurrency: int, gets: int = 0, anonymous: bool = False
 ) -> Probe:
-    """HEAD each of ``tasks`` (``concurrency`` at a time), then GET up to ``gets`` of those found."""
+    """HEAD each of ``tasks`` (``concurrency`` at a time), then GET up to ``gets`` of those found.
+    ``anonymous`` is no longer read: what to check on a 403 travels on the storage's ForbiddenError."""
     probe = Probe()
-    found = await _heads(storage, tasks, concurrency, probe, anonymous)
+    found = await _heads(storage, tasks, concurrency, probe)
     await _gets(storage, found[: max(0, gets)], probe)
     return probe

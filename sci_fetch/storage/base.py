@@ -1,17 +1,23 @@
-"""The one interface the engine sees for object storage; S3 is its implementation (storage.s3).
+"""The one interface the engine sees for object storage: S3 is its implementation (storage.s3), an
+in-memory one (storage.fake) stands in for it in unit tests.
 
 Keeping the engine behind this protocol lets tests and future back-ends (local folders, GCS) plug in
-without the engine knowing about botocore.
+without the engine knowing about botocore. A run opens its storage through a ``StorageFactory``: one
+picklable callable, so that the children of ``--processes`` open theirs the same way.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
+
+from sci_fetch.storage.options import StorageOptions
+from sci_fetch.storage.reachability import Reachability
 
 
 class ObjectInfo(BaseModel):
@@ -63,7 +69,21 @@ SinkFactory = Callable[[], Sink]  # a fresh sink per attempt
 
 
 class Storage(Protocol):
+    """Everything the engine and the planner use of a storage back-end; used as ``async with``.
+
+    ``requests`` counts every request sent (retries included), ``retries`` counts retries by reason, live;
+    ``reachability`` is the outage gate the requests go through (``down_since`` while the endpoint is down).
+    Errors are sci_fetch's FetchError tree; a ForbiddenError carries in ``hint`` what to check."""
+
     requests: int
+    retries: Counter[str]
+    reachability: Reachability
+
+    async def __aenter__(self) -> Storage: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
 
     async def head(self, key: str) -> ObjectInfo:
         """Size and ETag of ``key``; raises MissingError, FatalError, ..."""
@@ -72,3 +92,8 @@ class Storage(Protocol):
     async def download(self, key: str, sink: SinkFactory) -> ObjectInfo:
         """Stream ``key`` into a sink from ``sink()``, retrying per policy, or raise a FetchError/DiskError."""
         ...
+
+
+# Opens (does not enter) the storage of a run; module-level functions and classes pickle, so a spawned
+# child of --processes receives the same factory as its parent.
+StorageFactory = Callable[[StorageOptions], Storage]

@@ -23,12 +23,13 @@ from asyncio_throttle import Throttler
 from botocore import UNSIGNED
 from botocore.utils import get_environ_proxies
 
-from sci_fetch.errors import FetchError, SciFetchError, TransientError, UsageError
+from sci_fetch.errors import FetchError, ForbiddenError, SciFetchError, TransientError, UsageError
+from sci_fetch.storage.attempts import with_retries
 from sci_fetch.storage.base import Expected, ObjectInfo, SinkFactory
 from sci_fetch.storage.direct import DirectGet, Response, bucket_url
 from sci_fetch.storage.options import StorageOptions
 from sci_fetch.storage.reachability import Reachability
-from sci_fetch.storage.retry import Budget, classify, retrying
+from sci_fetch.storage.retry import classify, forbidden_hint
 
 _PLAIN_ETAG = re.compile(r"^[0-9a-f]{32}$")
 _KMS = frozenset({"aws:kms", "aws:kms:dsse"})
@@ -130,7 +131,10 @@ class S3Storage:
         self.retries[reason] += 1
 
     def _map(self, exc: Exception, op: str, key: str, dst: str | None) -> FetchError | None:
-        return classify(exc, op, f"s3://{self.options.bucket}/{key}", dst, self.options.describe())
+        mapped = classify(exc, op, f"s3://{self.options.bucket}/{key}", dst, self.options.describe())
+        if isinstance(mapped, ForbiddenError):  # what to check travels on the error, for the engine and the plan
+            mapped.hint = forbidden_hint(self.options.anonymous)
+        return mapped
 
     async def _call(self, method: str, key: str, dst: str | None, **kwargs: Any) -> Any:
         if self._throttler is not None:
@@ -163,31 +167,7 @@ class S3Storage:
 
     async def _with_retries(self, key: str, once: Callable[[], Awaitable[T]]) -> tuple[T, int]:
         """Run ``once`` under the retry policy and the outage gate; returns its result and the attempts counted."""
-        budget = Budget(self.options.max_attempts)
-        try:
-            async for attempt in retrying(
-                self.options.max_attempts,
-                self.options.retry_base_delay,
-                self.options.retry_max_delay,
-                self._on_retry,
-                budget,
-            ):
-                with attempt:
-                    await self.reachability.ready()
-                    budget.used += 1
-                    try:
-                        return await once(), budget.counted()
-                    except TransientError as exc:
-                        if budget.can_give_back():
-                            if self.reachability.down:  # lost to the outage (a body cut when it began, say)
-                                budget.give_back()
-                            elif exc.no_answer and self.reachability.on_no_answer(key, exc, budget.last_attempt()):
-                                budget.give_back()
-                        raise
-        except FetchError as exc:
-            exc.attempts = budget.counted()
-            raise
-        raise AssertionError("unreachable")
+        return await with_retries(key, once, self.options, self.reachability, self._on_retry)
 
     async def head(self, key: str) -> ObjectInfo:
         async def once() -> ObjectInfo:
@@ -198,10 +178,10 @@ class S3Storage:
         info, _ = await self._with_retries(key, once)
         return info
 
-    async def download(self, key: str, sink: SinkFactory, dst: str | None = None) -> ObjectInfo:
+    async def download(self, key: str, sink: SinkFactory) -> ObjectInfo:
         """Stream ``key`` into a fresh sink per attempt, retrying per policy; the error carries the attempt
-        count. ``dst`` only names the destination in messages."""
-        info, attempts = await self._with_retries(key, lambda: self._download_once(key, sink, dst))
+        count (the caller names the destination in it: ``dst``)."""
+        info, attempts = await self._with_retries(key, lambda: self._download_once(key, sink, None))
         return info.model_copy(update={"attempts": attempts})
 
     def _get(self, key: str, dst: str | None) -> AbstractAsyncContextManager[Response]:
