@@ -28,11 +28,11 @@ from sci_fetch.engine import quick
 from sci_fetch.engine.loop import run as run_loop
 from sci_fetch.engine.progress import choose_mode, report
 from sci_fetch.engine.run import STOP_CODES, Engine, Role, RunResult, count_total, exit_code_for
-from sci_fetch.engine.stats import Stats
 from sci_fetch.errors import SciFetchError
 from sci_fetch.manifest.store import Manifest
 from sci_fetch.observe import logs
 from sci_fetch.observe.metrics import serve as serve_metrics
+from sci_fetch.observe.stats import Stats
 from sci_fetch.observe.status_file import keep_writing, snapshot, write_final
 from sci_fetch.settings import Settings
 from sci_fetch.storage.s3 import S3Storage

@@ -27,7 +27,6 @@ import ijson
 from sci_fetch.coco.source import iter_images
 from sci_fetch.engine import quick
 from sci_fetch.engine.progress import choose_mode, report
-from sci_fetch.engine.stats import Stats
 from sci_fetch.errors import (
     DiskError,
     FatalError,
@@ -47,6 +46,7 @@ from sci_fetch.keys.shard import process_of, shard_of
 from sci_fetch.manifest.models import Action, Decision, Outcome, State
 from sci_fetch.manifest.store import Manifest
 from sci_fetch.observe.metrics import serve as serve_metrics
+from sci_fetch.observe.stats import Stats
 from sci_fetch.observe.status_file import keep_writing, snapshot, write_final
 from sci_fetch.settings import Settings
 from sci_fetch.storage.base import SinkFactory, Storage

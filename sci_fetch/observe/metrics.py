@@ -11,8 +11,8 @@ from prometheus_client import start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from sci_fetch.engine.stats import Stats
 from sci_fetch.errors import UsageError
+from sci_fetch.observe.stats import Stats
 
 
 class StatsCollector(Collector):

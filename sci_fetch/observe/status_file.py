@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sci_fetch.engine.stats import Stats
+from sci_fetch.observe.stats import Stats
 
 log = logging.getLogger("sci_fetch")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from sci_fetch.engine.stats import Stats
+from sci_fetch.observe.stats import Stats
 
 
 def test_the_eta_counts_successes_only():
