@@ -3,37 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from sci_fetch.plan.check import Plan
-
-_UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
-
-
-def human_bytes(n: float) -> str:
-    """Decimal units, as disks are sold and `df -H` prints: 75.8 GB."""
-    if math.isinf(n):
-        return "unknown"
-    value, unit = float(n), 0
-    while abs(value) >= 1000 and unit < len(_UNITS) - 1:
-        value /= 1000
-        unit += 1
-    return f"{value:.0f} {_UNITS[unit]}" if unit == 0 else f"{value:.1f} {_UNITS[unit]}"
-
-
-def human_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    if seconds < 60:
-        return f"{max(seconds, 0):.0f} s" if seconds >= 1 else "under 1 s"
-    minutes = round(seconds / 60)
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes:02d} min"
-    return f"{hours / 24:.1f} days"
+from sci_fetch.observe.units import human_bytes, human_duration
+from sci_fetch.plan.check import Plan
 
 
 def plan_lines(plan: Plan) -> list[str]:
