@@ -277,7 +277,7 @@ def crops(
     """
     import pandas
 
-    from sci_fetch.commands.crops import for_download
+    from sci_fetch.crops.options import crop_options
 
     settings = _settings(
         config,
@@ -293,7 +293,7 @@ def crops(
     found = settings.manifest_path if settings.manifest_path.exists() else None
     progress = _NotebookProgress()
     try:
-        make_crops(settings.coco, settings.output, for_download(settings), found, progress=progress)
+        make_crops(settings.coco, settings.output, crop_options(settings), found, progress=progress)
     finally:
         progress.close()
-    return pandas.read_csv(settings.crops.csv_path(), keep_default_na=False, na_values=[""])
+    return pandas.read_csv(crop_options(settings).csv_path(), keep_default_na=False, na_values=[""])

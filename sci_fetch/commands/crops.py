@@ -19,11 +19,11 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from sci_fetch.commands.common import add_common_flags, show_value
-from sci_fetch.crops.options import CropOptions
+from sci_fetch.crops.options import CropOptions, crop_options
 from sci_fetch.engine.progress import terminal_columns
 from sci_fetch.errors import DiskError, InputError, SciFetchError, UsageError
 from sci_fetch.keys.mapping import STATE_DIR, Variant
-from sci_fetch.settings import Settings, load_settings
+from sci_fetch.settings import load_settings
 
 HELP = "crop every labelled box of a COCO file from the downloaded images and write the crop-label CSV"
 
@@ -202,9 +202,4 @@ def run(args: argparse.Namespace) -> int:
     # Only a manifest that was named: otherwise run_crops reads every manifest in the output folder,
     # the plain one and each shard's, so crops after a sharded download see every image.
     manifest = settings.manifest
-    return run_and_report(settings.coco, settings.output, for_download(settings), manifest)
-
-
-def for_download(settings: Settings) -> CropOptions:
-    """The crop options with the variant defaulting to the one the images were downloaded as."""
-    return settings.crops.model_copy(update={"variant": settings.crops.variant or settings.variant})
+    return run_and_report(settings.coco, settings.output, crop_options(settings), manifest)

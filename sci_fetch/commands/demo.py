@@ -17,6 +17,7 @@ from pathlib import Path
 from sci_fetch.commands.common import add_common_flags
 from sci_fetch.commands.download import download, then_crops
 from sci_fetch.crops.gallery import write_gallery
+from sci_fetch.crops.options import crop_options
 from sci_fetch.errors import UsageError
 from sci_fetch.settings import load_settings
 
@@ -65,7 +66,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 def crop_settings(args: argparse.Namespace, workdir: Path) -> dict:
     """The demo's crop options, over the [crops] table of --config when one is given."""
-    base = load_settings(args.config).crops.model_dump(exclude_defaults=True) if args.config else {}
+    base = dict(load_settings(args.config).crops) if args.config else {}
     return {**base, "after_download": True, "crops_dir": workdir / "crops", "label_map": base.get("label_map", "sci")}
 
 
@@ -107,9 +108,7 @@ def run(args: argparse.Namespace) -> int:
                     "crops": crops,
                 },
             )
-            code = download(
-                settings.model_copy(update={"crops": settings.crops.model_copy(update={"after_download": False})})
-            )
+            code = download(settings.model_copy(update={"crops": {**settings.crops, "after_download": False}}))
             if code == 0:
                 crop_code = then_crops(settings, code)
                 if crop_code == 1:
@@ -119,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                     )
                 code = 0 if crop_code in (0, 1) else crop_code
                 if code == 0:
-                    gallery = write_gallery(settings.crops.crops_dir, images_dir=settings.output)
+                    gallery = write_gallery(crop_options(settings).crops_dir, images_dir=settings.output)
     finally:
         shutil.rmtree(server_dir, ignore_errors=True)
     print("demo: where everything went")
@@ -127,9 +126,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"  images:      {settings.output}/")
     print(f"  manifest:    {settings.manifest_path}   (sci-fetch status --output {settings.output})")
     print(f"  failures:    {settings.state_file('failures', 'csv')}")
-    print(f"  crops:       {settings.crops.crops_dir}/")
-    print(f"  crop CSV:    {settings.crops.csv_path()}   (columns image_path, species_label, ...)")
+    print(f"  crops:       {crop_options(settings).crops_dir}/")
+    print(f"  crop CSV:    {crop_options(settings).csv_path()}   (columns image_path, species_label, ...)")
     if gallery is not None:
         print(f"  gallery:     {gallery}   (open it in a browser: the crops per label)")
-    print(f"  rejects:     {settings.crops.rejects_path()}   (every box without a crop, with its reason)")
+    print(f"  rejects:     {crop_options(settings).rejects_path()}   (every box without a crop, with its reason)")
     return code

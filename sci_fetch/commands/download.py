@@ -6,7 +6,8 @@ import argparse
 
 from sci_fetch.api import download_with
 from sci_fetch.commands.common import add_settings_flags, settings_from_args
-from sci_fetch.commands.crops import for_download, run_and_report
+from sci_fetch.commands.crops import run_and_report
+from sci_fetch.crops.options import crop_options
 from sci_fetch.engine.run import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
 from sci_fetch.manifest.report import summary_text
 from sci_fetch.observe import logs
@@ -40,6 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, crops={"after_download": args.after_download})
+    crop_options(settings)  # a wrong [crops] value stops before the download, not after it
     logs.configure(settings.log_format, getattr(args, "verbose", False))
     return download(settings)
 
@@ -71,10 +73,11 @@ def download(settings: Settings, storage_factory=None) -> int:
 
 def then_crops(settings: Settings, code: int) -> int:
     """The post-stage, when asked for and the download ended on its own (not stopped)."""
-    if not settings.crops.after_download or settings.dry_run or code not in (EXIT_OK, EXIT_INCOMPLETE):
+    options = crop_options(settings)
+    if not options.after_download or settings.dry_run or code not in (EXIT_OK, EXIT_INCOMPLETE):
         return code
     if settings.shard_count > 1:
         print("sci-fetch: crops are not made per shard; run `sci-fetch crops` once every shard is done")
         return code
-    crop_code = run_and_report(settings.coco, settings.output, for_download(settings), settings.manifest_path)
+    crop_code = run_and_report(settings.coco, settings.output, options, settings.manifest_path)
     return code or crop_code
