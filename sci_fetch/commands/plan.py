@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from sci_fetch.commands.common import add_settings_flags, settings_from_args
 from sci_fetch.errors import FatalError, UsageError
 from sci_fetch.settings import Settings
+from sci_fetch.storage.options import StorageOptions
 from sci_fetch.storage.s3 import S3Storage
+
+if TYPE_CHECKING:
+    from sci_fetch.plan.check import Plan
 
 HELP = "estimate a download before starting it: HEAD a random sample of the keys left; bytes, free space, time"
 EXIT_FATAL = 3
@@ -47,7 +52,7 @@ PLAN_SETTINGS = {
 }
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "plan",
         help=HELP,
@@ -91,13 +96,13 @@ def plan(
     gets: int = 8,
     seed: int | None = None,
     as_json: bool = False,
-    storage_factory=S3Storage,
+    storage_factory: Callable[[StorageOptions], Any] = S3Storage,
 ) -> int:
     """Print the plan; returns its exit code."""
     from sci_fetch.plan.check import make_plan
     from sci_fetch.plan.report import plan_json, plan_lines
 
-    async def go():
+    async def go() -> Plan:
         async with storage_factory(settings.storage_options()) as storage:
             return await make_plan(settings, storage, sample=sample, gets=gets, seed=seed)
 
@@ -106,5 +111,5 @@ def plan(
     except FatalError as exc:
         print(f"sci-fetch: stopped: {exc}")
         return EXIT_FATAL
-    print(json.dumps(plan_json(result)) if as_json else "\n".join(plan_lines(result)))
+    print(plan_json(result).to_json() if as_json else "\n".join(plan_lines(result)))
     return result.exit_code

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sci_fetch.files.partial import file_md5
+from sci_fetch.observe.outputs import ProblemKind
 
 # How many leading bytes content_problem() looks at.
 HEAD_BYTES = 512
@@ -65,7 +66,7 @@ class Problem:
 
     image_id: str
     dest: str
-    kind: str
+    kind: ProblemKind
     detail: str
 
 
@@ -96,7 +97,7 @@ def check_row(root: Path, row: Recorded, decode: bool = False) -> Problem | None
     """The first thing wrong with a ``done`` row's file under ``root``, or None when it is good."""
     path = root / row.dest
 
-    def problem(kind: str, detail: str) -> Problem:
+    def problem(kind: ProblemKind, detail: str) -> Problem:
         return Problem(row.image_id, row.dest, kind, detail)
 
     try:
