@@ -32,7 +32,6 @@ __all__ = [
     "crops",
     "download",
     "download_with",
-    "for_download",
     "make_crops",
     "run_coroutine",
 ]
@@ -106,11 +105,6 @@ def make_crops(
     return run_crops(Path(coco), Path(images_dir), options, manifest, progress=progress)
 
 
-def for_download(settings: Settings) -> CropOptions:
-    """The crop options with the variant defaulting to the one the images were downloaded as."""
-    return settings.crops.model_copy(update={"variant": settings.crops.variant or settings.variant})
-
-
 class _NotebookProgress:
     """tqdm.auto: a widget in a notebook, a text bar on a terminal, nothing in a plain log."""
 
@@ -147,6 +141,8 @@ def crops(
     """
     import pandas
 
+    from sci_fetch.crops.options import crop_options
+
     settings = _settings(
         config,
         {
@@ -161,7 +157,7 @@ def crops(
     found = settings.manifest_path if settings.manifest_path.exists() else None
     progress = _NotebookProgress()
     try:
-        make_crops(settings.coco, settings.output, for_download(settings), found, progress=progress)
+        make_crops(settings.coco, settings.output, crop_options(settings), found, progress=progress)
     finally:
         progress.close()
-    return pandas.read_csv(settings.crops.csv_path(), keep_default_na=False, na_values=[""])
+    return pandas.read_csv(crop_options(settings).csv_path(), keep_default_na=False, na_values=[""])

@@ -20,7 +20,6 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from sci_fetch.crops.options import CropOptions
 from sci_fetch.errors import UsageError
 from sci_fetch.keys.mapping import STATE_DIR, Variant, check_template
 from sci_fetch.keys.shard import index_from_environment
@@ -143,20 +142,13 @@ class Settings(BaseSettings):
     )
 
     # The post-stage ([crops] table, SCI_FETCH_CROPS__<NAME>); last, since TOML tables follow the plain keys
-    crops: CropOptions = Field(default_factory=CropOptions, description="crops and the crop-label CSV")
+    # The table as given: the crops stage types and checks it (crops.options.crop_options), so settings know no stage.
+    crops: dict[str, Any] = Field(default_factory=dict, description="crops and the crop-label CSV")
 
     # Where each given setting came from ("flag --profile", "env SCI_FETCH_PROFILE", "settings file X"),
     # so a message about a value can say which file or variable to change.
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _auto_workers(cls, data: Any) -> Any:
-        """``[crops] workers = "auto"`` (or empty) means the built-in default: every usable CPU."""
-        crops = data.get("crops") if isinstance(data, dict) else None
-        if isinstance(crops, dict) and str(crops.get("workers", "x")).strip().lower() in ("auto", ""):
-            data = {**data, "crops": {k: v for k, v in crops.items() if k != "workers"}}
-        return data
+    _config: Path | None = PrivateAttr(None)  # the settings file read, for messages about a section's values
 
     @field_validator(
         "profile",
@@ -272,6 +264,10 @@ class Settings(BaseSettings):
             "or use --anonymous for a public bucket"
         )
 
+    def section_error(self, exc: ValidationError, section: str) -> UsageError:
+        """A stage's options built from ``[section]`` were wrong: one line each, naming flag, variable and file."""
+        return UsageError(_one_line(exc, self._config, (section,)))
+
     def storage_options(self) -> StorageOptions:
         return StorageOptions(
             bucket=self.bucket,
@@ -308,14 +304,14 @@ def config_path(explicit: Path | None) -> Path | None:
     return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
 
 
-def _one_line(exc: ValidationError, config: Path | None) -> str:
+def _one_line(exc: ValidationError, config: Path | None, section: tuple[str, ...] = ()) -> str:
     lines = []
     for err in exc.errors():
         message = err["msg"].removeprefix("Value error, ")
         if not err["loc"]:  # a rule across several settings
-            lines.append(f"settings: {message}")
+            lines.append(f"settings{''.join(f' [{name}]' for name in section)}: {message}")
             continue
-        parts = [str(p) for p in err["loc"]]
+        parts = [*section, *(str(p) for p in err["loc"])]
         name = ".".join(parts)
         got = err.get("input")
         got_text = "" if isinstance(got, dict) else f" (got {got!r})"
@@ -361,6 +357,7 @@ def load_settings(
         raise UsageError(f"{exc}; check the {ENV_PREFIX}* variables") from exc
     settings = Settings.model_construct(**dict(layered))  # a plain Settings, nested models kept as models
     settings._sources = _sources(given, toml)
+    settings._config = toml
     return settings
 
 

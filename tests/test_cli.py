@@ -19,13 +19,13 @@ import pytest
 from helpers import animl_image, random_blobs, seed, write_coco
 
 from sci_fetch.cli import build_parser, main
-from sci_fetch.crops.options import CropOptions
+from sci_fetch.crops.options import CropOptions, crop_options
 from sci_fetch.crops.subset import DEFAULT_EXCLUDE
 from sci_fetch.demo import seaweed as seaweed_mod
 from sci_fetch.engine.progress import choose_mode
-from sci_fetch.engine.stats import format_duration
 from sci_fetch.files.verify import iter_checks
 from sci_fetch.manifest.models import ManifestRow, State
+from sci_fetch.observe.stats import format_duration
 from sci_fetch.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -309,7 +309,8 @@ def test_shipped_settings_bake_in_no_core_count():
     text = (REPO / "settings.toml").read_text()
     assert re.search(r"^# workers = \"auto\"$", text, re.M)
     assert (
-        load_settings(overrides={"crops": {"workers": "auto"}}, use_files=False).crops.workers == CropOptions().workers
+        crop_options(load_settings(overrides={"crops": {"workers": "auto"}}, use_files=False)).workers
+        == CropOptions().workers
     )
 
 

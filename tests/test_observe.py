@@ -10,7 +10,9 @@ import sys
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
+import jsonschema
 import pytest
 from helpers import animl_image, random_blobs, seed, write_coco
 
@@ -18,6 +20,8 @@ from sci_fetch.cli import main
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.store import Manifest
 from sci_fetch.observe.logs import JsonFormatter
+
+REPO = Path(__file__).resolve().parents[1]
 
 KB = 1024
 
@@ -87,6 +91,7 @@ def test_four_shards_as_four_processes_fetch_every_image_exactly_once(s3_env, da
     capsys.readouterr()
     assert main(["status", str(out), "--json"]) == 0
     merged = json.loads(capsys.readouterr().out)
+    jsonschema.validate(merged, json.loads((REPO / "docs/schema/status-command.json").read_text()))
     assert merged["counts"]["done"] == 200 and len(merged["manifests"]) == 4
     assert main(["status", str(out), "--health"]) == 0
     assert capsys.readouterr().out.startswith("healthy:")
@@ -143,6 +148,7 @@ def test_status_file_and_metrics_during_a_run(s3_env, dataset, tmp_path):
         output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output
     final = json.loads(status_path.read_text())
+    jsonschema.validate(final, json.loads((REPO / "docs/schema/status-file.json").read_text()))
     assert final["state"] == "finished" and final["exit_code"] == 0 and final["images"]["done"] == 200
 
 

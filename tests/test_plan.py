@@ -11,6 +11,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import jsonschema
 import pytest
 from helpers import animl_image, last_summary, seed, settings_for, write_coco
 
@@ -19,6 +20,8 @@ from sci_fetch.commands.download import download
 from sci_fetch.plan.check import space_check
 from sci_fetch.plan.estimate import Fit
 from sci_fetch.storage.s3 import S3Storage
+
+REPO = Path(__file__).resolve().parents[1]
 
 SIZES = [10_000, 20_000, 30_000, 40_000, 50_000, 60_000, 70_000, 80_000, 90_000, 100_000]  # sum 550,000
 
@@ -60,7 +63,9 @@ def server_flags(s3) -> list[str]:
 def run_plan(s3, coco: Path, out: Path, capsys, *extra: str) -> tuple[int, dict]:
     code = main(["plan", str(coco), "--output", str(out), *server_flags(s3), "--json", *extra])
     text = capsys.readouterr().out
-    return code, json.loads(text.strip().splitlines()[-1])
+    report = json.loads(text.strip().splitlines()[-1])
+    jsonschema.validate(report, json.loads((REPO / "docs/schema/plan-command.json").read_text()))
+    return code, report
 
 
 def test_a_sample_of_every_key_gives_the_exact_mean_and_total(s3_env, known, tmp_path, capsys):

@@ -7,9 +7,9 @@ import random
 
 import pytest
 
+from sci_fetch.observe.units import human_bytes, human_duration
 from sci_fetch.plan.check import nearest_existing
 from sci_fetch.plan.estimate import Fit, disk_verdict, estimate_total, eta_seconds, rate
-from sci_fetch.plan.report import human_bytes, human_duration
 
 
 def test_a_sample_of_every_key_gives_exact_counts_and_a_zero_width_range():

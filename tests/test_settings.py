@@ -1,7 +1,9 @@
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from sci_fetch.crops.options import CropOptions, crop_options
 from sci_fetch.errors import UsageError
 from sci_fetch.keys.mapping import Variant
 from sci_fetch.settings import Settings, load_settings
@@ -51,7 +53,7 @@ def test_shipped_settings_toml_documents_every_option():
     for name in Settings.model_fields:
         if name == "crops":
             assert "\n[crops]" in text
-            for sub in Settings.model_fields["crops"].annotation.model_fields:
+            for sub in CropOptions.model_fields:
                 assert f"# {sub} =" in text.split("[crops]")[1], f"settings.toml does not document crops.{sub}"
         else:
             assert f"{name} =" in text.split("[crops]")[0], f"settings.toml does not document {name}"
@@ -104,7 +106,8 @@ def test_crop_settings_nest_under_crops_with_the_same_precedence(tmp_path, monke
     toml.write_text('concurrency = 4\n[crops]\npadding = 0.1\nsquare = true\nexclude = ["empty", "person"]\n')
     monkeypatch.setenv("SCI_FETCH_CROPS__PADDING", "0.2")
     monkeypatch.setenv("SCI_FETCH_CROPS__KEEP", "fox,skunk")
-    s = load_settings(toml, {"crops": {"jpeg_quality": 80}})
+    settings = load_settings(toml, {"crops": {"jpeg_quality": 80}})
+    s = SimpleNamespace(crops=crop_options(settings), concurrency=settings.concurrency)
     assert s.crops.padding == 0.2 and s.crops.square is True and s.crops.jpeg_quality == 80
     assert s.crops.exclude == ["empty", "person"] and s.crops.keep == ["fox", "skunk"]
     assert s.concurrency == 4
@@ -113,4 +116,4 @@ def test_crop_settings_nest_under_crops_with_the_same_precedence(tmp_path, monke
 def test_wrong_crop_setting_names_the_env_variable(monkeypatch):
     monkeypatch.setenv("SCI_FETCH_CROPS__PADDING", "wide")
     with pytest.raises(UsageError, match="SCI_FETCH_CROPS__PADDING"):
-        load_settings(use_files=False)
+        crop_options(load_settings(use_files=False))

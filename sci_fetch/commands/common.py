@@ -140,7 +140,7 @@ def add_settings_flags(
     for name, field in model.model_fields.items():
         if only is not None and name not in only:
             continue
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+        if name == "crops" or isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
             continue  # sections such as [crops] have their own command
         if name in _SHARED:
             if name == "output":

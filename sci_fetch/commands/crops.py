@@ -17,9 +17,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from sci_fetch.api import for_download, make_crops
+from sci_fetch.api import make_crops
 from sci_fetch.commands.common import add_common_flags, show_value
-from sci_fetch.crops.options import CropOptions
+from sci_fetch.crops.options import CropOptions, crop_options
 from sci_fetch.engine.progress import terminal_columns
 from sci_fetch.errors import DiskError, InputError, SciFetchError, UsageError
 from sci_fetch.exits import ExitCode
@@ -187,4 +187,4 @@ def run(args: argparse.Namespace) -> int:
     # Only a manifest that was named: otherwise run_crops reads every manifest in the output folder,
     # the plain one and each shard's, so crops after a sharded download see every image.
     manifest = settings.manifest
-    return run_and_report(settings.coco, settings.output, for_download(settings), manifest)
+    return run_and_report(settings.coco, settings.output, crop_options(settings), manifest)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sci_fetch.commands.common import add_common_flags
 from sci_fetch.commands.download import download, then_crops
 from sci_fetch.crops.gallery import write_gallery
+from sci_fetch.crops.options import crop_options
 from sci_fetch.errors import UsageError
 from sci_fetch.settings import Settings, load_settings
 
@@ -69,7 +70,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 def crop_settings(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """The demo's crop options, over the [crops] table of --config when one is given."""
-    base = load_settings(args.config).crops.model_dump(exclude_defaults=True) if args.config else {}
+    base = dict(load_settings(args.config).crops) if args.config else {}
     return {**base, "after_download": True, "crops_dir": workdir / "crops", "label_map": base.get("label_map", "sci")}
 
 
@@ -127,7 +128,7 @@ def _serve_and_run(
 
 def _download_and_crop(settings: Settings) -> tuple[int, Path | None]:
     """The download, then the crops and the gallery; boxes left uncropped on purpose do not fail the demo."""
-    code = download(settings.model_copy(update={"crops": settings.crops.model_copy(update={"after_download": False})}))
+    code = download(settings.model_copy(update={"crops": {**settings.crops, "after_download": False}}))
     if code != 0:
         return code, None
     crop_code = then_crops(settings, code)
@@ -138,7 +139,7 @@ def _download_and_crop(settings: Settings) -> tuple[int, Path | None]:
         )
     if crop_code not in (0, 1):
         return crop_code, None
-    return 0, write_gallery(settings.crops.crops_dir, images_dir=settings.output)
+    return 0, write_gallery(crop_options(settings).crops_dir, images_dir=settings.output)
 
 
 def _where_it_went(sample: Sample, settings: Settings, gallery: Path | None) -> None:
@@ -147,8 +148,8 @@ def _where_it_went(sample: Sample, settings: Settings, gallery: Path | None) -> 
     print(f"  images:      {settings.output}/")
     print(f"  manifest:    {settings.manifest_path}   (sci-fetch status --output {settings.output})")
     print(f"  failures:    {settings.state_file('failures', 'csv')}")
-    print(f"  crops:       {settings.crops.crops_dir}/")
-    print(f"  crop CSV:    {settings.crops.csv_path()}   (columns image_path, species_label, ...)")
+    print(f"  crops:       {crop_options(settings).crops_dir}/")
+    print(f"  crop CSV:    {crop_options(settings).csv_path()}   (columns image_path, species_label, ...)")
     if gallery is not None:
         print(f"  gallery:     {gallery}   (open it in a browser: the crops per label)")
-    print(f"  rejects:     {settings.crops.rejects_path()}   (every box without a crop, with its reason)")
+    print(f"  rejects:     {crop_options(settings).rejects_path()}   (every box without a crop, with its reason)")

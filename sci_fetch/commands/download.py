@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from sci_fetch.api import for_download
 from sci_fetch.commands.common import add_settings_flags, settings_from_args
 from sci_fetch.commands.crops import run_and_report
+from sci_fetch.crops.options import crop_options
 from sci_fetch.engine.job import download_with
 from sci_fetch.exits import ExitCode, StopReason
 from sci_fetch.manifest.report import summary_text
@@ -42,6 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, crops={"after_download": args.after_download})
+    crop_options(settings)  # a wrong [crops] value stops before the download, not after it
     logs.configure(settings.log_format, getattr(args, "verbose", False))
     return download(settings)
 
@@ -73,11 +74,12 @@ def download(settings: Settings, storage_factory: StorageFactory | None = None) 
 
 def then_crops(settings: Settings, code: int) -> int:
     """The post-stage, when asked for and the download ended on its own (not stopped)."""
-    if not settings.crops.after_download or settings.dry_run or code not in (ExitCode.OK, ExitCode.INCOMPLETE):
+    options = crop_options(settings)
+    if not options.after_download or settings.dry_run or code not in (ExitCode.OK, ExitCode.INCOMPLETE):
         return code
     if settings.shard_count > 1:
         print("sci-fetch: crops are not made per shard; run `sci-fetch crops` once every shard is done")
         return code
     assert settings.coco is not None  # the download that ran read it
-    crop_code = run_and_report(settings.coco, settings.output, for_download(settings), settings.manifest_path)
+    crop_code = run_and_report(settings.coco, settings.output, options, settings.manifest_path)
     return code or crop_code

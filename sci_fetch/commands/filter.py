@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from sci_fetch.commands.common import add_common_flags
+from sci_fetch.crops.options import crop_options
 from sci_fetch.crops.subset import DEFAULT_EXCLUDE, filter_coco
 from sci_fetch.errors import DiskError
 from sci_fetch.exits import ExitCode
@@ -44,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def exclude_from(values: list[str] | None, config: Path | None = None) -> list[str]:
     """The flag, else the [crops] exclude setting (one list for both commands), whose default is the SCI list."""
     if values is None:
-        return list(load_settings(config).crops.exclude)
+        return list(crop_options(load_settings(config)).exclude)
     return [part.strip() for item in values for part in item.split(",") if part.strip()]
 
 

@@ -62,6 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sci_fetch.crops.gallery import write_gallery
+    from sci_fetch.crops.options import crop_options
 
     crops = {
         k: v
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         if v is not None
     }
     settings = load_settings(args.config, {"output": args.output, "crops": crops or None})
-    options = settings.crops
+    options = crop_options(settings)
     manifest = settings.manifest_path if settings.manifest_path.is_file() else None
     page = write_gallery(
         options.crops_dir,

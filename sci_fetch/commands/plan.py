@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+from typing import TYPE_CHECKING
 
 from sci_fetch.commands.common import add_settings_flags, settings_from_args
 from sci_fetch.errors import FatalError, UsageError
 from sci_fetch.exits import ExitCode
 from sci_fetch.settings import Settings
+from sci_fetch.storage.base import StorageFactory
 from sci_fetch.storage.factory import s3_storage
+
+if TYPE_CHECKING:
+    from sci_fetch.plan.check import Plan
 
 HELP = "estimate a download before starting it: HEAD a random sample of the keys left; bytes, free space, time"
 
@@ -47,7 +51,7 @@ PLAN_SETTINGS = {
 }
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "plan",
         help=HELP,
@@ -91,13 +95,13 @@ def plan(
     gets: int = 8,
     seed: int | None = None,
     as_json: bool = False,
-    storage_factory=s3_storage,
+    storage_factory: StorageFactory = s3_storage,
 ) -> int:
     """Print the plan; returns its exit code."""
     from sci_fetch.plan.check import make_plan
     from sci_fetch.plan.report import plan_json, plan_lines
 
-    async def go():
+    async def go() -> Plan:
         async with storage_factory(settings.storage_options()) as storage:
             return await make_plan(settings, storage, sample=sample, gets=gets, seed=seed)
 
@@ -106,5 +110,5 @@ def plan(
     except FatalError as exc:
         print(f"sci-fetch: stopped: {exc}")
         return ExitCode.FATAL
-    print(json.dumps(plan_json(result)) if as_json else "\n".join(plan_lines(result)))
+    print(plan_json(result).to_json() if as_json else "\n".join(plan_lines(result)))
     return result.exit_code

@@ -7,22 +7,23 @@ All manifests in the output dir are merged, so N shards writing into one folder 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
+from typing import Any
 
 from sci_fetch.commands.common import add_common_flags, add_output_flag, output_from
-from sci_fetch.engine.stats import format_duration
 from sci_fetch.errors import UsageError
 from sci_fetch.exits import ExitCode
 from sci_fetch.keys.mapping import STATE_DIR
 from sci_fetch.manifest.store import Manifest
+from sci_fetch.observe.outputs import ErrorLine, RunRecord, StatusReport
+from sci_fetch.observe.stats import format_duration
 from sci_fetch.settings import load_settings
 
 HELP = "show the progress of a download from its manifests (safe while the download runs)"
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "status",
         help=HELP,
@@ -86,7 +87,7 @@ def find_manifests(output: Path) -> list[Path]:
     return found
 
 
-def read_one(path: Path, errors: int) -> dict:
+def read_one(path: Path, errors: int) -> dict[str, Any]:
     manifest = Manifest(path, readonly=True)
     try:
         heartbeat = manifest.meta("heartbeat")
@@ -107,7 +108,7 @@ def read_one(path: Path, errors: int) -> dict:
         manifest.close()
 
 
-def merge(parts: list[dict]) -> dict:
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     counts = {state: sum(p["counts"][state] for p in parts) for state in parts[0]["counts"]}
     errors = sorted((e for p in parts for e in p["errors"]), key=lambda r: r.updated_at or 0, reverse=True)
     heartbeats = [p["heartbeat"] for p in parts if p["heartbeat"]]
@@ -123,7 +124,7 @@ def merge(parts: list[dict]) -> dict:
     }
 
 
-def health(part: dict, max_age: float, now: float) -> tuple[bool, str]:
+def health(part: dict[str, Any], max_age: float, now: float) -> tuple[bool, str]:
     """One manifest's health: alive if running with a fresh heartbeat, or finished with exit 0."""
     last = part["last_run"]
     name = Path(part["path"]).name
@@ -139,6 +140,34 @@ def health(part: dict, max_age: float, now: float) -> tuple[bool, str]:
     return False, f"{name}: last run ended with exit code {last['exit_code']}"
 
 
+def report(job: dict[str, Any], now: float, errors: int) -> StatusReport:
+    """``status --json`` of the merged manifests (docs/schema/status-command.json)."""
+    counts = job["counts"]
+    eta = eta_seconds(job)
+    age = now - job["heartbeat"] if job["heartbeat"] else None
+    runs = [RunRecord(**r) if r else None for r in job["runs"]]
+    return StatusReport(
+        manifests=job["manifests"],
+        counts=counts,
+        images=sum(counts.values()),
+        bytes_done=job["bytes"],
+        images_per_second_last_minute=round(job["images_per_second"], 2),
+        bytes_per_second_last_minute=round(job["bytes_per_second"]),
+        eta_seconds=round(eta) if eta is not None else None,
+        heartbeat_age_seconds=round(age, 1) if age is not None else None,
+        running=any(r and r["ended_at"] is None for r in job["runs"]),
+        last_run=runs[0] if len(runs) == 1 else None,
+        last_runs=runs,
+        last_errors=[ErrorLine(key=r.key, state=r.state.value, error=r.last_error) for r in job["errors"][:errors]],
+    )
+
+
+def eta_seconds(job: dict[str, Any]) -> float | None:
+    """Seconds left for the pending and failed images at the last minute's rate; None when nothing moves."""
+    left = job["counts"]["pending"] + job["counts"]["failed"]
+    return left / job["images_per_second"] if job["images_per_second"] > 0 else None
+
+
 def run(args: argparse.Namespace) -> int:
     _output, paths = manifests_from(args)
     parts = [read_one(p, args.errors) for p in paths]
@@ -149,53 +178,31 @@ def run(args: argparse.Namespace) -> int:
         print(("healthy: " if ok else "unhealthy: ") + "; ".join(v[1] for v in verdicts))
         return ExitCode.OK if ok else ExitCode.INCOMPLETE
     job = merge(parts)
+    print(report(job, now, args.errors).to_json() if args.json else "\n".join(text_lines(job, now, args.errors)))
     counts = job["counts"]
     total = sum(counts.values())
-    left = counts["pending"] + counts["failed"]
-    eta = left / job["images_per_second"] if job["images_per_second"] > 0 else None
-    age = now - job["heartbeat"] if job["heartbeat"] else None
-    running = any(r and r["ended_at"] is None for r in job["runs"])
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "manifests": job["manifests"],
-                    "counts": counts,
-                    "images": total,
-                    "bytes_done": job["bytes"],
-                    "images_per_second_last_minute": round(job["images_per_second"], 2),
-                    "bytes_per_second_last_minute": round(job["bytes_per_second"]),
-                    "eta_seconds": round(eta) if eta is not None else None,
-                    "heartbeat_age_seconds": round(age, 1) if age is not None else None,
-                    "running": running,
-                    "last_run": job["runs"][0] if len(job["runs"]) == 1 else None,
-                    "last_runs": job["runs"],
-                    "last_errors": [
-                        {"key": r.key, "state": r.state.value, "error": r.last_error}
-                        for r in job["errors"][: args.errors]
-                    ],
-                },
-                default=str,
-            )
-        )
-    else:
-        print("manifest " + ", ".join(job["manifests"]))
-        print(
-            f"  images {total}: done {counts['done']}, pending {counts['pending']}, failed {counts['failed']}, "
-            f"missing {counts['missing']}, forbidden {counts['forbidden']}"
-        )
-        print(
-            f"  {job['bytes'] / 1e6:.1f} MB on disk; last minute: {job['images_per_second']:.1f} images/s, "
-            f"{job['bytes_per_second'] / 1e6:.1f} MB/s" + (f", ETA {format_duration(eta)}" if eta is not None else "")
-        )
-        for last in job["runs"]:
-            if last:
-                state = "running" if last["ended_at"] is None else f"ended with exit code {last['exit_code']}"
-                print(f"  last run #{last['run_id']}: {state}")
-        if age is not None:
-            print(f"  last manifest write {format_duration(age)} ago")
-        if job["errors"]:
-            print("  latest errors:")
-            for r in job["errors"][: args.errors]:
-                print(f"    {r.state.value}: {r.key}: {r.last_error}")
     return ExitCode.OK if counts["done"] == total and total > 0 else ExitCode.INCOMPLETE
+
+
+def text_lines(job: dict[str, Any], now: float, errors: int) -> list[str]:
+    """The report a person reads: counts, bytes, the last minute's rate and ETA, each run's state, the latest errors."""
+    counts = job["counts"]
+    eta = eta_seconds(job)
+    age = now - job["heartbeat"] if job["heartbeat"] else None
+    lines = [
+        "manifest " + ", ".join(job["manifests"]),
+        f"  images {sum(counts.values())}: done {counts['done']}, pending {counts['pending']}, "
+        f"failed {counts['failed']}, missing {counts['missing']}, forbidden {counts['forbidden']}",
+        f"  {job['bytes'] / 1e6:.1f} MB on disk; last minute: {job['images_per_second']:.1f} images/s, "
+        f"{job['bytes_per_second'] / 1e6:.1f} MB/s" + (f", ETA {format_duration(eta)}" if eta is not None else ""),
+    ]
+    for last in job["runs"]:
+        if last:
+            state = "running" if last["ended_at"] is None else f"ended with exit code {last['exit_code']}"
+            lines.append(f"  last run #{last['run_id']}: {state}")
+    if age is not None:
+        lines.append(f"  last manifest write {format_duration(age)} ago")
+    if job["errors"]:
+        lines.append("  latest errors:")
+        lines.extend(f"    {r.state.value}: {r.key}: {r.last_error}" for r in job["errors"][:errors])
+    return lines

@@ -10,19 +10,20 @@ output dir is checked, so a sharded download is verified as one.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from sci_fetch.commands.common import add_common_flags, add_output_flag
 from sci_fetch.commands.status import manifests_from
-from sci_fetch.engine.stats import format_duration
 from sci_fetch.exits import ExitCode
 from sci_fetch.files.verify import Problem, check_rows
 from sci_fetch.keys.mapping import STATE_DIR
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.store import Manifest
+from sci_fetch.observe.outputs import VerifyProblem, VerifyReport
+from sci_fetch.observe.stats import format_duration
 
 HELP = "re-check every downloaded image (size, MD5, optionally decoding) and mark the bad ones for download"
 
@@ -38,7 +39,7 @@ _KIND_TEXT = {
 }
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "verify",
         help=HELP,
@@ -78,8 +79,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def verify_manifest(path: Path, root: Path, decode: bool, workers: int | None) -> dict:
-    """Check one manifest's done rows, mark the bad ones pending; returns this manifest's part of the report."""
+@dataclass(frozen=True)
+class Checked:
+    """One manifest's part of the report."""
+
+    manifest: str
+    checked: int
+    problems: list[Problem]
+    running: bool  # written to moments ago: a download is probably running
+
+
+def verify_manifest(path: Path, root: Path, decode: bool, workers: int | None) -> Checked:
+    """Check one manifest's done rows and send the bad ones back to pending, with the reason per image (it shows
+    in failures.csv and status): files/verify.py finds the problems, the manifest rows are changed here."""
     manifest = Manifest(path)
     try:
         last = manifest.last_run()
@@ -88,62 +100,64 @@ def verify_manifest(path: Path, root: Path, decode: bool, workers: int | None) -
             last and last["ended_at"] is None and heartbeat and time.time() - float(heartbeat) < _RUNNING_AGE
         )
         checked, problems = check_rows(root, manifest.rows([State.done]), decode=decode, workers=workers)
-        for p in problems:  # the reason per image shows in failures.csv and status
+        for p in problems:
             manifest.mark_pending([p.image_id], f"verify: {_KIND_TEXT[p.kind]}: {p.detail}")
     finally:
         manifest.close()
-    return {"manifest": str(path), "checked": checked, "problems": problems, "running": running}
+    return Checked(str(path), checked, problems, running)
+
+
+def report(output: Path, parts: list[Checked], decode: bool, seconds: float) -> VerifyReport:
+    """``verify --json`` (docs/schema/verify-command.json)."""
+    problems = [p for part in parts for p in part.problems]
+    checked = sum(part.checked for part in parts)
+    return VerifyReport(
+        output=str(output),
+        manifests=[part.manifest for part in parts],
+        decode=decode,
+        checked=checked,
+        good=checked - len(problems),
+        marked_pending=len(problems),
+        by_kind=dict(Counter(p.kind for p in problems)),
+        seconds=round(seconds, 2),
+        problems=[
+            VerifyProblem(image_id=p.image_id, destination=p.dest, kind=p.kind, detail=p.detail) for p in problems
+        ],
+    )
+
+
+def text_lines(result: VerifyReport, parts: list[Checked], shown: int) -> list[str]:
+    """The report a person reads: a warning per manifest a download may be writing, the counts, the bad images."""
+    lines = [
+        f"warning: {part.manifest} was written less than {_RUNNING_AGE:.0f}s ago; a download may be "
+        "running, and images it finishes meanwhile are not checked"
+        for part in parts
+        if part.running
+    ]
+    what = "size, MD5 and decoding" if result.decode else "size and MD5"
+    bad = result.marked_pending
+    lines.append(
+        f"verified {result.checked} done images ({what}) in {format_duration(result.seconds)}: "
+        f"{result.good} good, {bad} bad"
+    )
+    lines.extend(f"  {_KIND_TEXT[kind]}: {n}" for kind, n in sorted(result.by_kind.items()))
+    lines.extend(f"  {p.kind}: {p.destination}: {p.detail}" for p in result.problems[:shown])
+    if bad > shown:
+        lines.append(f"  ... and {bad - shown} more (--json lists them all)")
+    if bad:
+        lines.append(f"marked {bad} images pending: run the same 'sci-fetch download' again to fetch them")
+    if result.by_kind.get("decode"):
+        lines.append(
+            "note: an image whose MD5 still matches but does not decode is damaged in S3 itself; "
+            "downloading it again brings the same bytes"
+        )
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
     output, paths = manifests_from(args)
     started = time.monotonic()
     parts = [verify_manifest(p, output, args.decode, args.workers) for p in paths]
-    problems: list[Problem] = [p for part in parts for p in part["problems"]]
-    checked = sum(part["checked"] for part in parts)
-    by_kind = Counter(p.kind for p in problems)
-    seconds = time.monotonic() - started
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "output": str(output),
-                    "manifests": [part["manifest"] for part in parts],
-                    "decode": args.decode,
-                    "checked": checked,
-                    "good": checked - len(problems),
-                    "marked_pending": len(problems),
-                    "by_kind": dict(by_kind),
-                    "seconds": round(seconds, 2),
-                    "problems": [
-                        {"image_id": p.image_id, "destination": p.dest, "kind": p.kind, "detail": p.detail}
-                        for p in problems
-                    ],
-                }
-            )
-        )
-    else:
-        for part in parts:
-            if part["running"]:
-                print(
-                    f"warning: {part['manifest']} was written less than {_RUNNING_AGE:.0f}s ago; a download may be "
-                    "running, and images it finishes meanwhile are not checked"
-                )
-        what = "size, MD5 and decoding" if args.decode else "size and MD5"
-        print(
-            f"verified {checked} done images ({what}) in {format_duration(seconds)}: {checked - len(problems)} good, {len(problems)} bad"
-        )
-        for kind, n in sorted(by_kind.items()):
-            print(f"  {_KIND_TEXT[kind]}: {n}")
-        for p in problems[: args.errors]:
-            print(f"  {p.kind}: {p.dest}: {p.detail}")
-        if len(problems) > args.errors:
-            print(f"  ... and {len(problems) - args.errors} more (--json lists them all)")
-        if problems:
-            print(f"marked {len(problems)} images pending: run the same 'sci-fetch download' again to fetch them")
-        if by_kind.get("decode"):
-            print(
-                "note: an image whose MD5 still matches but does not decode is damaged in S3 itself; "
-                "downloading it again brings the same bytes"
-            )
-    return ExitCode.INCOMPLETE if problems else ExitCode.OK
+    result = report(output, parts, args.decode, time.monotonic() - started)
+    print(result.to_json() if args.json else "\n".join(text_lines(result, parts, args.errors)))
+    return ExitCode.INCOMPLETE if result.marked_pending else ExitCode.OK

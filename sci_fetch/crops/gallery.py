@@ -23,7 +23,7 @@ from urllib.parse import quote
 from sci_fetch.crops.options import DEFAULT_CSV_NAME, DEFAULT_REJECTS_NAME
 from sci_fetch.crops.reasons import FILTER_REASONS
 from sci_fetch.errors import DiskError, InputError, UsageError
-from sci_fetch.plan.report import human_bytes
+from sci_fetch.observe.units import human_bytes
 
 GALLERY_NAME = "gallery.html"
 PER_LABEL = 24

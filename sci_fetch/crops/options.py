@@ -1,7 +1,8 @@
-"""Every option of the crop post-stage, typed once; nested into the global settings as ``[crops]``.
+"""Every option of the crop post-stage, typed once; read from the global settings' ``[crops]`` table.
 
-A plain pydantic model (not BaseSettings) so it can sit under ``Settings.crops`` and be filled from the
-``[crops]`` TOML table, ``SCI_FETCH_CROPS__<NAME>`` variables or ``sci-fetch crops`` flags alike.
+The settings keep that table as given (``Settings.crops``: the ``[crops]`` TOML table,
+``SCI_FETCH_CROPS__<NAME>`` variables and ``sci-fetch crops`` flags, in that precedence) and know nothing
+of crops; ``crop_options`` builds and checks the typed options here, on the crops side.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import NoDecode  # comma-separated lists from SCI_FETCH_CROPS__EXCLUDE, not JSON
 
 from sci_fetch.keys.mapping import Variant
+from sci_fetch.settings import Settings
 
 DEFAULT_CSV_NAME = "crops.csv"
 DEFAULT_REJECTS_NAME = "crops_rejected.csv"
@@ -106,6 +108,12 @@ class CropOptions(BaseModel):
         description="JPEG decoder: vips decodes only the rows the boxes need (pip install 'sci-fetch[fast]'); pillow decodes whole images; auto uses vips when installed. Both give the same crops",
     )
 
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _auto_workers(cls, value: Any) -> Any:
+        """``workers = "auto"`` (or empty) means the built-in default: every usable CPU."""
+        return usable_cpus() if str(value).strip().lower() in ("auto", "") else value
+
     @field_validator("size", mode="before")
     @classmethod
     def _parse_size(cls, value: Any) -> Any:
@@ -153,3 +161,13 @@ class CropOptions(BaseModel):
 
     def rejects_path(self) -> Path:
         return self.rejects_csv or self.crops_dir / DEFAULT_REJECTS_NAME
+
+
+def crop_options(settings: Settings) -> CropOptions:
+    """The crop options of ``settings``' ``[crops]`` table, the variant defaulting to the one the images were
+    downloaded as; a wrong value is a UsageError naming its flag, variable and settings file."""
+    try:
+        options = CropOptions(**settings.crops)
+    except ValidationError as exc:
+        raise settings.section_error(exc, "crops") from exc
+    return options.model_copy(update={"variant": options.variant or settings.variant})

@@ -21,12 +21,12 @@ from sci_fetch.engine.loop import run_coroutine
 from sci_fetch.engine.pipeline import Pipeline
 from sci_fetch.engine.processes import Processes, process_count
 from sci_fetch.engine.run import RunOwner, RunResult
-from sci_fetch.engine.stats import Stats
 from sci_fetch.engine.stop import Stop
 from sci_fetch.errors import DiskError, FatalError, SciFetchError, UsageError
 from sci_fetch.exits import ExitCode, StopReason
 from sci_fetch.keys.mapping import STATE_DIR
 from sci_fetch.manifest.store import Manifest
+from sci_fetch.observe.stats import Stats
 from sci_fetch.settings import Settings
 from sci_fetch.storage.base import Storage, StorageFactory
 from sci_fetch.storage.factory import s3_storage

@@ -8,13 +8,13 @@ import logging
 import time
 from collections import deque
 
-from sci_fetch.engine.stats import Stats
 from sci_fetch.engine.stop import Stop
 from sci_fetch.errors import DiskError
 from sci_fetch.exits import StopReason
 from sci_fetch.files.durable import sync_filesystem
 from sci_fetch.manifest.models import Outcome, State
 from sci_fetch.manifest.store import Manifest
+from sci_fetch.observe.stats import Stats
 from sci_fetch.settings import Settings
 
 log = logging.getLogger("sci_fetch")

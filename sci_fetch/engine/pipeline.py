@@ -23,7 +23,6 @@ from typing import Any
 from sci_fetch.coco.models import CocoImage
 from sci_fetch.coco.source import iter_images
 from sci_fetch.engine.outcomes import Flusher, Settler
-from sci_fetch.engine.stats import Stats
 from sci_fetch.engine.stop import Stop, cancel_all, start_supervised
 from sci_fetch.engine.worker import Fetcher
 from sci_fetch.errors import DiskError, InputError, RecordError, SciFetchError
@@ -32,6 +31,7 @@ from sci_fetch.keys.mapping import Task, UnsafePathError, make_task
 from sci_fetch.keys.shard import process_of, shard_of
 from sci_fetch.manifest.models import Action, Decision
 from sci_fetch.manifest.store import Manifest
+from sci_fetch.observe.stats import Stats
 from sci_fetch.settings import Settings
 from sci_fetch.storage.base import Storage
 

@@ -28,12 +28,12 @@ from typing import Any
 
 from sci_fetch.engine.loop import run as run_loop
 from sci_fetch.engine.pipeline import Pipeline
-from sci_fetch.engine.stats import Stats
 from sci_fetch.engine.stop import Stop, cancel_all, catch_signals, start_supervised
 from sci_fetch.errors import SciFetchError
 from sci_fetch.exits import SEVERITY, STOP_CODES, StopReason
 from sci_fetch.manifest.store import Manifest
 from sci_fetch.observe import logs
+from sci_fetch.observe.stats import Stats
 from sci_fetch.settings import Settings
 from sci_fetch.storage.base import StorageFactory
 

@@ -14,7 +14,7 @@ from typing import TextIO
 
 from tqdm.auto import tqdm
 
-from sci_fetch.engine.stats import Stats
+from sci_fetch.observe.stats import Stats
 
 log = logging.getLogger("sci_fetch")
 

@@ -16,9 +16,9 @@ import json
 import os
 from pathlib import Path
 
-from sci_fetch.engine.stats import Stats
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.store import Manifest
+from sci_fetch.observe.stats import Stats
 from sci_fetch.observe.status_file import snapshot, write_final
 from sci_fetch.settings import Settings
 

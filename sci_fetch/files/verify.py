@@ -14,12 +14,13 @@ import re
 import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from sci_fetch.files.partial import file_md5
-from sci_fetch.manifest.models import ManifestRow
+from sci_fetch.observe.outputs import ProblemKind
 
 # How many leading bytes content_problem() looks at.
 HEAD_BYTES = 512
@@ -45,13 +46,27 @@ def content_problem(head: bytes, size: int) -> str | None:
     return None
 
 
+class Recorded(Protocol):
+    """What a check needs to know of a done image: where it is and what it was. The manifest's rows have
+    these fields; files/ does not import the manifest, its caller hands the rows in and maps the problems back."""
+
+    @property
+    def image_id(self) -> str: ...
+    @property
+    def dest(self) -> str: ...
+    @property
+    def bytes(self) -> int | None: ...
+    @property
+    def md5(self) -> str | None: ...
+
+
 @dataclass(frozen=True)
 class Problem:
     """One done image that no longer checks out; ``kind`` is missing, size, md5, content or decode."""
 
     image_id: str
     dest: str
-    kind: str
+    kind: ProblemKind
     detail: str
 
 
@@ -78,11 +93,11 @@ def decode_problem(path: Path) -> str | None:
     return None
 
 
-def check_row(root: Path, row: ManifestRow, decode: bool = False) -> Problem | None:
+def check_row(root: Path, row: Recorded, decode: bool = False) -> Problem | None:
     """The first thing wrong with a ``done`` row's file under ``root``, or None when it is good."""
     path = root / row.dest
 
-    def problem(kind: str, detail: str) -> Problem:
+    def problem(kind: ProblemKind, detail: str) -> Problem:
         return Problem(row.image_id, row.dest, kind, detail)
 
     try:
@@ -111,7 +126,7 @@ def check_row(root: Path, row: ManifestRow, decode: bool = False) -> Problem | N
 
 
 def iter_checks(
-    root: Path, rows: Iterable[ManifestRow], decode: bool = False, workers: int | None = None, window: int | None = None
+    root: Path, rows: Iterable[Recorded], decode: bool = False, workers: int | None = None, window: int | None = None
 ) -> Iterator[Problem | None]:
     """Check rows on a thread pool (hashing and decoding release the GIL), yielding each result in order.
 
@@ -121,7 +136,7 @@ def iter_checks(
     workers = workers or min(8, 2 * (os.cpu_count() or 1))
     window = window or 4 * workers
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
-        in_flight: deque = deque()
+        in_flight: deque[Future[Problem | None]] = deque()
         for row in rows:
             in_flight.append(pool.submit(check_row, root, row, decode))
             if len(in_flight) >= window:
@@ -131,7 +146,7 @@ def iter_checks(
 
 
 def check_rows(
-    root: Path, rows: Iterable[ManifestRow], decode: bool = False, workers: int | None = None
+    root: Path, rows: Iterable[Recorded], decode: bool = False, workers: int | None = None
 ) -> tuple[int, list[Problem]]:
     """Check every row, a bounded number at a time; returns (checked, problems)."""
     problems: list[Problem] = []

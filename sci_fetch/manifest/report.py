@@ -7,9 +7,9 @@ import logging
 import os
 from pathlib import Path
 
-from sci_fetch.engine.stats import Stats, format_duration
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.store import Manifest
+from sci_fetch.observe.stats import Stats, format_duration
 
 log = logging.getLogger("sci_fetch")
 

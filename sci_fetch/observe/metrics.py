@@ -5,14 +5,14 @@ A custom collector reads Stats only when Prometheus asks, so a fast run pays not
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from sci_fetch.engine.stats import Stats
 from sci_fetch.errors import UsageError
+from sci_fetch.observe.stats import Stats
 
 
 class StatsCollector(Collector):
@@ -20,7 +20,7 @@ class StatsCollector(Collector):
         self._stats = stats
         self._shard = shard
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         s = self._stats()
         labels = ["shard"]
         images = CounterMetricFamily(
@@ -72,7 +72,7 @@ class StatsCollector(Collector):
         )
 
 
-def _one(family, shard: str, value: float):
+def _one(family: CounterMetricFamily | GaugeMetricFamily, shard: str, value: float) -> Metric:
     family.add_metric([shard], value)
     return family
 

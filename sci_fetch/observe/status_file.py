@@ -16,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sci_fetch.engine.stats import Stats
+from sci_fetch.observe.outputs import SnapshotImages, SnapshotRates, StatusSnapshot
+from sci_fetch.observe.stats import Stats
 
 log = logging.getLogger("sci_fetch")
 
@@ -40,40 +41,43 @@ class RateWindow:
         return (stats.done + stats.adopted - n0) / dt, (stats.bytes - b0) / dt
 
 
-def snapshot(stats: Stats, current: tuple[float, float], last_errors: list[str], state: str, shard: str) -> dict:
+def snapshot(
+    stats: Stats, current: tuple[float, float], last_errors: list[str], state: str, shard: str
+) -> StatusSnapshot:
+    """The status file's document for these figures; ``current`` is the recent (images/s, bytes/s)."""
     eta = stats.eta_seconds()
-    return {
-        "time": time.time(),
-        "state": state,
-        "shard": shard,
-        "images": {
-            "total": stats.total,
-            "done": stats.skipped_done + stats.done + stats.adopted,
-            "fetched": stats.done,
-            "adopted": stats.adopted,
-            "already_done": stats.skipped_done,
-            "failed": stats.failed,
-            "missing": stats.missing + stats.skipped_missing,
-            "forbidden": stats.forbidden,
-            "invalid": stats.invalid,
-            "duplicates": stats.duplicates,
-            "in_flight": stats.in_flight,
-            "pending": _pending(stats),
-        },
-        "bytes": stats.bytes,
-        "rates": {
-            "images_per_second": round(current[0], 2),
-            "bytes_per_second": round(current[1]),
-            "average_images_per_second": round(stats.images_per_second(), 2),
-            "average_bytes_per_second": round(stats.bytes / stats.elapsed()),
-        },
-        "eta_seconds": round(eta) if eta is not None else None,
-        "elapsed_seconds": round(stats.elapsed(), 1),
-        "requests": stats.requests,
-        "unreachable_since": stats.unreachable_since,
-        "retries": dict(stats.retries),
-        "last_errors": last_errors,
-    }
+    return StatusSnapshot(
+        time=time.time(),
+        state=state,
+        shard=shard,
+        images=SnapshotImages(
+            total=stats.total,
+            done=stats.skipped_done + stats.done + stats.adopted,
+            fetched=stats.done,
+            adopted=stats.adopted,
+            already_done=stats.skipped_done,
+            failed=stats.failed,
+            missing=stats.missing + stats.skipped_missing,
+            forbidden=stats.forbidden,
+            invalid=stats.invalid,
+            duplicates=stats.duplicates,
+            in_flight=stats.in_flight,
+            pending=_pending(stats),
+        ),
+        bytes=stats.bytes,
+        rates=SnapshotRates(
+            images_per_second=round(current[0], 2),
+            bytes_per_second=round(current[1]),
+            average_images_per_second=round(stats.images_per_second(), 2),
+            average_bytes_per_second=round(stats.bytes / stats.elapsed()),
+        ),
+        eta_seconds=round(eta) if eta is not None else None,
+        elapsed_seconds=round(stats.elapsed(), 1),
+        requests=stats.requests,
+        unreachable_since=stats.unreachable_since,
+        retries=dict(stats.retries),
+        last_errors=last_errors,
+    )
 
 
 def _pending(stats: Stats) -> int | None:
@@ -84,7 +88,7 @@ def _pending(stats: Stats) -> int | None:
     return max(0, stats.total - accounted)
 
 
-def write_atomic(path: Path, data: dict) -> None:
+def write_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
@@ -99,7 +103,7 @@ async def keep_writing(
     path: Path,
     interval: float,
     stats: Callable[[], Stats],
-    make: Callable[[Stats, tuple[float, float]], dict[str, Any]],
+    make: Callable[[Stats, tuple[float, float]], StatusSnapshot],
 ) -> None:
     """Rewrite the status file every ``interval`` seconds until cancelled; ``make`` turns the figures and the
     current rates into the snapshot. A write that fails (disk full for a moment) is tried again next time."""
@@ -107,15 +111,15 @@ async def keep_writing(
     while True:
         current = stats()
         try:
-            await asyncio.to_thread(write_atomic, path, make(current, window.add(current)))
+            await asyncio.to_thread(write_atomic, path, make(current, window.add(current)).document())
         except OSError as exc:
             log.debug("status file not written: %s", exc)
         await asyncio.sleep(interval)
 
 
-def write_final(path: Path, data: dict[str, Any]) -> None:
+def write_final(path: Path, data: StatusSnapshot) -> None:
     """The last snapshot of a run; a convenience, so a failure is one warning and the run's result stands."""
     try:
-        write_atomic(path, data)
+        write_atomic(path, data.document())
     except OSError as exc:
         log.warning("status file not written: %s", exc.strerror or exc)

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sci_fetch.errors import DiskError
+from sci_fetch.observe.units import human_bytes
 from sci_fetch.plan.estimate import Estimate, Fit, disk_verdict, estimate_total, eta_seconds, rate
 from sci_fetch.plan.population import Population, sample_remaining
 from sci_fetch.plan.probe import Probe, probe_sample
-from sci_fetch.plan.report import human_bytes
 from sci_fetch.settings import Settings
 from sci_fetch.storage.base import Storage
 

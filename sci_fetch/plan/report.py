@@ -3,37 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from sci_fetch.plan.check import Plan
-
-_UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
-
-
-def human_bytes(n: float) -> str:
-    """Decimal units, as disks are sold and `df -H` prints: 75.8 GB."""
-    if math.isinf(n):
-        return "unknown"
-    value, unit = float(n), 0
-    while abs(value) >= 1000 and unit < len(_UNITS) - 1:
-        value /= 1000
-        unit += 1
-    return f"{value:.0f} {_UNITS[unit]}" if unit == 0 else f"{value:.1f} {_UNITS[unit]}"
-
-
-def human_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    if seconds < 60:
-        return f"{max(seconds, 0):.0f} s" if seconds >= 1 else "under 1 s"
-    minutes = round(seconds / 60)
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes:02d} min"
-    return f"{hours / 24:.1f} days"
+from sci_fetch.observe.outputs import PlanReport
+from sci_fetch.observe.units import human_bytes, human_duration
+from sci_fetch.plan.check import Plan
 
 
 def plan_lines(plan: Plan) -> list[str]:
@@ -82,35 +55,36 @@ def plan_lines(plan: Plan) -> list[str]:
     return lines
 
 
-def plan_json(plan: Plan) -> dict[str, Any]:
+def plan_json(plan: Plan) -> PlanReport:
+    """``plan --json``: the same figures as the lines, for scripts (docs/schema/plan-command.json)."""
     pop, probe, est = plan.population, plan.probe, plan.estimate
 
     def finite(x: float) -> float | None:
         return None if math.isinf(x) else round(x, 1)
 
-    return {
-        "images": pop.images,
-        "done": pop.done,
-        "known_missing": pop.known_missing,
-        "invalid": pop.invalid,
-        "remaining": pop.remaining,
-        "sampled": est.sampled,
-        "found": est.found,
-        "missing": len(probe.missing),
-        "errors": len(probe.errors),
-        "missing_example": probe.missing[0] if probe.missing else None,
-        "exact": est.exact,
-        "mean_size": finite(est.mean_size) if est.mean_size is not None else None,
-        "objects": finite(est.objects),
-        "total_bytes": finite(est.total),
-        "low_bytes": finite(est.low),
-        "high_bytes": finite(est.high),
-        "confidence": est.confidence,
-        "folder": str(plan.folder),
-        "free_bytes": plan.free_bytes,
-        "fit": plan.fit.value,
-        "head_rate": plan.head_rate,
-        "bytes_per_second": plan.byte_rate,
-        "eta_seconds": plan.eta,
-        "exit_code": plan.exit_code,
-    }
+    return PlanReport(
+        images=pop.images,
+        done=pop.done,
+        known_missing=pop.known_missing,
+        invalid=pop.invalid,
+        remaining=pop.remaining,
+        sampled=est.sampled,
+        found=est.found,
+        missing=len(probe.missing),
+        errors=len(probe.errors),
+        missing_example=probe.missing[0] if probe.missing else None,
+        exact=est.exact,
+        mean_size=finite(est.mean_size) if est.mean_size is not None else None,
+        objects=finite(est.objects),
+        total_bytes=finite(est.total),
+        low_bytes=finite(est.low),
+        high_bytes=finite(est.high),
+        confidence=est.confidence,
+        folder=str(plan.folder),
+        free_bytes=plan.free_bytes,
+        fit=plan.fit.value,
+        head_rate=plan.head_rate,
+        bytes_per_second=plan.byte_rate,
+        eta_seconds=plan.eta,
+        exit_code=plan.exit_code,
+    )

@@ -1,10 +1,15 @@
-"""This run's counters, and the figures people read off them (rates, ETA)."""
+"""This run's counters, and the figures people read off them (rates, ETA).
+
+A value type at the bottom of the layers: the engine fills it, observe/ and manifest/report.py read it, so
+none of them imports the engine.
+"""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -94,7 +99,7 @@ class Stats:
             f"in flight {self.in_flight}, ETA {eta_text}"
         )
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "total_records": self.total,
             "valid_records": self.planned,
