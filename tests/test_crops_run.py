@@ -25,7 +25,6 @@ from test_crops_helpers import (
 
 from sci_fetch.crops.options import CropOptions
 from sci_fetch.crops.run import run_crops
-from sci_fetch.crops.table import CROP_COLUMNS
 from sci_fetch.errors import InputError, UsageError
 from sci_fetch.keys.mapping import Task
 from sci_fetch.manifest.models import Outcome, State
@@ -242,7 +241,10 @@ def test_csv_columns_and_rows_are_the_expected_table(dirs):
     )
     run_crops(coco, images, options(tmp_path, label_map="sci"))
     crops = tmp_path / "crops"
-    assert (crops / "crops.csv").read_text().splitlines()[0] == ",".join(CROP_COLUMNS)
+    assert (crops / "crops.csv").read_text().splitlines()[0] == (
+        "image_path,species_label,image_id,annotation_id,category_id,source_path,bbox_x,bbox_y,bbox_w,bbox_h,"
+        "crop_width,crop_height,location,datetime,source_x,source_y,source_w,source_h"
+    )
     assert read_rows(crops / "crops.csv") == [
         {
             "image_path": str(crops / "proj/CAM1/dep/proj-00000000000000000000000000000001___crop00.jpg"),
