@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sci_fetch.commands.common import add_common_flags
 from sci_fetch.commands.download import download, then_crops
-from sci_fetch.crops.gallery import write_gallery
+from sci_fetch.crops.gallery import GalleryOptions, write_gallery
 from sci_fetch.errors import UsageError
 from sci_fetch.settings import load_settings
 
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
                     )
                 code = 0 if crop_code in (0, 1) else crop_code
                 if code == 0:
-                    gallery = write_gallery(settings.crops.crops_dir, images_dir=settings.output)
+                    gallery = write_gallery(settings.crops.crops_dir, GalleryOptions(images_dir=settings.output))
     finally:
         shutil.rmtree(server_dir, ignore_errors=True)
     print("demo: where everything went")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sci_fetch.engine.stats import Stats
+from sci_fetch.files import atomic
 
 log = logging.getLogger("sci_fetch")
 
@@ -84,15 +84,9 @@ def _pending(stats: Stats) -> int | None:
     return max(0, stats.total - accounted)
 
 
-def write_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1)
-        os.replace(tmp, path)
-    except OSError:  # disk full: leave no half-written .tmp behind
-        tmp.unlink(missing_ok=True)
-        raise
+def write_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Replace the status file whole (files.atomic: no half-written file, no temp left on a full disk)."""
+    atomic.write_atomic(path, json.dumps(data, indent=1))
 
 
 async def keep_writing(
