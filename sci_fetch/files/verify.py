@@ -14,7 +14,7 @@ import re
 import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,7 +121,7 @@ def iter_checks(
     workers = workers or min(8, 2 * (os.cpu_count() or 1))
     window = window or 4 * workers
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
-        in_flight: deque = deque()
+        in_flight: deque[Future[Problem | None]] = deque()
         for row in rows:
             in_flight.append(pool.submit(check_row, root, row, decode))
             if len(in_flight) >= window:
