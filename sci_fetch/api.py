@@ -241,24 +241,6 @@ def make_crops(
     return run_crops(Path(coco), Path(images_dir), options, manifest, progress=progress)
 
 
-class _NotebookProgress:
-    """tqdm.auto: a widget in a notebook, a text bar on a terminal, nothing in a plain log."""
-
-    def __init__(self) -> None:
-        self.bar = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.bar is None:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, unit="img", desc="crops", disable=not (in_notebook() or sys.stderr.isatty()))
-        self.bar.update(done - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def crops(
     coco: str | Path | None = None,
     output: str | Path | None = None,
@@ -278,6 +260,7 @@ def crops(
     import pandas
 
     from sci_fetch.commands.crops import for_download
+    from sci_fetch.crops.progress import CropProgress
 
     settings = _settings(
         config,
@@ -291,7 +274,7 @@ def crops(
     if settings.coco is None:
         raise UsageError("no COCO file given: sci_fetch.crops('export.json', 'images')")
     found = settings.manifest_path if settings.manifest_path.exists() else None
-    progress = _NotebookProgress()
+    progress = CropProgress(notebook=in_notebook(), lines=False)
     try:
         make_crops(settings.coco, settings.output, for_download(settings), found, progress=progress)
     finally:

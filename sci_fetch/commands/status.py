@@ -14,7 +14,7 @@ from pathlib import Path
 from sci_fetch.commands.common import add_common_flags, add_output_flag, output_from
 from sci_fetch.engine.stats import format_duration
 from sci_fetch.errors import UsageError
-from sci_fetch.keys.mapping import STATE_DIR
+from sci_fetch.files.layout import STATE_DIR
 from sci_fetch.manifest.store import Manifest
 from sci_fetch.settings import load_settings
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from sci_fetch.commands.common import add_common_flags, add_output_flag
 from sci_fetch.commands.status import manifests_from
 from sci_fetch.engine.stats import format_duration
+from sci_fetch.files.layout import STATE_DIR
 from sci_fetch.files.verify import Problem, check_rows
-from sci_fetch.keys.mapping import STATE_DIR
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.store import Manifest
 
