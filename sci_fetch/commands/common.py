@@ -49,7 +49,11 @@ def _file_defaults() -> tuple[Path | None, dict[str, typing.Any]]:
 
 
 def default_text(
-    name: str, default: typing.Any, description: str, env: str, file_values: tuple[Path | None, dict] | None = None
+    name: str,
+    default: typing.Any,
+    description: str,
+    env: str,
+    file_values: tuple[Path | None, dict[str, typing.Any]] | None = None,
 ) -> str:
     """``(default: X; FILE sets Y; env NAME)``: the built-in default and where another one would come from."""
     parts = []
@@ -186,7 +190,7 @@ def apply_shard(args: argparse.Namespace) -> None:
             raise UsageError(str(exc)) from exc
 
 
-def settings_from_args(args: argparse.Namespace, **sections: dict) -> Settings:
+def settings_from_args(args: argparse.Namespace, **sections: dict[str, typing.Any]) -> Settings:
     """Settings from the flags that were given; ``sections`` carry nested ones such as crops={...}."""
     apply_shard(args)
     overrides = {name: getattr(args, name) for name in Settings.model_fields if getattr(args, name, None) is not None}
