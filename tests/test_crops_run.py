@@ -43,6 +43,14 @@ def options(tmp_path: Path, **kw) -> CropOptions:
     return CropOptions(crops_dir=tmp_path / "crops", **kw)
 
 
+def one_image_two_boxes(tmp_path: Path, images: Path) -> tuple[dict, Path]:
+    """One image on disk with two boxes, x0 and x1: the smallest run that has something to resume."""
+    a = image_record(1)
+    put_image(images, a["file_name"])
+    boxes = [annotation("x0", a, 1, [32, 32, 64, 32]), annotation("x1", a, 1, [160, 16, 32, 96])]
+    return a, write_coco(tmp_path / "coco.json", [a], boxes)
+
+
 def crop_of(tmp_path: Path, image: dict, index: int) -> Path:
     stem = image["file_name"].rsplit(".", 1)[0]
     return tmp_path / "crops" / f"{stem}___crop{index:02d}.jpg"
@@ -359,13 +367,7 @@ def test_min_confidence_skips_low_annotations_but_keeps_those_without(dirs):
 
 def test_rerun_makes_no_crop_twice_and_changed_options_remake(dirs):
     tmp_path, images = dirs
-    a = image_record(1)
-    put_image(images, a["file_name"])
-    coco = write_coco(
-        tmp_path / "coco.json",
-        [a],
-        [annotation("x0", a, 1, [32, 32, 64, 32]), annotation("x1", a, 1, [160, 16, 32, 96])],
-    )
+    a, coco = one_image_two_boxes(tmp_path, images)
     first = run_crops(coco, images, options(tmp_path))
     crop = crop_of(tmp_path, a, 0)
     before = crop.stat().st_mtime_ns, crop.stat().st_ino
@@ -526,13 +528,7 @@ def test_bad_inputs_are_one_line_errors(dirs):
 
 def test_a_crop_that_cannot_be_written_is_listed_and_the_run_goes_on(dirs):
     tmp_path, images = dirs
-    a = image_record(1)
-    put_image(images, a["file_name"])
-    coco = write_coco(
-        tmp_path / "coco.json",
-        [a],
-        [annotation("x0", a, 1, [32, 32, 64, 32]), annotation("x1", a, 1, [160, 16, 32, 96])],
-    )
+    a, coco = one_image_two_boxes(tmp_path, images)
     crop_of(tmp_path, a, 0).mkdir(parents=True)  # a folder where the crop should go
     summary = run_crops(coco, images, options(tmp_path))
     assert [r["reason"] for r in read_rows(tmp_path / "crops" / "crops_rejected.csv")] == ["write_failed"]
