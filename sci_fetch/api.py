@@ -105,24 +105,6 @@ def make_crops(
     return run_crops(Path(coco), Path(images_dir), options, manifest, progress=progress)
 
 
-class _NotebookProgress:
-    """tqdm.auto: a widget in a notebook, a text bar on a terminal, nothing in a plain log."""
-
-    def __init__(self) -> None:
-        self.bar: Any = None  # a tqdm.auto bar, made on the first call
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.bar is None:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, unit="img", desc="crops", disable=not (in_notebook() or sys.stderr.isatty()))
-        self.bar.update(done - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def crops(
     coco: str | Path | None = None,
     output: str | Path | None = None,
@@ -142,6 +124,7 @@ def crops(
     import pandas
 
     from sci_fetch.crops.options import crop_options
+    from sci_fetch.crops.progress import CropProgress
 
     settings = _settings(
         config,
@@ -155,7 +138,7 @@ def crops(
     if settings.coco is None:
         raise UsageError("no COCO file given: sci_fetch.crops('export.json', 'images')")
     found = settings.manifest_path if settings.manifest_path.exists() else None
-    progress = _NotebookProgress()
+    progress = CropProgress(notebook=in_notebook(), lines=False)
     try:
         make_crops(settings.coco, settings.output, crop_options(settings), found, progress=progress)
     finally:

@@ -21,7 +21,9 @@ from pydantic_settings import (
 )
 
 from sci_fetch.errors import UsageError
-from sci_fetch.keys.mapping import STATE_DIR, Variant, check_template
+from sci_fetch.fs import layout
+from sci_fetch.fs.layout import STATE_DIR
+from sci_fetch.keys.mapping import Variant, check_template
 from sci_fetch.keys.shard import index_from_environment
 from sci_fetch.storage.options import StorageOptions
 
@@ -232,11 +234,11 @@ class Settings(BaseSettings):
 
     @property
     def shard_suffix(self) -> str:
-        return f"-shard-{self.shard_index}-of-{self.shard_count}" if self.shard_count > 1 else ""
+        return layout.shard_suffix(self.shard_index, self.shard_count)
 
     @property
     def manifest_path(self) -> Path:
-        return self.manifest or self.output / STATE_DIR / f"manifest{self.shard_suffix}.sqlite"
+        return self.manifest or layout.manifest_path(self.output, self.shard_suffix)
 
     @property
     def state_dir(self) -> Path:
@@ -244,7 +246,7 @@ class Settings(BaseSettings):
 
     def state_file(self, stem: str, ext: str) -> Path:
         """A per-shard file beside the manifest: failures.csv, status.json, ..."""
-        return self.state_dir / f"{stem}{self.shard_suffix}.{ext}"
+        return layout.state_file(self.state_dir, (stem, ext), self.shard_suffix)
 
     def source_of(self, name: str) -> str:
         """Where a setting's value came from, for messages: a flag, a variable, a file, or the default."""

@@ -22,9 +22,9 @@ from sci_fetch.cli import build_parser, main
 from sci_fetch.crops.options import CropOptions, crop_options
 from sci_fetch.crops.subset import DEFAULT_EXCLUDE
 from sci_fetch.demo import seaweed as seaweed_mod
-from sci_fetch.engine.progress import choose_mode
 from sci_fetch.files.verify import iter_checks
 from sci_fetch.manifest.models import ManifestRow, State
+from sci_fetch.observe.progress import choose_mode
 from sci_fetch.observe.stats import format_duration
 from sci_fetch.settings import load_settings
 

@@ -17,7 +17,7 @@ from PIL import Image
 from test_crops_helpers import annotation, image_record, put_image, write_coco
 
 from sci_fetch.cli import main
-from sci_fetch.crops.gallery import write_gallery
+from sci_fetch.crops.gallery import GalleryOptions, write_gallery
 from sci_fetch.crops.options import CropOptions
 from sci_fetch.crops.run import run_crops
 from sci_fetch.demo.sample import make_sample
@@ -113,7 +113,7 @@ def demo_crops(tmp_path_factory):
 
 
 def test_every_link_resolves_and_counts_match_the_csvs(demo_crops):
-    page_path = write_gallery(demo_crops, per_label=5)
+    page_path = write_gallery(demo_crops, GalleryOptions(per_label=5))
     assert page_path == demo_crops / "gallery.html"
     text = page_path.read_text()
     page = Page(text)
@@ -142,7 +142,7 @@ def test_every_link_resolves_and_counts_match_the_csvs(demo_crops):
 
 
 def test_the_page_still_works_after_the_folder_is_copied_elsewhere(demo_crops, tmp_path):
-    write_gallery(demo_crops, per_label=3)
+    write_gallery(demo_crops, GalleryOptions(per_label=3))
     copy = Path(shutil.copytree(demo_crops, tmp_path / "shared" / "crops-copy"))
     page = Page((copy / "gallery.html").read_text())
     assert page.images
@@ -152,10 +152,10 @@ def test_the_page_still_works_after_the_folder_is_copied_elsewhere(demo_crops, t
 
 
 def test_thumbnails_are_a_stable_random_pick_and_all_when_few(demo_crops):
-    first = Page(write_gallery(demo_crops, per_label=2).read_text()).images
-    again = Page(write_gallery(demo_crops, per_label=2).read_text()).images
+    first = Page(write_gallery(demo_crops, GalleryOptions(per_label=2)).read_text()).images
+    again = Page(write_gallery(demo_crops, GalleryOptions(per_label=2)).read_text()).images
     assert first == again
-    everything = Page(write_gallery(demo_crops, per_label=10_000).read_text()).images
+    everything = Page(write_gallery(demo_crops, GalleryOptions(per_label=10_000)).read_text()).images
     assert len(everything) == len(csv_rows(demo_crops / "crops.csv"))
 
 
@@ -218,7 +218,7 @@ def test_the_command_writes_the_page_and_prints_its_path(demo_crops, capsys):
     not CHROMIUM.is_file(), reason=f"{CHROMIUM} is not installed: the screenshot test needs a headless Chromium"
 )
 def test_a_headless_screenshot_of_the_page_is_not_blank(demo_crops, tmp_path):
-    page_path = write_gallery(demo_crops, per_label=8)
+    page_path = write_gallery(demo_crops, GalleryOptions(per_label=8))
     shot = tmp_path / "shot.png"
     result = subprocess.run(
         [

@@ -25,7 +25,6 @@ from test_crops_helpers import (
 
 from sci_fetch.crops.options import CropOptions
 from sci_fetch.crops.run import run_crops
-from sci_fetch.crops.table import CROP_COLUMNS
 from sci_fetch.errors import InputError, UsageError
 from sci_fetch.keys.mapping import Task
 from sci_fetch.manifest.models import Outcome, State
@@ -42,6 +41,14 @@ def dirs(tmp_path):
 def options(tmp_path: Path, **kw) -> CropOptions:
     kw.setdefault("workers", 1)
     return CropOptions(crops_dir=tmp_path / "crops", **kw)
+
+
+def one_image_two_boxes(tmp_path: Path, images: Path) -> tuple[dict, Path]:
+    """One image on disk with two boxes, x0 and x1: the smallest run that has something to resume."""
+    a = image_record(1)
+    put_image(images, a["file_name"])
+    boxes = [annotation("x0", a, 1, [32, 32, 64, 32]), annotation("x1", a, 1, [160, 16, 32, 96])]
+    return a, write_coco(tmp_path / "coco.json", [a], boxes)
 
 
 def crop_of(tmp_path: Path, image: dict, index: int) -> Path:
@@ -242,7 +249,10 @@ def test_csv_columns_and_rows_are_the_expected_table(dirs):
     )
     run_crops(coco, images, options(tmp_path, label_map="sci"))
     crops = tmp_path / "crops"
-    assert (crops / "crops.csv").read_text().splitlines()[0] == ",".join(CROP_COLUMNS)
+    assert (crops / "crops.csv").read_text().splitlines()[0] == (
+        "image_path,species_label,image_id,annotation_id,category_id,source_path,bbox_x,bbox_y,bbox_w,bbox_h,"
+        "crop_width,crop_height,location,datetime,source_x,source_y,source_w,source_h"
+    )
     assert read_rows(crops / "crops.csv") == [
         {
             "image_path": str(crops / "proj/CAM1/dep/proj-00000000000000000000000000000001___crop00.jpg"),
@@ -357,13 +367,7 @@ def test_min_confidence_skips_low_annotations_but_keeps_those_without(dirs):
 
 def test_rerun_makes_no_crop_twice_and_changed_options_remake(dirs):
     tmp_path, images = dirs
-    a = image_record(1)
-    put_image(images, a["file_name"])
-    coco = write_coco(
-        tmp_path / "coco.json",
-        [a],
-        [annotation("x0", a, 1, [32, 32, 64, 32]), annotation("x1", a, 1, [160, 16, 32, 96])],
-    )
+    a, coco = one_image_two_boxes(tmp_path, images)
     first = run_crops(coco, images, options(tmp_path))
     crop = crop_of(tmp_path, a, 0)
     before = crop.stat().st_mtime_ns, crop.stat().st_ino
@@ -524,13 +528,7 @@ def test_bad_inputs_are_one_line_errors(dirs):
 
 def test_a_crop_that_cannot_be_written_is_listed_and_the_run_goes_on(dirs):
     tmp_path, images = dirs
-    a = image_record(1)
-    put_image(images, a["file_name"])
-    coco = write_coco(
-        tmp_path / "coco.json",
-        [a],
-        [annotation("x0", a, 1, [32, 32, 64, 32]), annotation("x1", a, 1, [160, 16, 32, 96])],
-    )
+    a, coco = one_image_two_boxes(tmp_path, images)
     crop_of(tmp_path, a, 0).mkdir(parents=True)  # a folder where the crop should go
     summary = run_crops(coco, images, options(tmp_path))
     assert [r["reason"] for r in read_rows(tmp_path / "crops" / "crops_rejected.csv")] == ["write_failed"]

@@ -165,9 +165,9 @@ def test_a_manifest_filling_its_disk_while_planning_stops_the_run_with_exit_4(
         in printed
     )
     assert "Traceback" not in printed
-    # failures.csv and status.json beside the manifest do not fit either: said, and no half-written .tmp left.
+    # failures.csv and status.json beside the manifest do not fit either: said, and no half-written temp left.
     assert f"{small / 'failures.csv'} not written: No space left on device" in caplog.text
-    assert not [p.name for p in small.iterdir() if p.name.endswith(".tmp")]
+    assert not [p.name for p in small.iterdir() if p.name.endswith((".tmp", ".partial"))]
     assert not out.exists() or leftovers(out) == []
     check_manifest_never_leads(out, settings.manifest_path, expected)
 

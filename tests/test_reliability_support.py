@@ -12,7 +12,7 @@ from pathlib import Path
 
 from helpers import animl_image, failures, last_summary, random_blobs, write_coco  # noqa: F401  (re-exported)
 
-from sci_fetch.keys.mapping import STATE_DIR
+from sci_fetch.fs.layout import STATE_DIR
 from sci_fetch.manifest.models import ManifestRow, State
 from sci_fetch.manifest.store import Manifest
 

@@ -15,6 +15,7 @@ import typing
 from pathlib import Path
 
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from sci_fetch.errors import UsageError
 from sci_fetch.keys.shard import parse_shard
@@ -48,7 +49,11 @@ def _file_defaults() -> tuple[Path | None, dict[str, typing.Any]]:
 
 
 def default_text(
-    name: str, default: typing.Any, description: str, env: str, file_values: tuple[Path | None, dict] | None = None
+    name: str,
+    default: typing.Any,
+    description: str,
+    env: str,
+    file_values: tuple[Path | None, dict[str, typing.Any]] | None = None,
 ) -> str:
     """``(default: X; FILE sets Y; env NAME)``: the built-in default and where another one would come from."""
     parts = []
@@ -128,6 +133,23 @@ def _flag_type(annotation: typing.Any) -> tuple[typing.Any, list[str] | None]:
     return str, None
 
 
+def add_model_flag(
+    parser: argparse.ArgumentParser, name: str, field: FieldInfo, help_text: str, **spec: typing.Any
+) -> None:
+    """The flag of one model field, for every command: ``--the-name``, default None so a flag not given
+    overrides nothing; a bool is ``--x/--no-x``. ``spec``: argparse details (type, metavar, choices, action);
+    without it they come from the field's type."""
+    flag = "--" + name.replace("_", "-")
+    help_text = help_text.replace("%", "%%")
+    if field.annotation is bool:
+        parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        return
+    if not spec:
+        kind, choices = _flag_type(field.annotation)
+        spec = {"type": kind, "choices": choices, "metavar": name.upper() if not choices else None}
+    parser.add_argument(flag, dest=name, default=None, help=help_text, **spec)
+
+
 # Fields whose flag is made by a shared helper above, not from the model.
 _SHARED = {"output": add_output_flag, "shard_count": None, "shard_index": None}
 
@@ -156,21 +178,7 @@ def add_settings_flags(
         help_text = (
             f"{description} {default_text(name, field.default, description, ENV_PREFIX + name.upper(), file_values)}"
         )
-        help_text = help_text.replace("%", "%%")
-        flag = "--" + name.replace("_", "-")
-        if field.annotation is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-            continue
-        kind, choices = _flag_type(field.annotation)
-        parser.add_argument(
-            flag,
-            dest=name,
-            type=kind,
-            choices=choices,
-            default=None,
-            metavar=name.upper() if not choices else None,
-            help=help_text,
-        )
+        add_model_flag(parser, name, field, help_text)
 
 
 def apply_shard(args: argparse.Namespace) -> None:
@@ -182,7 +190,7 @@ def apply_shard(args: argparse.Namespace) -> None:
             raise UsageError(str(exc)) from exc
 
 
-def settings_from_args(args: argparse.Namespace, **sections: dict) -> Settings:
+def settings_from_args(args: argparse.Namespace, **sections: dict[str, typing.Any]) -> Settings:
     """Settings from the flags that were given; ``sections`` carry nested ones such as crops={...}."""
     apply_shard(args)
     overrides = {name: getattr(args, name) for name in Settings.model_fields if getattr(args, name, None) is not None}

@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from sci_fetch.api import make_crops
-from sci_fetch.commands.common import add_common_flags, show_value
+from sci_fetch.commands.common import add_common_flags, add_model_flag, show_value
 from sci_fetch.crops.options import CropOptions, crop_options
-from sci_fetch.engine.progress import terminal_columns
+from sci_fetch.crops.progress import CropProgress
 from sci_fetch.errors import DiskError, InputError, SciFetchError, UsageError
 from sci_fetch.exits import ExitCode
-from sci_fetch.keys.mapping import STATE_DIR, Variant
+from sci_fetch.fs.layout import STATE_DIR
+from sci_fetch.keys.mapping import Variant
 from sci_fetch.settings import load_settings
 
 HELP = "crop every labelled box of a COCO file from the downloaded images and write the crop-label CSV"
@@ -74,12 +71,7 @@ def add_crop_flags(parser: argparse.ArgumentParser) -> None:
         spec = dict(_FLAGS.get(name, {}))
         extra = spec.pop("extra", "")
         default = "" if "default" in (field.description or "") else f"default: {_default_text(name)}; "
-        help_text = f"{field.description}.{extra} ({default}env {ENV}{name.upper()})".replace("%", "%%")
-        flag = "--" + name.replace("_", "-")
-        if field.annotation is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        else:
-            parser.add_argument(flag, dest=name, default=None, help=help_text, **spec)
+        add_model_flag(parser, name, field, f"{field.description}.{extra} ({default}env {ENV}{name.upper()})", **spec)
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -131,35 +123,14 @@ def crop_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
-class Progress:
-    """A bar on a terminal; otherwise a line every ``interval`` seconds, for the logs of long runs."""
-
-    def __init__(self, interval: float = 30.0) -> None:
-        self.tty = bool(terminal_columns(sys.stderr))  # a terminal that reports 0 columns gets log lines
-        self.interval = interval
-        self.last = time.monotonic()
-        self.bar: tqdm | None = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.tty:
-            if self.bar is None:
-                self.bar = tqdm(total=total, unit="img", desc="crops", file=sys.stderr, leave=False)
-            self.bar.update(done - self.bar.n)
-        elif time.monotonic() - self.last >= self.interval:
-            self.last = time.monotonic()
-            print(f"crops: {done}/{total} images", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def run_and_report(coco: Path, images_dir: Path, options: CropOptions, manifest: Path | None = None) -> int:
     """Run the crops, print the summary, return the exit code: what `download` calls when it ends.
 
     UsageError/InputError propagate (the CLI prints them); a disk error or a dead worker is printed here.
     """
-    progress = Progress()
+    from sci_fetch.api import make_crops  # the Python API's crop step; pandas is imported only there
+
+    progress = CropProgress()
     try:
         summary = make_crops(coco, images_dir, options, manifest, progress=progress)
     except DiskError as exc:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sci_fetch.commands.common import add_common_flags
 from sci_fetch.commands.download import download, then_crops
-from sci_fetch.crops.gallery import write_gallery
+from sci_fetch.crops.gallery import GalleryOptions, write_gallery
 from sci_fetch.crops.options import crop_options
 from sci_fetch.errors import UsageError
 from sci_fetch.settings import Settings, load_settings
@@ -139,7 +139,7 @@ def _download_and_crop(settings: Settings) -> tuple[int, Path | None]:
         )
     if crop_code not in (0, 1):
         return crop_code, None
-    return 0, write_gallery(crop_options(settings).crops_dir, images_dir=settings.output)
+    return 0, write_gallery(crop_options(settings).crops_dir, GalleryOptions(images_dir=settings.output))
 
 
 def _where_it_went(sample: Sample, settings: Settings, gallery: Path | None) -> None:

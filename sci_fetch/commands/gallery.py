@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sci_fetch.commands.common import add_common_flags
-from sci_fetch.keys.mapping import STATE_DIR
+from sci_fetch.commands.common import add_common_flags, add_output_flag
+from sci_fetch.fs.layout import STATE_DIR
 from sci_fetch.settings import load_settings
 
 HELP = (
@@ -17,7 +17,7 @@ HELP = (
 )
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "gallery",
         help=HELP,
@@ -25,14 +25,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "shared. Exit codes: 0 written, 2 no crop CSV or bad options, 4 the page could not be written.",
     )
     add_common_flags(parser)
-    parser.add_argument(
-        "--output",
+    add_output_flag(
+        parser,
         "--images-dir",
-        dest="output",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help=f"folder the images were downloaded to, for the download's figures from DIR/{STATE_DIR}/ (default: images)",
+        what=f"folder the images were downloaded to, for the download's figures from DIR/{STATE_DIR}/",
     )
     parser.add_argument(
         "--crops-dir",
@@ -61,7 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sci_fetch.crops.gallery import write_gallery
+    from sci_fetch.crops.gallery import GalleryOptions, write_gallery
     from sci_fetch.crops.options import crop_options
 
     crops = {
@@ -74,12 +70,14 @@ def run(args: argparse.Namespace) -> int:
     manifest = settings.manifest_path if settings.manifest_path.is_file() else None
     page = write_gallery(
         options.crops_dir,
-        csv_path=options.csv_path(),
-        rejects_path=options.rejects_path(),
-        dest=args.dest,
-        per_label=args.per_label,
-        images_dir=settings.output,
-        manifest=manifest,
+        GalleryOptions(
+            csv_path=options.csv_path(),
+            rejects_path=options.rejects_path(),
+            dest=args.dest,
+            per_label=args.per_label,
+            images_dir=settings.output,
+            manifest=manifest,
+        ),
     )
     print(f"gallery: {page}")
     return 0

@@ -14,7 +14,7 @@ from typing import Any
 from sci_fetch.commands.common import add_common_flags, add_output_flag, output_from
 from sci_fetch.errors import UsageError
 from sci_fetch.exits import ExitCode
-from sci_fetch.keys.mapping import STATE_DIR
+from sci_fetch.fs.layout import STATE_DIR
 from sci_fetch.manifest.store import Manifest
 from sci_fetch.observe.outputs import ErrorLine, RunRecord, StatusReport
 from sci_fetch.observe.stats import format_duration

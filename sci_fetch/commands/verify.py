@@ -19,7 +19,7 @@ from sci_fetch.commands.common import add_common_flags, add_output_flag
 from sci_fetch.commands.status import manifests_from
 from sci_fetch.exits import ExitCode
 from sci_fetch.files.verify import Problem, check_rows
-from sci_fetch.keys.mapping import STATE_DIR
+from sci_fetch.fs.layout import STATE_DIR
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.store import Manifest
 from sci_fetch.observe.outputs import VerifyProblem, VerifyReport

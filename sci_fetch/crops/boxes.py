@@ -70,7 +70,9 @@ class Planned:
     scaled: bool  # the box was mapped from the COCO size to the file's size
 
 
-def _fmt(values: Sequence[float | None]) -> str:
+def _fmt(values: Sequence[float | None] | None) -> str:
+    if values is None:
+        return "null"
     return "[" + ", ".join("null" if v is None else f"{v:g}" for v in values) + "]"
 
 

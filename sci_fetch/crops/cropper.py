@@ -1,7 +1,8 @@
 """The per-image worker: decode an image once, cut all its boxes, write each crop atomically.
 
 Runs in a process pool (JPEG decoding is CPU-bound and holds the GIL), so everything crossing the
-process boundary is a small picklable tuple, and this module imports only Pillow and the box math.
+process boundary is a small picklable tuple, and this module imports only Pillow, the box math and
+files.atomic (no pydantic: ~18 MB of RSS per worker).
 
 EXIF orientation is deliberately NOT applied: Animl computes boxes and the COCO width/height on the
 stored pixels, so rotating by the EXIF tag would move every box of a tagged image. A file whose size
@@ -22,6 +23,8 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 from PIL import Image
@@ -31,6 +34,7 @@ from sci_fetch.crops.decode import Band, DecodeError, decode_band
 from sci_fetch.crops.reasons import Reason
 from sci_fetch.crops.resize import Resize, common_scale, dct_scale, target_size
 from sci_fetch.errors import DiskError
+from sci_fetch.fs.atomic import AtomicFile
 
 # Writing more crops cannot succeed after these: stop the run (as the download does) instead of
 # listing every remaining box as write_failed.
@@ -39,7 +43,8 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError
 FINGERPRINT_PREFIX = b"sci-fetch crop v1 "
 
 
-class BoxJob(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class BoxJob:
     index: int
     bbox: tuple[float | None, ...] | None
     crop_path: str
@@ -60,11 +65,10 @@ class WorkerParams(NamedTuple):
     recheck: bool
     resize: Resize | None = None
     decoder: str = "pillow"  # "vips" or "pillow", resolved in the main process
-    # keys.mapping's PARTIAL_SUFFIX, handed over so a worker never imports pydantic (~18 MB of RSS each)
-    partial_suffix: str = ".partial"
 
 
-class BoxResult(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class BoxResult:
     index: int
     outcome: str  # "new" | "kept" | "remade" | "rejected"
     width: int = 0
@@ -108,19 +112,11 @@ def existing_crop(path: str, expected: bytes, recheck: bool) -> tuple[int, int] 
         return True
 
 
-def _write(crop: Image.Image, path: str, quality: int, mark: bytes, suffix: str) -> None:
-    """Temp name + rename: a killed run never leaves a half crop under the real name."""
-    tmp = path + suffix
-    try:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        crop.save(tmp, format="JPEG", quality=quality, comment=mark)
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+def _write(crop: Image.Image, path: str, quality: int, mark: bytes) -> None:
+    """Temp name + rename (files.atomic): a killed run never leaves a half crop under the real name."""
+    with AtomicFile(Path(path), binary=True) as out:
+        crop.save(out.fh, format="JPEG", quality=quality, comment=mark)
+        out.commit()
 
 
 def _rejected(job: ImageJob, reason: Reason, detail: str, only: set[int] | None = None) -> dict[int, BoxResult]:
@@ -186,7 +182,7 @@ def _make(
     for item in todo:
         crop = _cut(band, item)
         try:
-            _write(crop, item.box.crop_path, params.jpeg_quality, item.mark, params.partial_suffix)
+            _write(crop, item.box.crop_path, params.jpeg_quality, item.mark)
         except OSError as exc:
             if exc.errno in _FATAL_ERRNOS:
                 raise DiskError(f"cannot write crop {item.box.crop_path}: {exc.strerror or exc}") from None

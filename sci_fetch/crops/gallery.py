@@ -23,6 +23,9 @@ from urllib.parse import quote
 from sci_fetch.crops.options import DEFAULT_CSV_NAME, DEFAULT_REJECTS_NAME
 from sci_fetch.crops.reasons import FILTER_REASONS
 from sci_fetch.errors import DiskError, InputError, UsageError
+from sci_fetch.fs.atomic import write_atomic
+from sci_fetch.fs.csv_out import read_cell
+from sci_fetch.fs.layout import manifest_path
 from sci_fetch.observe.units import human_bytes
 
 GALLERY_NAME = "gallery.html"
@@ -50,15 +53,16 @@ class GalleryData:
     labels: list[LabelGroup]
     thumbs: dict[str, list[Thumb]]
     absent: int  # picked crops whose file is not on disk
-    rejects: Counter
+    rejects: Counter[str]
     downloads: dict[str, int] | None
 
 
 def _rows(path: Path) -> Iterator[dict[str, str]]:
+    """The rows of a CSV sci_fetch wrote, each cell as it was before the spreadsheet rule (fs.csv_out)."""
     try:
         with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            yield from reader
+            for row in csv.DictReader(fh):
+                yield {k: read_cell(v) if isinstance(v, str) else v for k, v in row.items()}
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from exc
 
@@ -88,7 +92,7 @@ def read_crops(path: Path, per_label: int, seed: int = 0) -> tuple[list[LabelGro
     return ordered, total, len(images)
 
 
-def read_rejects(path: Path) -> Counter:
+def read_rejects(path: Path) -> Counter[str]:
     return Counter(row.get("reason") or "unknown" for row in _rows(path)) if path.is_file() else Counter()
 
 
@@ -116,10 +120,9 @@ def _thumb(row: dict[str, str], crops_dir: Path, page_dir: Path) -> Thumb | None
 
 def _downloads(images_dir: Path | None, manifest: Path | None) -> dict[str, int] | None:
     """Counts per state from the download's manifest, when there is one."""
-    from sci_fetch.keys.mapping import STATE_DIR
     from sci_fetch.manifest.store import Manifest
 
-    path = manifest or (images_dir / STATE_DIR / "manifest.sqlite" if images_dir else None)
+    path = manifest or (manifest_path(images_dir) if images_dir else None)
     if path is None or not path.is_file():
         return None
     store = Manifest(path, readonly=True)
@@ -131,27 +134,53 @@ def _downloads(images_dir: Path | None, manifest: Path | None) -> dict[str, int]
         store.close()
 
 
-def collect(
-    crops_dir: Path,
-    csv_path: Path,
-    rejects_path: Path,
-    page_dir: Path,
-    per_label: int,
-    images_dir: Path | None = None,
-    manifest: Path | None = None,
-) -> GalleryData:
-    if not csv_path.is_file():
-        raise UsageError(f"no crop CSV at {csv_path}; run `sci-fetch crops` first (or give --csv)")
-    labels, crops, images = read_crops(csv_path, per_label)
+@dataclass(frozen=True)
+class GalleryOptions:
+    """What ``write_gallery`` reads and writes besides the crops folder; unset paths default inside it.
+
+    ``images_dir`` / ``manifest``: the download's, for its figures on the page (left out when absent).
+    """
+
+    csv_path: Path | None = None
+    rejects_path: Path | None = None
+    dest: Path | None = None
+    per_label: int = PER_LABEL
+    images_dir: Path | None = None
+    manifest: Path | None = None
+    title: str = "Crops per label"
+
+
+@dataclass(frozen=True)
+class _Paths:
+    """GalleryOptions' files with their defaults filled in."""
+
+    crops_dir: Path
+    csv: Path
+    rejects: Path
+    page: Path
+
+
+def _paths(crops_dir: Path, options: GalleryOptions) -> _Paths:
+    return _Paths(
+        crops_dir,
+        options.csv_path or crops_dir / DEFAULT_CSV_NAME,
+        options.rejects_path or crops_dir / DEFAULT_REJECTS_NAME,
+        options.dest or crops_dir / GALLERY_NAME,
+    )
+
+
+def collect(paths: _Paths, options: GalleryOptions) -> GalleryData:
+    if not paths.csv.is_file():
+        raise UsageError(f"no crop CSV at {paths.csv}; run `sci-fetch crops` first (or give --csv)")
+    labels, crops, images = read_crops(paths.csv, options.per_label)
     thumbs: dict[str, list[Thumb]] = {}
     absent = 0
     for group in labels:
-        made = [_thumb(row, crops_dir, page_dir) for _n, row in group.picks]
+        made = [_thumb(row, paths.crops_dir, paths.page.parent) for _n, row in group.picks]
         absent += sum(t is None for t in made)
         thumbs[group.label] = [t for t in made if t is not None]
-    return GalleryData(
-        crops, images, labels, thumbs, absent, read_rejects(rejects_path), _downloads(images_dir, manifest)
-    )
+    downloads = _downloads(options.images_dir, options.manifest)
+    return GalleryData(crops, images, labels, thumbs, absent, read_rejects(paths.rejects), downloads)
 
 
 _CSS = """
@@ -189,7 +218,7 @@ def _e(value: object) -> str:
 
 def _figures(data: GalleryData) -> str:
     problems = sum(n for r, n in data.rejects.items() if r not in {x.value for x in FILTER_REASONS})
-    cards = [
+    cards: list[tuple[str, int | str]] = [
         ("crops", data.crops),
         ("labels", len(data.labels)),
         ("images with crops", data.images),
@@ -260,36 +289,19 @@ def render(data: GalleryData, title: str, source: str) -> str:
     )
 
 
-def write_gallery(
-    crops_dir: Path,
-    *,
-    csv_path: Path | None = None,
-    rejects_path: Path | None = None,
-    dest: Path | None = None,
-    per_label: int = PER_LABEL,
-    images_dir: Path | None = None,
-    manifest: Path | None = None,
-    title: str = "Crops per label",
-) -> Path:
-    """Write ``<crops_dir>/gallery.html`` (or ``dest``) from the crop CSVs; returns its path.
+def write_gallery(crops_dir: Path, options: GalleryOptions | None = None) -> Path:
+    """Write ``<crops_dir>/gallery.html`` (or ``options.dest``) from the crop CSVs; returns its path.
 
-    ``images_dir`` / ``manifest``: the download's, for its figures on the page (left out when absent).
-    Raises UsageError when there is no crop CSV, InputError when it is unreadable, DiskError when the page cannot be written.
+    Raises UsageError when there is no crop CSV, InputError when it is unreadable, DiskError when the page
+    cannot be written.
     """
-    crops_dir = Path(crops_dir)
-    if per_label < 0:
+    options = options or GalleryOptions()
+    if options.per_label < 0:
         raise UsageError("per_label must be 0 or more")
-    csv_path = csv_path or crops_dir / DEFAULT_CSV_NAME
-    rejects_path = rejects_path or crops_dir / DEFAULT_REJECTS_NAME
-    dest = dest or crops_dir / GALLERY_NAME
-    data = collect(crops_dir, csv_path, rejects_path, dest.parent, per_label, images_dir, manifest)
-    page = render(data, title, csv_path.name)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
+    paths = _paths(Path(crops_dir), options)
+    page = render(collect(paths, options), options.title, paths.csv.name)
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, dest)
+        write_atomic(paths.page, page)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise DiskError(f"cannot write {dest}: {exc.strerror or exc}") from exc
-    return dest
+        raise DiskError(f"cannot write {paths.page}: {exc.strerror or exc}") from exc
+    return paths.page

@@ -15,6 +15,7 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sci_fetch.coco.source import read_categories
 from sci_fetch.crops.boxes import Geometry, Reject, coco_box
@@ -26,15 +27,22 @@ from sci_fetch.crops.naming import crop_base, crop_relpath, extension_clashes, f
 from sci_fetch.crops.options import CropOptions
 from sci_fetch.crops.reasons import FILTER_REASONS, Reason
 from sci_fetch.crops.resize import Resize
-from sci_fetch.crops.table import CROP_COLUMNS, REJECT_COLUMNS, CsvSink, number
-from sci_fetch.errors import InputError, SciFetchError, UsageError
+from sci_fetch.crops.table import CropRow, RejectRow, box_cells
+from sci_fetch.errors import InputError, RecordError, SciFetchError, UsageError
 from sci_fetch.exits import ExitCode
-from sci_fetch.keys.mapping import PARTIAL_SUFFIX, STATE_DIR, UnsafePathError, Variant, safe_relative_path
+from sci_fetch.fs.csv_out import FORMULA_STARTS, CsvWriter
+from sci_fetch.fs.layout import manifests_in
+from sci_fetch.keys.mapping import UnsafePathError, Variant, safe_relative_path
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.store import Manifest
+from sci_fetch.observe.stats import format_duration
 
+T = TypeVar("T")
 MAX_CHUNK = 16  # images decoded per pool task
 MAX_BATCH = 256  # image entries per queue slot, with or without work
+SHOW_ESCAPED = 10  # labels named in the summary's spreadsheet line, at most
+
+Progress = Callable[[int, int], None]  # (images done, images total), called as results come in
 
 
 @dataclass
@@ -47,8 +55,9 @@ class CropSummary:
     kept: int = 0  # crops already there and right
     remade: int = 0  # crops there but stale, truncated or foreign, made again
     clipped: int = 0  # boxes that stuck out of the image and were cut to it
-    rejected: Counter = field(default_factory=Counter)  # reason code -> boxes
+    rejected: Counter[str] = field(default_factory=Counter)  # reason code -> boxes
     seconds: float = 0.0
+    escaped_labels: list[str] = field(default_factory=list)  # labels written with a leading ' (fs.csv_out)
 
     @property
     def crops(self) -> int:
@@ -67,23 +76,36 @@ class CropSummary:
         out = [
             f"crops: {self.crops} of {self.boxes} boxes on {self.images} images "
             f"({self.written} made, {self.kept} already there, {self.remade} remade; {self.clipped} clipped to the image) "
-            f"in {self.seconds:.1f}s"
+            f"in {format_duration(self.seconds)}"
         ]
         if self.rejected:
             out.append(f"no crop for {sum(self.rejected.values())} boxes:")
             for reason, n in sorted(self.rejected.items(), key=lambda kv: (-kv[1], kv[0])):
                 kind = "filtered" if reason in FILTER_REASONS else "problem"
                 out.append(f"  {reason:<20} {n:>8}  ({kind})")
+        if self.escaped_labels:
+            out.append(self._escaped_line())
         out.append(f"crop CSV:    {self.crops_csv}")
         out.append(f"rejects CSV: {self.rejects_csv}")
         return out
+
+    def _escaped_line(self) -> str:
+        """One line naming the labels a spreadsheet would have run as formulas, so nobody wonders about the '."""
+        starts = ", ".join(repr(c)[1:-1] for c in FORMULA_STARTS)
+        shown = ", ".join(repr(label) for label in self.escaped_labels[:SHOW_ESCAPED])
+        more = len(self.escaped_labels) - SHOW_ESCAPED
+        tail = f" and {more} more" if more > 0 else ""
+        return (
+            f"labels starting with {starts} are written with a leading ' so spreadsheets show them as text: "
+            f"{shown}{tail}"
+        )
 
 
 class _InlineExecutor(Executor):
     """workers=1: no pool, no pickling, plain tracebacks; same interface as the pool."""
 
-    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
-        fut: Future = Future()
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        fut: Future[T] = Future()
         try:
             fut.set_result(fn(*args, **kwargs))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
@@ -98,11 +120,10 @@ def _executor(workers: int) -> Executor:
     # math), not as forks of this one: a fork would carry pandas and the joined annotations into every
     # worker's resident memory. A fork server is also safe when other threads run (after `download`).
     if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["sci_fetch.crops.cropper"])
-    else:
-        context = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        forkserver = multiprocessing.get_context("forkserver")
+        forkserver.set_forkserver_preload(["sci_fetch.crops.cropper"])
+        return ProcessPoolExecutor(max_workers=workers, mp_context=forkserver)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
 
 
 @dataclass(slots=True)
@@ -120,11 +141,7 @@ class _Entry:
 def manifest_paths(images_dir: Path, manifest: Path | None) -> list[Path]:
     """The manifest given, else every manifest a download left in ``images_dir``: the plain one and
     one per shard (``manifest-shard-K-of-N.sqlite``), so crops after a sharded download see every image."""
-    if manifest is not None:
-        return [manifest]
-    state = images_dir / STATE_DIR
-    found = [state / "manifest.sqlite", *sorted(state.glob("manifest-shard-*-of-*.sqlite"))]
-    return [p for p in found if p.is_file()]
+    return [manifest] if manifest is not None else manifests_in(images_dir)
 
 
 def _manifest_states(images_dir: Path, manifest: Path | None) -> dict[str, str | None] | None:
@@ -235,9 +252,9 @@ class _Planner:
 
 
 class _Writer:
-    """Turns finished entries into CSV rows and counts."""
+    """Turns finished entries into typed CSV rows and counts."""
 
-    def __init__(self, crops: CsvSink, rejects: CsvSink, summary: CropSummary, categories: dict[int, str]) -> None:
+    def __init__(self, crops: CsvWriter, rejects: CsvWriter, summary: CropSummary, categories: dict[int, str]) -> None:
         self.crops = crops
         self.rejects = rejects
         self.summary = summary
@@ -245,61 +262,61 @@ class _Writer:
 
     def entry(self, entry: _Entry, results: list[BoxResult]) -> None:
         by_index = {r.index: r for r in results}
-        image = entry.joined.image
         for ann in entry.joined.boxes:
-            bbox = tuple(number(v) for v in ann.bbox) if ann.bbox is not None else (None,) * 4
-            label = entry.labels.get(ann.index, "")
             early = entry.early.get(ann.index)
             result = by_index.get(ann.index)
             if early is None and result is not None and result.outcome != "rejected":
-                assert image is not None
-                self.summary.clipped += result.clipped
-                if result.outcome == "new":
-                    self.summary.written += 1
-                elif result.outcome == "kept":
-                    self.summary.kept += 1
-                else:
-                    self.summary.remade += 1
-                left, top, right, bottom = result.rect or (None, None, None, None)
-                cut = (left, top, right - left, bottom - top) if result.rect else (None,) * 4
-                self.crops.add(
-                    (
-                        entry.crop_paths[ann.index],
-                        label,
-                        image.id,
-                        ann.id,
-                        ann.category_id,
-                        entry.source,
-                        *bbox,
-                        result.width,
-                        result.height,
-                        image.location,
-                        image.datetime,
-                        *cut,
-                    )
-                )
-                continue
-            if early is not None:
-                reason, detail = early.reason, early.detail
+                self._crop(entry, ann, result)
+            elif early is not None:
+                self._box_reject(entry, ann, early.reason, early.detail)
             else:
-                assert result is not None
-                reason, detail = result.reason, result.detail
-            self.reject(entry.joined.image_id, ann.id, ann.category_id, label, entry.source, bbox, reason, detail)
+                assert result is not None and result.reason is not None
+                self._box_reject(entry, ann, result.reason, result.detail)
 
-    def reject(
-        self,
-        image_id: str,
-        ann_id: str,
-        category_id: int | None,
-        label: str,
-        source: str,
-        bbox: tuple,
-        reason: Reason,
-        detail: str,
-    ) -> None:
-        self.summary.rejected[reason.value] += 1
-        category = self.categories.get(category_id, "") if category_id is not None else ""
-        self.rejects.add((image_id, ann_id, category_id, category, label, source, *bbox, reason.value, detail))
+    def _crop(self, entry: _Entry, ann: Ann, result: BoxResult) -> None:
+        image = entry.joined.image
+        assert image is not None
+        self.summary.clipped += result.clipped
+        if result.outcome == "new":
+            self.summary.written += 1
+        elif result.outcome == "kept":
+            self.summary.kept += 1
+        else:
+            self.summary.remade += 1
+        left = top = width = height = None
+        if result.rect is not None:
+            left, top, right, bottom = result.rect
+            width, height = right - left, bottom - top
+        x, y, w, h = box_cells(ann.bbox)
+        self.crops.add(
+            CropRow(
+                entry.crop_paths[ann.index], entry.labels.get(ann.index, ""), image.id, ann.id, ann.category_id,
+                entry.source, x, y, w, h, result.width, result.height, image.location, image.datetime,
+                left, top, width, height,
+            )
+        )  # fmt: skip
+
+    def _box_reject(self, entry: _Entry, ann: Ann, reason: Reason, detail: str) -> None:
+        x, y, w, h = box_cells(ann.bbox)
+        category = self.categories.get(ann.category_id, "")
+        label = entry.labels.get(ann.index, "")
+        self.reject(
+            RejectRow(
+                entry.joined.image_id, ann.id, ann.category_id, category, label, entry.source, x, y, w, h,
+                reason.value, detail,
+            )
+        )  # fmt: skip
+
+    def reject(self, row: RejectRow) -> None:
+        self.summary.rejected[row.reason] += 1
+        self.rejects.add(row)
+
+    def invalid(self, err: RecordError) -> None:
+        """An annotation record that did not validate: a row of its own, no image or box to name."""
+        none = (None, None, None, None)
+        self.reject(
+            RejectRow("", err.record_id or "", None, "", "", "", *none, Reason.invalid_annotation.value, str(err))
+        )
 
 
 def _chunks(entries: Iterator[_Entry], size: int) -> Iterator[list[_Entry]]:
@@ -317,20 +334,19 @@ def _chunks(entries: Iterator[_Entry], size: int) -> Iterator[list[_Entry]]:
         yield batch
 
 
-def run_crops(
-    coco: Path,
-    images_dir: Path,
-    options: CropOptions,
-    manifest: Path | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> CropSummary:
-    """Crop every labelled box of ``coco`` from the images under ``images_dir`` and write both CSVs.
+@dataclass(frozen=True)
+class _Run:
+    """What one crop run works from, checked before any crop is written."""
 
-    ``manifest``: the download's manifest; default ``<images_dir>/.sci-fetch/manifest.sqlite`` when it
-    exists. ``progress(images_done, images_total)`` is called as results come in. Raises UsageError/InputError
-    before any crop is written when an option or the COCO file is unusable, DiskError when the disk is.
-    """
-    started = time.monotonic()
+    coco: Path
+    images_dir: Path
+    options: CropOptions
+    csv_path: Path
+    rejects_path: Path
+
+
+def _checked(coco: Path, images_dir: Path, options: CropOptions) -> _Run:
+    """UsageError/InputError for inputs that cannot work, before anything is written."""
     if not coco.is_file():
         raise InputError(f"COCO file {coco} does not exist")
     if not images_dir.is_dir():
@@ -338,53 +354,45 @@ def run_crops(
     csv_path, rejects_path = options.csv_path(), options.rejects_path()
     if csv_path.resolve() == rejects_path.resolve():
         raise UsageError(f"the crop CSV and the rejects CSV are the same file {csv_path}")
-    labels = build_labels(options.label_map, options.exclude, options.keep)
-    categories = {c.id: c.name for c in read_categories(coco)}
-    states = _manifest_states(images_dir, manifest)
-    groups = group_annotations(coco)
+    return _Run(coco, images_dir, options, csv_path, rejects_path)
 
+
+def _worker_params(options: CropOptions) -> WorkerParams:
     variant = options.variant or Variant.original
     resize = Resize(options.max_size, options.size) if options.max_size or options.size else None
-    params = WorkerParams(
+    return WorkerParams(
         Geometry(options.padding, options.square, options.min_size),
         options.jpeg_quality,
         variant is Variant.original,
         options.recheck,
         resize,
         resolve(options.decoder),
-        PARTIAL_SUFFIX,
     )
-    summary = CropSummary(csv_path, rejects_path, boxes=groups.total)
-    clashes = extension_clashes(annotated_file_names(coco, groups.by_image)) if options.naming == "nested" else set()
-    planner = _Planner(options, images_dir, labels, categories, states, clashes)
-    images_total = len(groups.by_image)  # image ids with boxes (a few may turn out to have no record)
-    chunk = max(1, min(MAX_CHUNK, images_total // (options.workers * 4)))
-    max_inflight = 4 * options.workers
-    images_done = 0
 
-    with CsvSink(csv_path, CROP_COLUMNS) as crops_sink, CsvSink(rejects_path, REJECT_COLUMNS) as rejects_sink:
-        writer = _Writer(crops_sink, rejects_sink, summary, categories)
-        inflight: deque[tuple[Future | None, list[_Entry]]] = deque()
 
-        def drain_one() -> None:
-            nonlocal images_done
-            future, batch = inflight.popleft()
-            results = iter(future.result() if future is not None else [])
-            for entry in batch:
-                writer.entry(entry, next(results) if entry.job is not None else [])
-                images_done += entry.joined.image is not None
-            if progress is not None:
-                progress(images_done, images_total)
+class _Pool:
+    """The process pool and the bounded queue of chunks in flight, drained in submission order."""
 
-        executor = _executor(options.workers)
+    def __init__(self, options: CropOptions, writer: _Writer, progress: Progress | None, images_total: int) -> None:
+        self.params = _worker_params(options)
+        self.max_inflight = 4 * options.workers
+        self.workers = options.workers
+        self.writer = writer
+        self.progress = progress
+        self.images_total = images_total
+        self.images_done = 0
+        self.inflight: deque[tuple[Future[list[list[BoxResult]]] | None, list[_Entry]]] = deque()
+
+    def run(self, batches: Iterator[list[_Entry]]) -> None:
+        executor = _executor(self.workers)
         try:
-            for batch in _chunks((planner.plan(j) for j in join(coco, groups)), chunk):
+            for batch in batches:
                 jobs = [e.job for e in batch if e.job is not None]
-                inflight.append((executor.submit(crop_chunk, jobs, params) if jobs else None, batch))
-                while len(inflight) > max_inflight:
-                    drain_one()
-            while inflight:
-                drain_one()
+                self.inflight.append((executor.submit(crop_chunk, jobs, self.params) if jobs else None, batch))
+                while len(self.inflight) > self.max_inflight:
+                    self._drain_one()
+            while self.inflight:
+                self._drain_one()
         except BrokenProcessPool as exc:
             executor.shutdown(wait=True, cancel_futures=True)
             raise SciFetchError(
@@ -396,10 +404,52 @@ def run_crops(
             raise
         executor.shutdown(wait=True)
 
-        summary.images = images_done
+    def _drain_one(self) -> None:
+        future, batch = self.inflight.popleft()
+        results = iter(future.result() if future is not None else [])
+        for entry in batch:
+            self.writer.entry(entry, next(results) if entry.job is not None else [])
+            self.images_done += entry.joined.image is not None
+        if self.progress is not None:
+            self.progress(self.images_done, self.images_total)
+
+
+def run_crops(
+    coco: Path,
+    images_dir: Path,
+    options: CropOptions,
+    manifest: Path | None = None,
+    progress: Progress | None = None,
+) -> CropSummary:
+    """Crop every labelled box of ``coco`` from the images under ``images_dir`` and write both CSVs.
+
+    ``manifest``: the download's manifest; default every manifest in ``<images_dir>/.sci-fetch/`` (see
+    files.layout). ``progress(images_done, images_total)`` is called as results come in. Raises
+    UsageError/InputError before any crop is written when an option or the COCO file is unusable,
+    DiskError when the disk is.
+    """
+    started = time.monotonic()
+    run = _checked(coco, images_dir, options)
+    labels = build_labels(options.label_map, options.exclude, options.keep)
+    categories = {c.id: c.name for c in read_categories(coco)}
+    groups = group_annotations(coco)
+    summary = CropSummary(run.csv_path, run.rejects_path, boxes=groups.total)
+    clashes = extension_clashes(annotated_file_names(coco, groups.by_image)) if options.naming == "nested" else set()
+    planner = _Planner(options, images_dir, labels, categories, _manifest_states(images_dir, manifest), clashes)
+    images_total = len(groups.by_image)  # image ids with boxes (a few may turn out to have no record)
+    chunk = max(1, min(MAX_CHUNK, images_total // (options.workers * 4)))
+    with (
+        CsvWriter(run.csv_path, CropRow, track=["species_label"]) as crops_sink,
+        CsvWriter(run.rejects_path, RejectRow, track=["species_label", "category"]) as rejects_sink,
+    ):
+        writer = _Writer(crops_sink, rejects_sink, summary, categories)
+        pool = _Pool(options, writer, progress, images_total)
+        pool.run(_chunks((planner.plan(j) for j in join(coco, groups)), chunk))
+        summary.images = pool.images_done
         for err in groups.invalid:
-            writer.reject("", err.record_id or "", None, "", "", (None,) * 4, Reason.invalid_annotation, str(err))
+            writer.invalid(err)
         crops_sink.commit()
         rejects_sink.commit()
+    summary.escaped_labels = sorted(set[str]().union(*crops_sink.escaped.values(), *rejects_sink.escaped.values()))
     summary.seconds = time.monotonic() - started
     return summary

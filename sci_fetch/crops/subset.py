@@ -14,7 +14,6 @@ kept image ids. Top-level ``info`` and ``licenses`` are carried over; other top-
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from sci_fetch.coco.models import CocoAnnotation, CocoCategory, CocoImage
 from sci_fetch.crops.labels import norm
 from sci_fetch.errors import DiskError, InputError, RecordError, UsageError
 from sci_fetch.exits import ExitCode
+from sci_fetch.fs.atomic import AtomicFile
 
 DEFAULT_EXCLUDE = ("empty", "person", "vehicle", "animal")
 CARRIED_KEYS = ("info", "licenses")
@@ -58,8 +58,8 @@ class FilterSummary:
     images_after: int = 0
     annotations_before: int = 0
     annotations_after: int = 0
-    before: Counter = field(default_factory=Counter)  # category id -> annotations
-    after: Counter = field(default_factory=Counter)
+    before: Counter[int] = field(default_factory=Counter)  # category id -> annotations
+    after: Counter[int] = field(default_factory=Counter)
     unknown_category: int = 0  # annotations whose category_id is not in categories: dropped
     orphans: int = 0  # kept annotations whose image record is missing or invalid: dropped
     invalid: list[RecordError] = field(default_factory=list)
@@ -96,13 +96,12 @@ class FilterSummary:
 
 
 class _JsonArrayWriter:
-    """Writes ``{"key": [record,\\n record, ...], ...}`` one record per line, to a temp file renamed at the end."""
+    """Writes ``{"key": [record,\\n record, ...], ...}`` one record per line, to a temp file renamed at the end
+    (files.atomic); leaving the block without ``commit()`` removes it. Raises OSError."""
 
     def __init__(self, dest: Path) -> None:
-        self.dest = dest
-        self.tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(self.tmp, "w", encoding="utf-8")
+        self.out = AtomicFile(dest, fsync=True)
+        self.fh = self.out.fh
         self.fh.write("{")
         self.keys = 0
         self.items = 0
@@ -125,27 +124,20 @@ class _JsonArrayWriter:
 
     def commit(self) -> None:
         self.fh.write("\n}\n")
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-        self.fh.close()
-        os.replace(self.tmp, self.dest)
+        self.out.commit()
 
-    def abort(self) -> None:
-        self.fh.close()
-        try:
-            os.unlink(self.tmp)
-        except FileNotFoundError:
-            pass
+    def __enter__(self) -> _JsonArrayWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.out.discard()
 
 
-def filter_coco(source: Path, dest: Path, exclude: Iterable[str] = DEFAULT_EXCLUDE) -> FilterSummary:
-    if not source.is_file():
-        raise InputError(f"COCO file {source} does not exist")
-    if dest.exists() and dest.resolve() == source.resolve():
-        raise UsageError(f"the output {dest} is the input file; write the subset to another file")
-    exclude = [e for e in exclude if e.strip()]
-    summary = FilterSummary(source, dest, exclude)
+Category = tuple[Any, CocoCategory]  # (the record as read, validated)
 
+
+def _categories(source: Path, exclude: list[str], summary: FilterSummary) -> list[Category]:
+    """The categories as read, and which of them ``exclude`` names; a broken one stops the filter."""
     raw_categories = []
     for raw, cat in coco_source.iter_raw(source, "categories", CocoCategory):
         if isinstance(cat, RecordError):
@@ -156,9 +148,11 @@ def filter_coco(source: Path, dest: Path, exclude: Iterable[str] = DEFAULT_EXCLU
     summary.excluded_ids = {c.id for c in summary.categories if norm(c.name) in wanted}
     found = {norm(c.name) for c in summary.categories}
     summary.unmatched_exclude = [e for e in exclude if norm(e) not in found]
-    known = {c.id for c in summary.categories}
+    return raw_categories
 
-    # Pass 1: which images keep at least one annotation.
+
+def _images_to_keep(source: Path, known: set[int], summary: FilterSummary) -> set[str]:
+    """Pass 1: the ids of images that keep at least one annotation."""
     keep_images: set[str] = set()
     for _raw, ann in coco_source.iter_raw(source, "annotations", CocoAnnotation):
         if isinstance(ann, RecordError):
@@ -170,49 +164,65 @@ def filter_coco(source: Path, dest: Path, exclude: Iterable[str] = DEFAULT_EXCLU
             summary.unknown_category += 1
         elif ann.category_id not in summary.excluded_ids:
             keep_images.add(ann.image_id)
+    return keep_images
 
-    try:
-        out = _JsonArrayWriter(dest)
-    except OSError as exc:
-        raise DiskError(f"cannot write {dest}: {exc.strerror or exc}") from exc
-    try:
-        for key, value in _carried(source).items():
-            out.value(key, value)
-        # Pass 2: the images, in file order.
-        written: set[str] = set()
-        out.begin("images")
-        for raw, image in coco_source.iter_raw(source, "images", CocoImage):
-            if isinstance(image, RecordError):
-                summary.invalid.append(image)
-                continue
-            summary.images_before += 1
-            if image.id in keep_images and image.id not in written:
-                out.item(raw)
-                written.add(image.id)
-        out.end()
-        summary.images_after = len(written)
-        # Pass 3: the annotations of the images written.
-        out.begin("annotations")
-        for raw, ann in coco_source.iter_raw(source, "annotations", CocoAnnotation):
-            if isinstance(ann, RecordError) or ann.category_id not in known or ann.category_id in summary.excluded_ids:
-                continue
-            if ann.image_id not in written:
-                summary.orphans += 1
-                continue
+
+def _write_images(out: _JsonArrayWriter, source: Path, keep_images: set[str], summary: FilterSummary) -> set[str]:
+    """Pass 2: the images, in file order, each id once; the ids written."""
+    written: set[str] = set()
+    out.begin("images")
+    for raw, image in coco_source.iter_raw(source, "images", CocoImage):
+        if isinstance(image, RecordError):
+            summary.invalid.append(image)
+            continue
+        summary.images_before += 1
+        if image.id in keep_images and image.id not in written:
             out.item(raw)
-            summary.after[ann.category_id] += 1
-            summary.annotations_after += 1
-        out.end()
-        out.begin("categories")
-        for raw, cat in raw_categories:
-            if cat.id not in summary.excluded_ids:
-                out.item(raw)
-        out.end()
-        out.commit()
+            written.add(image.id)
+    out.end()
+    summary.images_after = len(written)
+    return written
+
+
+def _write_annotations(
+    out: _JsonArrayWriter, source: Path, known: set[int], written: set[str], summary: FilterSummary
+) -> None:
+    """Pass 3: the annotations of the images written."""
+    out.begin("annotations")
+    for raw, ann in coco_source.iter_raw(source, "annotations", CocoAnnotation):
+        if isinstance(ann, RecordError) or ann.category_id not in known or ann.category_id in summary.excluded_ids:
+            continue
+        if ann.image_id not in written:
+            summary.orphans += 1
+            continue
+        out.item(raw)
+        summary.after[ann.category_id] += 1
+        summary.annotations_after += 1
+    out.end()
+
+
+def filter_coco(source: Path, dest: Path, exclude: Iterable[str] = DEFAULT_EXCLUDE) -> FilterSummary:
+    if not source.is_file():
+        raise InputError(f"COCO file {source} does not exist")
+    if dest.exists() and dest.resolve() == source.resolve():
+        raise UsageError(f"the output {dest} is the input file; write the subset to another file")
+    names = [e for e in exclude if e.strip()]
+    summary = FilterSummary(source, dest, names)
+    raw_categories = _categories(source, names, summary)
+    known = {c.id for c in summary.categories}
+    keep_images = _images_to_keep(source, known, summary)
+    try:
+        with _JsonArrayWriter(dest) as out:
+            for key, value in _carried(source).items():
+                out.value(key, value)
+            written = _write_images(out, source, keep_images, summary)
+            _write_annotations(out, source, known, written, summary)
+            out.begin("categories")
+            for raw, cat in raw_categories:
+                if cat.id not in summary.excluded_ids:
+                    out.item(raw)
+            out.end()
+            out.commit()
     except OSError as exc:
-        out.abort()
         raise DiskError(f"cannot write {dest}: {exc.strerror or exc}") from exc
-    except BaseException:
-        out.abort()
-        raise
     return summary

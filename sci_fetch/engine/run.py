@@ -18,13 +18,13 @@ from typing import Any, Protocol
 import ijson
 
 from sci_fetch.engine import quick
-from sci_fetch.engine.progress import choose_mode, report
 from sci_fetch.engine.stop import Stop, cancel_all, catch_signals, start_supervised, supervised
 from sci_fetch.errors import DiskError
 from sci_fetch.exits import ExitCode, StopReason, exit_code_for
 from sci_fetch.keys.shard import shard_of
 from sci_fetch.manifest.store import Manifest
 from sci_fetch.observe.metrics import serve as serve_metrics
+from sci_fetch.observe.progress import choose_mode, report
 from sci_fetch.observe.stats import Stats
 from sci_fetch.observe.status_file import keep_writing, snapshot, write_final
 from sci_fetch.settings import Settings

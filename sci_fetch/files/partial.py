@@ -8,65 +8,38 @@ the next attempt on that key overwrites.
 from __future__ import annotations
 
 import asyncio
-import errno
+import functools
 import hashlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-import aiofiles.os
+from sci_fetch.fs import atomic
+from sci_fetch.fs.atomic import create_new as _create
+from sci_fetch.fs.atomic import discard
+from sci_fetch.fs.layout import partial_path
+from sci_fetch.fs.root import OutputRoot as OutputRoot  # where the engine has always imported it from
+from sci_fetch.fs.root import map_os_error
 
-from sci_fetch.errors import DiskError, PermanentError
-from sci_fetch.keys.mapping import PARTIAL_SUFFIX
+if TYPE_CHECKING:
+    from hashlib import _Hash as Hash
 
-_FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EMFILE})
-
-
-def partial_path(dest: Path) -> Path:
-    return dest.with_name(dest.name + PARTIAL_SUFFIX)
-
-
-def map_os_error(exc: OSError, op: str, path: Path) -> Exception:
-    """Disk full or no permission stops the run (DiskError); anything else fails just this file."""
-    text = f"{op} {path}: {exc.strerror or exc}"
-    if exc.errno in _FATAL_ERRNOS:
-        return DiskError(
-            text
-            + ("; free some space and run the same command again" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "")
-        )
-    return PermanentError(op, str(path), None, exc.strerror or str(exc), reason="local-file")
+P = ParamSpec("P")
+R = TypeVar("R")
+Check = Callable[[str], None]  # refuses the bytes (raises) given their MD5
 
 
-class OutputRoot:
-    """The output dir: makes parent folders once each and refuses paths that leave it through a symlink."""
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Where a commit puts the bytes: the .partial, the name it is renamed to, and whether to fsync first."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.real = Path(os.path.realpath(root))
-        self._made: set[str] = set()
-
-    def path_for(self, rel: str) -> Path:
-        """The absolute destination for a checked relative path; creates its folder."""
-        dest = self.root / rel
-        parent = str(dest.parent)
-        if parent not in self._made:
-            try:
-                os.makedirs(parent, exist_ok=True)
-            except OSError as exc:
-                raise map_os_error(exc, "mkdir", dest.parent) from exc
-            real_parent = os.path.realpath(parent)
-            if real_parent != str(self.real) and not real_parent.startswith(str(self.real) + os.sep):
-                raise PermanentError(
-                    "write",
-                    rel,
-                    str(dest),
-                    f"folder {dest.parent} leads outside the output dir (symbolic link to {real_parent})",
-                    reason="unsafe-path",
-                )
-            self._made.add(parent)
-        return dest
+    partial: Path
+    dest: Path
+    fsync: bool
 
 
 class PartialFile:
@@ -88,7 +61,7 @@ class PartialFile:
         self._md5 = hashlib.md5()
         self._held: list[bytes] = []  # received, not yet on disk
         self._held_size = 0
-        self._fh: BinaryIO | None = None  # the open .partial, once spilled
+        self._fh: IO[bytes] | None = None  # the open .partial, once spilled
         self._committed = False
 
     async def __aenter__(self) -> PartialFile:
@@ -112,23 +85,26 @@ class PartialFile:
         """The MD5 of everything written; complete once commit has hashed the held tail."""
         return self._md5.hexdigest()
 
-    async def commit(self, check: Callable[[str], None] | None = None) -> None:
+    async def commit(self, check: Check | None = None) -> None:
         """Hash the held tail, ``check(md5)`` (it raises to refuse the bytes), then write, flush, (fsync),
         close and rename, all in one hop: hashing runs off the event loop (hashlib releases the GIL), and
         after this returns the file is complete under its name. The thread either renames or removes the
         .partial itself, so a cancel that lands while it runs leaves no temporary file behind."""
         tail, self._held, self._held_size = self._held, [], 0
+        target = _Target(self.partial, self.dest, self.fsync)
         try:
             if self._fh is None:
-                await _hop(_write_whole)(self._md5, tail, check, self.fsync, self.partial, self.dest)
+                await _hop(_write_whole)(self._md5, tail, check, target)
             else:
-                await _hop(_finish)(self._md5, self._fh, tail, check, self.fsync, self.partial, self.dest)
+                await _hop(_finish_spilled)(self._md5, self._fh, tail, check, target)
         except OSError as exc:
             raise map_os_error(exc, "commit", self.dest) from exc
         self._fh = None
         self._committed = True
 
-    async def __aexit__(self, exc_type, exc, tb) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._committed:
             return
         # Plain syscalls here: this also runs while the task is being cancelled at shutdown.
@@ -147,7 +123,7 @@ class PartialFile:
             # an error (or a cancellation) is already on its way out: it says more than this one
 
 
-async def _open_owned(path: Path) -> BinaryIO:
+async def _open_owned(path: Path) -> IO[bytes]:
     """Create ``path`` in a worker thread (an open costs ~0.3 ms here, too much for the event loop). If the
     waiting task is cancelled meanwhile (shutdown, a fatal stop), the file is closed and removed by
     whichever side comes second, the thread or the cancelled task, under one lock: nothing depends on the
@@ -155,7 +131,7 @@ async def _open_owned(path: Path) -> BinaryIO:
     lock = threading.Lock()
     state: dict[str, Any] = {"abandoned": False, "raw": None}
 
-    def create() -> BinaryIO | None:
+    def create() -> IO[bytes] | None:
         raw = _create(path)
         with lock:
             if state["abandoned"]:
@@ -180,77 +156,62 @@ async def _open_owned(path: Path) -> BinaryIO:
     return raw
 
 
-def _discard(raw: BinaryIO, path: Path) -> None:
+def _discard(raw: IO[bytes], path: Path) -> None:
     """Best-effort clean-up on a path already failing or cancelled: it must not replace that error."""
-    try:
-        raw.close()
-        os.unlink(path)
-    except OSError:
-        pass
+    discard(raw, path)
 
 
-def _hash_and_write(md5, raw, chunks: list[bytes]) -> None:
+def _hash_and_write(md5: Hash, raw: IO[bytes], chunks: list[bytes]) -> None:
     for chunk in chunks:
         md5.update(chunk)
     raw.writelines(chunks)
 
 
-def _write_whole(md5, chunks: list[bytes], check, fsync: bool, partial: Path, dest: Path) -> None:
+def _hash_and_check(md5: Hash, chunks: list[bytes], check: Check | None) -> None:
     for chunk in chunks:
         md5.update(chunk)
     if check is not None:
-        check(md5.hexdigest())  # before anything is on disk
-    raw = _create(partial)
+        check(md5.hexdigest())
+
+
+def _write_whole(md5: Hash, chunks: list[bytes], check: Check | None, target: _Target) -> None:
+    """A file held whole in memory: hashed and checked before anything is on disk, then written at once."""
+    _hash_and_check(md5, chunks, check)
+    raw = _create(target.partial)
     try:
-        _finish(None, raw, chunks, None, fsync, partial, dest)
+        _finish(raw, chunks, target)
     except BaseException:
-        raw.close()
-        try:
-            os.unlink(partial)
-        except FileNotFoundError:
-            pass
+        _discard(raw, target.partial)
         raise
 
 
-def _finish(md5, raw, chunks: list[bytes], check, fsync: bool, partial: Path, dest: Path) -> None:
-    if md5 is not None:
-        for chunk in chunks:
-            md5.update(chunk)
-    if check is not None:
-        check(md5.hexdigest())
+def _finish_spilled(md5: Hash, raw: IO[bytes], chunks: list[bytes], check: Check | None, target: _Target) -> None:
+    """A file partly on disk already: the held tail hashed and checked, then written and committed. On an
+    error the open .partial stays for ``__aexit__`` to remove."""
+    _hash_and_check(md5, chunks, check)
+    _finish(raw, chunks, target)
+
+
+def _finish(raw: IO[bytes], chunks: list[bytes], target: _Target) -> None:
     if chunks:
         raw.writelines(chunks)
-    raw.flush()
-    if fsync:
-        os.fsync(raw.fileno())
-    raw.close()
-    os.replace(partial, dest)
+    atomic.commit(raw, target.partial, target.dest, target.fsync)
 
 
-def _create(path: Path):
-    """A new empty file at ``path``, opened for writing. Whatever was there is removed first (an old
-    .partial, or a symbolic link planted to make sci_fetch write elsewhere); O_EXCL refuses to follow
-    a link that appears in between. Created first and unlinked only when something is there: one
-    syscall per object instead of two in the usual case."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags, 0o666)
-    except FileExistsError:
-        os.unlink(path)
-        fd = os.open(path, flags, 0o666)
-    return os.fdopen(fd, "wb")
+_wrapped: dict[Callable[..., Any], Callable[..., Awaitable[Any]]] = {}
 
 
-_wrapped: dict[Callable[..., Any], Callable[..., Any]] = {}
-
-
-def _hop(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``func`` as a coroutine run in the thread pool, wrapped once per function: aiofiles' wrap() builds
-    a new wrapper per call (functools.wraps, an iscoroutinefunction check), which was 5% of the event
-    loop's CPU when done per object. Looked up by the function called, so a replaced helper is used."""
+def _hop(func: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """``func`` as a coroutine run in the default thread pool, wrapped once per function (a wrapper built per
+    call, as aiofiles' wrap() does, was 5% of the event loop's CPU when done per object). Looked up by the
+    function called, so a replaced helper is used."""
     hop = _wrapped.get(func)
     if hop is None:
-        hop = _wrapped[func] = aiofiles.os.wrap(func)
+
+        async def hop(*args: P.args, **kwargs: P.kwargs) -> R:
+            return await asyncio.get_running_loop().run_in_executor(None, functools.partial(func, *args, **kwargs))
+
+        _wrapped[func] = hop
     return hop
 
 

@@ -13,11 +13,7 @@ from enum import Enum
 from pathlib import PurePosixPath
 
 from sci_fetch.coco.models import CocoImage
-
-# The folder under the output dir that holds sci_fetch's own state; no image may be written into it.
-STATE_DIR = ".sci-fetch"
-
-PARTIAL_SUFFIX = ".partial"
+from sci_fetch.fs.layout import PARTIAL_SUFFIX, STATE_DIR
 
 _ANIML_ID = re.compile(r"^[^:/]+:([0-9a-f]{32})$")
 _CONTROL = re.compile(r"[\x00-\x1f]")

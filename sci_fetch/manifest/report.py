@@ -2,42 +2,60 @@
 
 from __future__ import annotations
 
-import csv
 import logging
-import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from sci_fetch.errors import DiskError
+from sci_fetch.fs.csv_out import CsvWriter
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.store import Manifest
 from sci_fetch.observe.stats import Stats, format_duration
 
 log = logging.getLogger("sci_fetch")
 
-FAILURE_COLUMNS = ["key", "destination", "reason", "attempts", "image_id", "state", "record"]
+NOT_DONE = [State.failed, State.missing, State.forbidden, State.pending]
+
+
+@dataclass(frozen=True, slots=True)
+class FailureRow:
+    """One image of the run that is not done, or one record it could not use (``record`` says which)."""
+
+    key: str
+    destination: str
+    reason: str
+    attempts: int
+    image_id: str
+    state: str
+    record: str
+
+
+def failure_rows(manifest: Manifest, run_id: int) -> Iterator[FailureRow]:
+    """Every image of this run that is not done, then every record it could not use, in manifest order."""
+    for row in manifest.rows(NOT_DONE, run_id=run_id):
+        reason = row.last_error or (
+            "not attempted (the run was stopped)" if row.state is State.pending else row.state.value
+        )
+        yield FailureRow(row.key, row.dest, reason, row.attempts, row.image_id, row.state.value, "")
+    for kind, record, image_id, key, dest, reason in manifest.rejects(run_id):
+        yield FailureRow(key or "", dest or "", reason, 0, image_id or "", kind, record)
 
 
 def write_failures(manifest: Manifest, run_id: int, path: Path) -> int:
-    """Every image of this run that is not done, and every record it could not use; atomic replace."""
-    tmp = path.with_name(path.name + ".tmp")
+    """failures.csv of a run, replaced whole (fs.csv_out); the number of rows. A disk that fails is one
+    error line and no half-written file: the run's exit code stands and ``status`` shows the same."""
     count = 0
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(FAILURE_COLUMNS)
-            for row in manifest.rows([State.failed, State.missing, State.forbidden, State.pending], run_id=run_id):
-                reason = row.last_error or (
-                    "not attempted (the run was stopped)" if row.state is State.pending else row.state.value
-                )
-                writer.writerow([row.key, row.dest, reason, row.attempts, row.image_id, row.state.value, ""])
+        with CsvWriter(path, FailureRow, lineterminator="\r\n") as out:
+            for failure in failure_rows(manifest, run_id):
+                out.add(failure)
                 count += 1
-            for kind, record, image_id, key, dest, reason in manifest.rejects(run_id):
-                writer.writerow([key or "", dest or "", reason, 0, image_id or "", kind, record])
-                count += 1
-        os.replace(tmp, path)
-    except OSError as exc:  # disk full: say so, leave no half-written file, keep the run's exit code
-        tmp.unlink(missing_ok=True)
-        log.error("%s not written: %s; 'sci-fetch status' shows the same from the manifest", path, exc.strerror or exc)
+            out.commit()
+    except DiskError as exc:
+        cause = exc.__cause__
+        why = cause.strerror if isinstance(cause, OSError) and cause.strerror else exc
+        log.error("%s not written: %s; 'sci-fetch status' shows the same from the manifest", path, why)
         return 0
     return count
 

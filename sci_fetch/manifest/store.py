@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from sci_fetch.errors import DiskError, UsageError
+from sci_fetch.fs.root import OutputRoot
 from sci_fetch.keys.mapping import Task
 from sci_fetch.manifest.models import Action, Decision, ManifestRow, Outcome, State
 
@@ -391,6 +392,7 @@ class _Planner:
             retry_missing,
             now,
         )
+        self.output = OutputRoot(Path(root))
         ids = list({t.image_id for t in tasks})
         dests = list({t.dest for t in tasks})
         self.rows = {
@@ -429,6 +431,8 @@ class _Planner:
         return decisions
 
     def _size_on_disk(self, dest: str) -> int | None:
+        if not self.output.contains(dest):  # a folder that leads out of the output: nothing there is ours
+            return None
         try:
             return os.stat(self.root + "/" + dest).st_size
         except OSError:

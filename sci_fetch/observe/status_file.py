@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sci_fetch.fs import atomic
 from sci_fetch.observe.outputs import SnapshotImages, SnapshotRates, StatusSnapshot
 from sci_fetch.observe.stats import Stats
 
@@ -89,14 +89,8 @@ def _pending(stats: Stats) -> int | None:
 
 
 def write_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1)
-        os.replace(tmp, path)
-    except OSError:  # disk full: leave no half-written .tmp behind
-        tmp.unlink(missing_ok=True)
-        raise
+    """Replace the status file whole (files.atomic: no half-written file, no temp left on a full disk)."""
+    atomic.write_atomic(path, json.dumps(data, indent=1))
 
 
 async def keep_writing(

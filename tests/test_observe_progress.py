@@ -9,7 +9,7 @@ import logging
 import pytest
 from helpers import wait_until
 
-from sci_fetch.engine.progress import choose_mode, report, terminal_columns
+from sci_fetch.observe.progress import choose_mode, report, terminal_columns
 from sci_fetch.observe.stats import Stats
 
 

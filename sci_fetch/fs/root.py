@@ -1,0 +1,70 @@
+"""The output folder as a boundary: every file sci_fetch writes, or trusts as already written, is inside it.
+
+A ``file_name`` is checked as text (keys.mapping); this checks the disk, where a folder inside the output
+may be a symbolic link that leads out of it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+from sci_fetch.errors import DiskError, PermanentError
+
+_FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EMFILE})
+
+
+def map_os_error(exc: OSError, op: str, path: Path) -> Exception:
+    """Disk full or no permission stops the run (DiskError); anything else fails just this file."""
+    text = f"{op} {path}: {exc.strerror or exc}"
+    if exc.errno in _FATAL_ERRNOS:
+        return DiskError(
+            text
+            + ("; free some space and run the same command again" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "")
+        )
+    return PermanentError(op, str(path), None, exc.strerror or str(exc), reason="local-file")
+
+
+class OutputRoot:
+    """The output dir: makes parent folders once each and refuses paths that leave it through a symlink."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.real = Path(os.path.realpath(root))
+        self._made: set[str] = set()
+        self._checked: dict[str, bool] = {}
+
+    def contains(self, rel: str) -> bool:
+        """Whether ``rel``'s folder, as it is on disk now, is inside the output dir (creates nothing):
+        what the planner asks before it trusts a file already there."""
+        parent = os.path.dirname(os.path.join(self.root, rel))
+        inside = self._checked.get(parent)
+        if inside is None:
+            inside = self._checked[parent] = _within(os.path.realpath(parent), str(self.real))
+        return inside
+
+    def path_for(self, rel: str) -> Path:
+        """The absolute destination for a checked relative path; creates its folder."""
+        dest = self.root / rel
+        parent = str(dest.parent)
+        if parent not in self._made:
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except OSError as exc:
+                raise map_os_error(exc, "mkdir", dest.parent) from exc
+            real_parent = os.path.realpath(parent)
+            if not _within(real_parent, str(self.real)):
+                raise PermanentError(
+                    "write",
+                    rel,
+                    str(dest),
+                    f"folder {dest.parent} leads outside the output dir (symbolic link to {real_parent})",
+                    reason="unsafe-path",
+                )
+            self._made.add(parent)
+        return dest
+
+
+def _within(real: str, real_root: str) -> bool:
+    return real == real_root or real.startswith(real_root + os.sep)
