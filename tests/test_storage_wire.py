@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from sci_fetch.demo.tls import make_certs
-from sci_fetch.storage.wire import BadResponse, BodyCut, Limits, NoAnswer, Pool
+from sci_fetch.storage.wire import BadResponse, BodyCut, Limits, NoAnswer, Pool, Stalled
 
 
 class Server:
@@ -286,5 +286,118 @@ def test_the_lean_get_refuses_a_200_it_cannot_tell_whole_from_cut(run):
                 with pytest.raises(BadResponse, match="neither Content-Length nor chunked"):
                     async with direct.get("k"):
                         pass
+
+    run(main())
+
+
+ODD_REPLIES = {
+    "Content-Length: superscript two": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: \xc2\xb2\r\n\r\nab",
+        "Invalid character in Content-Length",
+    ),
+    "two identical Content-Length": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab",
+        "Duplicate Content-Length",
+    ),
+    "chunked with Content-Length: abc": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: abc\r\n\r\n2\r\nab\r\n0\r\n\r\n",
+        "Content-Length can't be present with Transfer-Encoding",
+    ),
+    "xchunked": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: xchunked\r\n\r\nab", "Transfer-Encoding 'xchunked'"),
+    "bad chunk size after a good head": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6_4\r\n" + b"x" * 100,
+        "Invalid character in chunk size",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(ODD_REPLIES))
+def test_an_odd_reply_is_that_requests_bad_response_and_never_reaches_the_event_loop(run, name):
+    reply, words = ODD_REPLIES[name]
+
+    async def main():
+        loop_errors: list[dict] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: loop_errors.append(context))
+        async with Server([([reply], "keep"), ([ok(b"next")], "keep")]) as server:
+            async with pool_for(server) as pool:
+                with pytest.raises(BadResponse, match=words):
+                    await get(pool)
+                assert (await get(pool))[2] == b"next"  # a fresh connection: the bad one is closed
+            assert server.connections == 2
+        assert loop_errors == []
+
+    run(main())
+
+
+def test_a_bug_inside_a_protocol_callback_is_the_requests_error_not_the_event_loops(run, monkeypatch):
+    def broken(self, data):
+        raise RuntimeError("a bug in the parser glue")
+
+    monkeypatch.setattr("sci_fetch.storage.http1.ResponseParser.feed", broken)
+
+    async def main():
+        loop_errors: list[dict] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: loop_errors.append(context))
+        async with Server([([ok(b"abc")], "keep")]) as server:
+            async with pool_for(server) as pool:
+                with pytest.raises(RuntimeError, match="a bug in the parser glue"):
+                    await get(pool)
+        assert loop_errors == []
+
+    run(main())
+
+
+class Trickle(Server):
+    """Sends ``head`` at once, then ``drip`` every ``every`` seconds until the client goes away."""
+
+    def __init__(self, head: bytes, drip: bytes, every: float) -> None:
+        super().__init__([])
+        self.head, self.drip, self.every = head, drip, every
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            self.requests.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(self.head)
+            while True:
+                await writer.drain()
+                await asyncio.sleep(self.every)
+                writer.write(self.drip)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "head, drip",
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", b"x"),  # a body at 20 bytes/s
+        (b"", b"HTTP/1.1 100 Continue\r\n\r\n"),  # interim heads, never the response
+    ],
+    ids=["trickling body", "endless 100 Continue"],
+)
+def test_a_transfer_under_the_speed_floor_for_the_window_is_cut(run, head, drip):
+    async def main():
+        async with Trickle(head, drip, every=0.05) as server:
+            async with pool_for(server, read_timeout=30.0, speed_limit=2000.0, speed_time=0.5) as pool:
+                with pytest.raises(Stalled, match=r"stalled: \d+ bytes in \d+ s, under speed_limit 2000 B/s"):
+                    await get(pool)
+
+    run(main())
+
+
+def test_a_reader_that_paused_the_socket_is_not_taken_for_a_stall(run):
+    body = os.urandom(1_000_000)
+
+    async def main():
+        async with Server([([ok(body)], "keep")]) as server:
+            async with pool_for(server, chunk_size=50_000, speed_limit=1_000_000.0, speed_time=0.2) as pool:
+                got = bytearray()
+                async with pool.request("/b/k", []) as resp:
+                    async for chunk in resp.chunks():
+                        got += chunk
+                        if len(got) == 100_000:
+                            await asyncio.sleep(1.0)  # a disk that stalls: reading pauses, the floor does not apply
+                assert hashlib.md5(got).digest() == hashlib.md5(body).digest()
 
     run(main())
