@@ -401,3 +401,21 @@ def test_a_reader_that_paused_the_socket_is_not_taken_for_a_stall(run):
                 assert hashlib.md5(got).digest() == hashlib.md5(body).digest()
 
     run(main())
+
+
+@pytest.mark.parametrize(
+    "exc, reason, no_answer",
+    [
+        (BadResponse("bad HTTP/1.1 response: Duplicate Content-Length (in the header fields)"), "connection", False),
+        (Stalled("transfer from s3 stalled: 20 bytes in 30 s, under speed_limit 1024 B/s"), "stalled", False),
+        (BodyCut("the server closed the connection in the middle of the response"), "connection", False),
+        (NoAnswer("the server closed the connection"), "connection", True),
+    ],
+)
+def test_wire_errors_are_retried_transient_errors_that_keep_their_words(exc, reason, no_answer):
+    from sci_fetch.errors import TransientError
+    from sci_fetch.storage.retry import classify
+
+    err = classify(exc, "get", "s3://b/k", "/out/k", "bucket 'b'")
+    assert type(err) is TransientError and err.reason == reason and err.no_answer is no_answer
+    assert str(exc) in str(err) and type(exc).__name__ in str(err)
