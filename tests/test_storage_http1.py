@@ -378,3 +378,24 @@ def test_random_or_mutated_bytes_raise_only_protocol_errors_and_never_overrun_th
         return
     if head is not None and head.framing is Framing.LENGTH:
         assert len(got) <= (head.length or 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=1, max_size=5000), st.integers(0, 200), st.lists(st.integers(1, 5000), max_size=8))
+def test_a_length_body_read_in_place_ends_on_exactly_its_last_byte(body, with_head, pieces):
+    """What storage.wire does: the bytes that came with the head through feed(), the rest in place."""
+    data = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+    cut = len(data) - len(body) + min(with_head, len(body))
+    parser = ResponseParser()
+    events = parser.feed(data[:cut])
+    got = bytearray(b"".join(bytes(e.data) for e in events if isinstance(e, Body)))
+    rest = memoryview(data)[cut:]
+    ends = [isinstance(e, End) for e in events].count(True)
+    for size in [*pieces, len(rest)]:
+        if not rest:
+            break
+        piece, rest = rest[:size], rest[size:]
+        got += piece
+        ends += parser.feed_in_place(piece)
+        assert parser.done == (not rest)
+    assert bytes(got) == body and ends == 1 and parser.reusable

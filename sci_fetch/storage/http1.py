@@ -149,7 +149,7 @@ class ResponseParser:
         self._llhttp = _parser(self._rec)
         self._body: tuple[_Recorder, httptools.HttpResponseParser] | None = None  # chunked / close bodies
         self.head: Head | None = None
-        self.received = 0  # bytes fed
+        self.received = 0  # bytes given to feed() (not those of feed_in_place)
         self.done = False
         self.trailing = 0  # bytes received after the end of the response
         self._left = 0  # LENGTH: body bytes still to come
@@ -159,6 +159,7 @@ class ResponseParser:
         return self.done and self.trailing == 0 and self.head is not None and self.head.keep_alive
 
     def feed(self, data: memoryview | bytes) -> list[Event]:
+        """Any bytes the connection read, in order; events for what they completed."""
         self.received += len(data)
         if self.done:
             self.trailing += len(data)
@@ -242,13 +243,18 @@ class ResponseParser:
             return events
         take = min(len(data), self._left)
         piece = data[:take]
-        _feed(self._llhttp, piece, "body")
-        self._left -= take
-        if self._rec.complete != (self._left == 0):
-            raise ProtocolError("llhttp ended the body at another length than its Content-Length")
-        events = [Body(piece)] if take else []
-        if self._left == 0:
-            self.done = True
+        events: list[Event] = [Body(piece)] if take else []
+        if self.feed_in_place(piece):
             self.trailing += len(data) - take
             events.append(End())
         return events
+
+    def feed_in_place(self, data: memoryview) -> bool:
+        """Bytes of a length-framed body that the caller already put in its own buffer (at most what is
+        left of the body): llhttp counts them without a copy. True when they end the response."""
+        _feed(self._llhttp, data, "body")
+        self._left -= len(data)
+        if self._rec.complete != (self._left == 0):
+            raise ProtocolError("llhttp ended the body at another length than its Content-Length")
+        self.done = self._left == 0
+        return self.done

@@ -134,31 +134,32 @@ class _Conn(asyncio.BufferedProtocol):
         self.rate.add(self.last_io, nbytes)
         try:
             if self._cur is not None:  # a length-framed body, read in place: llhttp sees a view of it
-                view = memoryview(self._cur)[self._pos : self._pos + nbytes]
+                ended = self._parser.feed_in_place(memoryview(self._cur)[self._pos : self._pos + nbytes])
                 self._pos += nbytes
-                self._on_events(self._parser.feed(view), in_place=True)
+                if self._pos == len(self._cur):
+                    self._push_filled()
+                if ended:
+                    self.state = "done"
+                    self._wake()
             elif self.state == "idle":
                 raise BadResponse(f"{nbytes} bytes from the server while no request was waiting for them")
             else:
-                self._on_events(self._parser.feed(memoryview(self._scratch)[:nbytes]), in_place=False)
+                self._on_events(self._parser.feed(memoryview(self._scratch)[:nbytes]))
         except http1.ProtocolError as exc:
             self._fail(BadResponse(f"bad HTTP/1.1 response: {exc}"), exc)
         except Exception as exc:  # a bug: not mapped, but handed to the request that waits, never to the loop
             self._fail(exc)
 
     # --- what the bytes were --------------------------------------------------------------------------
-    def _on_events(self, events: list[http1.Event], in_place: bool) -> None:
+    def _on_events(self, events: list[http1.Event]) -> None:
         for event in events:
             if isinstance(event, http1.Body):
-                if not in_place:
-                    self._take(event.data)
+                self._take(event.data)
             elif isinstance(event, http1.Head):
                 self._start_body(event)
             else:
                 self.state = "done"
                 self._wake()
-        if in_place and self._cur is not None and self._pos == len(self._cur):
-            self._push_filled()
 
     def _start_body(self, head: http1.Head) -> None:
         self.head, self.state = head, "body"
