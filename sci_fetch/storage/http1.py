@@ -24,12 +24,14 @@ de-chunked but still compressed, and those would not be the object's bytes.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 
 import httptools
 
 HEAD_LIMIT = 64 * 1024  # response heads, interim 1xx heads included, longer than this are refused
+_BLANK = re.compile(b"\r\n\r\n")  # the end of a head (llhttp's strict mode takes no bare LF)
 
 
 class ProtocolError(Exception):
@@ -170,28 +172,30 @@ class ResponseParser:
 
     def _feed_head(self, data: memoryview | bytes) -> list[Event]:
         """Head bytes go to llhttp as they come (a bad status line fails at once), but never past the blank
-        line that ends the head: what follows is the body, which the caller may read elsewhere."""
-        self._head += data
+        line that ends the head: what follows is the body, which the caller may read elsewhere. A head that
+        came whole is not copied: the blank line is searched in the caller's buffer."""
+        buf = memoryview(data) if not self._head else memoryview(bytes(self._head) + bytes(data))
+        start, fed = 0, self._fed  # where the current head starts in buf; how far llhttp has seen it
         while self.head is None:
-            end = self._head.find(b"\r\n\r\n", max(0, self._fed - 3))
-            size = len(self._head) if end < 0 else end + 4
-            self._check_limit(size)
-            _feed(self._llhttp, bytes(self._head[self._fed : size]), self._rec)
-            self._fed = size
-            if end < 0:
+            blank = _BLANK.search(buf, max(start, fed - 3))
+            end = len(buf) if blank is None else blank.end()
+            self._check_limit(end - start)
+            _feed(self._llhttp, buf[fed:end], self._rec)
+            fed = end
+            if blank is None:
+                self._head, self._fed = bytearray(buf[start:]), end - start
                 return []
-            raw = bytes(self._head[:size])
-            del self._head[:size]
-            self._fed = 0
-            self._head_total += size
-            self.head = self._parse_head(raw)
-        rest, self._head = bytes(self._head), bytearray()
+            self._head_total += end - start
+            self.head = self._parse_head(bytes(buf[start:end]))
+            start = end
+        self._head, self._fed = bytearray(), 0
+        rest = buf[start:]
         events: list[Event] = [self.head]
         if self.done:
             events.append(End())
             self.trailing += len(rest)
         elif rest:
-            events += self._feed_body(memoryview(rest))
+            events += self._feed_body(rest)
         return events
 
     def _check_limit(self, size: int) -> None:
