@@ -238,13 +238,13 @@ class ResponseParser:
         if self._body is not None:
             rec, parser = self._body
             whole = _feed(parser, data, f"{self.head.framing.value if self.head else ''} body")
-            events: list[Event] = [Body(piece) for piece in rec.pieces]
+            decoded: list[Event] = [Body(piece) for piece in rec.pieces]
             rec.pieces.clear()
             if rec.complete:
                 self.done = True
                 self.trailing += 0 if whole else 1  # at least one byte came after the end
-                events.append(End())
-            return events
+                decoded.append(End())
+            return decoded
         take = min(len(data), self._left)
         piece = data[:take]
         events: list[Event] = [Body(piece)] if take else []
