@@ -11,9 +11,10 @@ Two llhttp parsers, because httptools copies every body piece it reports into a 
 - the head and a Content-Length body go through one that reports no body pieces, so the caller can let the
   kernel read the body straight into the buffer it keeps and only show llhttp a view of those bytes; llhttp
   then skips them in O(1) and must end the message on exactly the last byte of the announced length (else a
-  ``ProtocolError``), so where the body ends is still llhttp's decision. Feeding a 600 KB body in 256 KiB
-  reads costs 18 µs with body pieces and 1.5 µs without (bench/results/2026-12-02-http1.md), plus the copy
-  into the kept buffer, on the hottest path of a run;
+  ``ProtocolError``), so where the body ends is still llhttp's decision. Feeding a 600 KB body to llhttp in
+  256 KiB pieces costs 20 µs with body pieces and 2.3 µs without (bench/results/2026-12-02-http1.md), and
+  the pieces would then be copied again into the kept buffer: about 2% of a GET's client CPU, on the
+  hottest path of a run;
 - a chunked or read-until-close body (error replies, proxies; not S3's 200s) goes through a second parser,
   fed the same head, that reports the de-chunked pieces.
 One thing llhttp cannot say through httptools: the end of a read-until-close body (it has no
