@@ -100,6 +100,14 @@ class Settings(BaseSettings):
         gt=0,
         description="seconds the endpoint may stay unreachable mid-run (downloads pause, images stay pending) before the run stops with exit 3",
     )
+    speed_limit: float = Field(
+        1024.0,
+        ge=0,
+        description="a GET slower than this many bytes/s for speed_time seconds is cut and retried (like curl's --speed-limit); 0 turns the rule off",
+    )
+    speed_time: float = Field(
+        30.0, gt=0, description="seconds a GET may stay under speed_limit before it is cut (like curl's --speed-time)"
+    )
     chunk_size: int = Field(1 << 20, ge=4096, le=1 << 30, description="bytes per file write")
     fsync: bool = Field(
         True,
@@ -288,6 +296,8 @@ class Settings(BaseSettings):
             outage_limit=self.outage_limit,
             ca_bundle=self.ca_bundle,
             direct_get=self.direct_get,
+            speed_limit=self.speed_limit,
+            speed_time=self.speed_time,
         )
 
 

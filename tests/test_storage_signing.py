@@ -12,7 +12,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from sci_fetch.storage.signing import GetSigner
-from sci_fetch.storage.wire import Pool
+from sci_fetch.storage.wire import Limits, Pool
 
 KEYS = [
     "original/5f3a:0123456789abcdef0123456789abcdef-original.jpg",
@@ -41,7 +41,7 @@ def test_the_headers_are_botocores_byte_for_byte(base, token, key):
     creds = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token)
     when = datetime(2026, 11, 30, 23, 59, 59)
     url = base + quote(key, safe="/~")
-    pool = Pool(base, None, size=1, chunk_size=1 << 20, connect_timeout=1, read_timeout=1)
+    pool = Pool(base, None, Limits(size=1))
     path = url[url.index("/", url.index("//") + 2) :]
     ours = dict(GetSigner("us-west-2", pool.netloc).headers(creds.get_frozen_credentials(), path, when))
     theirs = botocore_headers(creds, "us-west-2", url, when)

@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from sci_fetch.demo.tls import make_certs
-from sci_fetch.storage.wire import BadResponse, BodyCut, NoAnswer, Pool
+from sci_fetch.storage.wire import BadResponse, BodyCut, Limits, NoAnswer, Pool, Stalled
 
 
 class Server:
@@ -57,7 +57,7 @@ def ok(body: bytes, extra: str = "") -> bytes:
 
 def pool_for(server: Server, **kw) -> Pool:
     opts = dict(size=4, chunk_size=1 << 16, connect_timeout=2.0, read_timeout=5.0) | kw
-    return Pool(f"http://127.0.0.1:{server.port}/b/", None, **opts)
+    return Pool(f"http://127.0.0.1:{server.port}/b/", None, Limits(**opts))
 
 
 async def get(pool: Pool, target: str = "/b/k") -> tuple[int, dict[str, str], bytes]:
@@ -159,7 +159,7 @@ def test_each_failure_is_its_own_error(run):
         async with Server([]) as server:
             port = server.port
         async with Pool(
-            f"http://127.0.0.1:{port}/", None, size=1, chunk_size=1 << 16, connect_timeout=2, read_timeout=2
+            f"http://127.0.0.1:{port}/", None, Limits(size=1, chunk_size=1 << 16, connect_timeout=2, read_timeout=2)
         ) as pool:
             with pytest.raises(NoAnswer, match="Cannot connect to host 127.0.0.1"):
                 await get(pool, "/k")
@@ -218,7 +218,7 @@ def test_a_single_large_chunk_is_passed_on_in_pieces_and_its_crlf_is_checked(run
                     assert resp.framing == "chunked"
                     pieces = [bytes(c) async for c in resp.chunks()]
                 assert b"".join(pieces) == body and max(map(len, pieces)) <= 50_000
-                with pytest.raises(BadResponse, match="CRLF"):
+                with pytest.raises(BadResponse, match="LF after chunk data"):
                     await get(pool)
 
     run(main())
@@ -256,7 +256,9 @@ def test_over_tls_a_server_that_closes_after_the_body_is_read_whole_by_a_slow_re
         context = ssl.create_default_context(cafile=str(certs.ca))
         chunk = 64 * 1024 if body_size < 1_000_000 else 1 << 20
         async with Pool(
-            f"https://127.0.0.1:{port[0]}/", context, size=1, chunk_size=chunk, connect_timeout=10, read_timeout=30
+            f"https://127.0.0.1:{port[0]}/",
+            context,
+            Limits(size=1, chunk_size=chunk, connect_timeout=10, read_timeout=30),
         ) as pool:
             async with pool.request("/k", []) as resp:
                 conn = next(iter(pool._busy))
@@ -286,3 +288,134 @@ def test_the_lean_get_refuses_a_200_it_cannot_tell_whole_from_cut(run):
                         pass
 
     run(main())
+
+
+ODD_REPLIES = {
+    "Content-Length: superscript two": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: \xc2\xb2\r\n\r\nab",
+        "Invalid character in Content-Length",
+    ),
+    "two identical Content-Length": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab",
+        "Duplicate Content-Length",
+    ),
+    "chunked with Content-Length: abc": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: abc\r\n\r\n2\r\nab\r\n0\r\n\r\n",
+        "Content-Length can't be present with Transfer-Encoding",
+    ),
+    "xchunked": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: xchunked\r\n\r\nab", "Transfer-Encoding 'xchunked'"),
+    "bad chunk size after a good head": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6_4\r\n" + b"x" * 100,
+        "Invalid character in chunk size",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(ODD_REPLIES))
+def test_an_odd_reply_is_that_requests_bad_response_and_never_reaches_the_event_loop(run, name):
+    reply, words = ODD_REPLIES[name]
+
+    async def main():
+        loop_errors: list[dict] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: loop_errors.append(context))
+        async with Server([([reply], "keep"), ([ok(b"next")], "keep")]) as server:
+            async with pool_for(server) as pool:
+                with pytest.raises(BadResponse, match=words):
+                    await get(pool)
+                assert (await get(pool))[2] == b"next"  # a fresh connection: the bad one is closed
+            assert server.connections == 2
+        assert loop_errors == []
+
+    run(main())
+
+
+def test_a_bug_inside_a_protocol_callback_is_the_requests_error_not_the_event_loops(run, monkeypatch):
+    def broken(self, data):
+        raise RuntimeError("a bug in the parser glue")
+
+    monkeypatch.setattr("sci_fetch.storage.http1.ResponseParser.feed", broken)
+
+    async def main():
+        loop_errors: list[dict] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: loop_errors.append(context))
+        async with Server([([ok(b"abc")], "keep")]) as server:
+            async with pool_for(server) as pool:
+                with pytest.raises(RuntimeError, match="a bug in the parser glue"):
+                    await get(pool)
+        assert loop_errors == []
+
+    run(main())
+
+
+class Trickle(Server):
+    """Sends ``head`` at once, then ``drip`` every ``every`` seconds until the client goes away."""
+
+    def __init__(self, head: bytes, drip: bytes, every: float) -> None:
+        super().__init__([])
+        self.head, self.drip, self.every = head, drip, every
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            self.requests.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(self.head)
+            while True:
+                await writer.drain()
+                await asyncio.sleep(self.every)
+                writer.write(self.drip)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "head, drip",
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", b"x"),  # a body at 20 bytes/s
+        (b"", b"HTTP/1.1 100 Continue\r\n\r\n"),  # interim heads, never the response
+    ],
+    ids=["trickling body", "endless 100 Continue"],
+)
+def test_a_transfer_under_the_speed_floor_for_the_window_is_cut(run, head, drip):
+    async def main():
+        async with Trickle(head, drip, every=0.05) as server:
+            async with pool_for(server, read_timeout=30.0, speed_limit=2000.0, speed_time=0.5) as pool:
+                with pytest.raises(Stalled, match=r"stalled: \d+ bytes in \d+ s, under speed_limit 2000 B/s"):
+                    await get(pool)
+
+    run(main())
+
+
+def test_a_reader_that_paused_the_socket_is_not_taken_for_a_stall(run):
+    body = os.urandom(1_000_000)
+
+    async def main():
+        async with Server([([ok(body)], "keep")]) as server:
+            async with pool_for(server, chunk_size=50_000, speed_limit=1_000_000.0, speed_time=0.2) as pool:
+                got = bytearray()
+                async with pool.request("/b/k", []) as resp:
+                    async for chunk in resp.chunks():
+                        got += chunk
+                        if len(got) == 100_000:
+                            await asyncio.sleep(1.0)  # a disk that stalls: reading pauses, the floor does not apply
+                assert hashlib.md5(got).digest() == hashlib.md5(body).digest()
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    "exc, reason, no_answer",
+    [
+        (BadResponse("bad HTTP/1.1 response: Duplicate Content-Length (in the header fields)"), "connection", False),
+        (Stalled("transfer from s3 stalled: 20 bytes in 30 s, under speed_limit 1024 B/s"), "stalled", False),
+        (BodyCut("the server closed the connection in the middle of the response"), "connection", False),
+        (NoAnswer("the server closed the connection"), "connection", True),
+    ],
+)
+def test_wire_errors_are_retried_transient_errors_that_keep_their_words(exc, reason, no_answer):
+    from sci_fetch.errors import TransientError
+    from sci_fetch.storage.retry import classify
+
+    err = classify(exc, "get", "s3://b/k", "/out/k", "bucket 'b'")
+    assert type(err) is TransientError and err.reason == reason and err.no_answer is no_answer
+    assert str(exc) in str(err) and type(exc).__name__ in str(err)

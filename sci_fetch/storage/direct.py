@@ -34,7 +34,7 @@ from botocore.httpsession import get_cert_path
 
 from sci_fetch.storage.options import StorageOptions
 from sci_fetch.storage.signing import GetSigner
-from sci_fetch.storage.wire import BadResponse, Pool
+from sci_fetch.storage.wire import BadResponse, Limits, Pool
 
 _PROBE_KEY = "sci-fetch-probe-key"
 
@@ -105,14 +105,15 @@ class DirectGet:
     async def __aenter__(self) -> DirectGet:
         opts = self.options
         context = ssl_context(opts) if self._base.startswith("https:") else None
-        self._pool = Pool(
-            self._base,
-            context,
+        limits = Limits(
             size=max(opts.pool_size, 10),
             chunk_size=opts.chunk_size,
             connect_timeout=opts.connect_timeout,
             read_timeout=opts.read_timeout,
+            speed_limit=opts.speed_limit,
+            speed_time=opts.speed_time,
         )
+        self._pool = Pool(self._base, context, limits)
         await self._pool.__aenter__()
         self._signer = GetSigner(self._region, self._pool.netloc)
         return self
@@ -160,7 +161,7 @@ def _client_error(status: int, body: bytes, headers: dict[str, str]) -> bce.Clie
     if root is not None:
         code = root.findtext("Code") or code
         message = root.findtext("Message") or ""
-    response = {
+    response: Any = {  # botocore's parsed-error shape (a TypedDict in its stubs)
         "Error": {"Code": code, "Message": message},
         "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers},
     }

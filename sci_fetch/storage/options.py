@@ -26,6 +26,8 @@ class StorageOptions(BaseModel):
     chunk_size: int = 1 << 20
     ca_bundle: Path | None = None
     direct_get: bool = True
+    speed_limit: float = 1024.0
+    speed_time: float = 30.0
 
     def describe(self) -> str:
         """Where requests go, for error messages: bucket, profile, endpoint; never a secret."""

@@ -180,6 +180,8 @@ def classify(exc: BaseException, op: str, src: str, dst: str | None, where: str)
             return _transient(exc, op, src, dst, "timeout")
         if isinstance(exc, (bce.IncompleteReadError, bce.ResponseStreamingError)):
             return _transient(exc, op, src, dst, "short-body")
+        if isinstance(exc, wire.Stalled):
+            return _transient(exc, op, src, dst, "stalled")
         return _transient(exc, op, src, dst, "connection")
     return None
 

@@ -229,6 +229,8 @@ class S3Storage:
                     "SSECustomerAlgorithm": resp.get("x-amz-server-side-encryption-customer-algorithm"),
                 }
                 announced = resp.get("content-length")
+                if announced is not None and not (announced.isascii() and announced.isdigit()):
+                    raise TransientError("get", src, dst, f"Content-Length {announced[:40]!r} is not a number")
                 length = int(announced) if announced is not None else None
                 async for chunk in resp.chunks:
                     await out.write(chunk)
