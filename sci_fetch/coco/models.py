@@ -14,18 +14,26 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 _CONTROL = re.compile(r"[\x00-\x1f]")
 _RECORD = ConfigDict(extra="allow", coerce_numbers_to_str=True, str_strip_whitespace=False)
 
+# Bounds on every string field, so a hostile record cannot carry megabytes into the manifest and the CSVs.
+# In characters (what pydantic counts; a character is 1-4 UTF-8 bytes): keys/mapping checks the bytes a
+# file system and S3 count (255 per name part, 4,096 per path, 1,024 per key).
+MAX_PATH = 4096  # PATH_MAX on Linux; no file system takes a longer path
+MAX_KEY = 1024  # S3's limit on an object key
+MAX_ID = 1024
+MAX_TEXT = 1024  # location, datetime, category name: short labels
+
 
 class CocoImage(BaseModel):
     """One ``images[]`` entry; ``id`` may be an int in some LILA sets, so numbers become strings."""
 
     model_config = _RECORD
 
-    id: str = Field(min_length=1)
-    file_name: str = Field(min_length=1)
-    serving_bucket_key: str | None = None
-    original_file_name: str | None = None
-    datetime: str | None = None
-    location: str | None = None
+    id: str = Field(min_length=1, max_length=MAX_ID)
+    file_name: str = Field(min_length=1, max_length=MAX_PATH)
+    serving_bucket_key: str | None = Field(None, max_length=MAX_KEY)
+    original_file_name: str | None = Field(None, max_length=MAX_PATH)
+    datetime: str | None = Field(None, max_length=MAX_TEXT)
+    location: str | None = Field(None, max_length=MAX_TEXT)
     width: int | None = Field(default=None, gt=0)
     height: int | None = Field(default=None, gt=0)
 
@@ -43,8 +51,8 @@ class CocoAnnotation(BaseModel):
 
     model_config = _RECORD
 
-    id: str
-    image_id: str
+    id: str = Field(max_length=MAX_ID)
+    image_id: str = Field(max_length=MAX_ID)
     category_id: int
     bbox: list[float | None] | None = None
     confidence: float | None = None
@@ -63,4 +71,4 @@ class CocoCategory(BaseModel):
     model_config = _RECORD
 
     id: int
-    name: str
+    name: str = Field(max_length=MAX_TEXT)

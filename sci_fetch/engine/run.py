@@ -22,9 +22,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import ijson
-
-from sci_fetch.coco.source import iter_images
+from sci_fetch.coco.source import count_images, iter_images  # count_images: the guarded pass (issue 21.6)
 from sci_fetch.engine import quick
 from sci_fetch.engine.progress import choose_mode, report
 from sci_fetch.engine.stats import Stats
@@ -96,29 +94,6 @@ class RunResult:
     stop_reason: str | None
     message: str | None
     counts: dict[str, int]
-
-
-def count_images(path: Path, shard_count: int = 1, shard_index: int = 0) -> int | None:
-    """How many records ``images`` holds (this shard's share, by the same hash of the id), for the ETA and
-    so that the counts account for every image; a cheap pass that builds no objects."""
-    try:
-        with open(path, "rb") as fh:
-            if shard_count > 1:
-                return sum(
-                    1
-                    for prefix, event, value in ijson.parse(fh)
-                    if prefix == "images.item.id"
-                    and event in ("string", "number")
-                    and shard_of(str(value), shard_count) == shard_index
-                )
-            return sum(
-                1
-                for prefix, event, _ in ijson.parse(fh)
-                if prefix == "images.item"
-                and event in ("start_map", "start_array", "string", "number", "null", "boolean")
-            )
-    except (OSError, ijson.JSONError):
-        return None
 
 
 class Engine:
