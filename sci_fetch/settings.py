@@ -158,7 +158,9 @@ class Settings(BaseSettings):
     )
 
     # The post-stage ([crops] table, SCI_FETCH_CROPS__<NAME>); last, since TOML tables follow the plain keys
-    crops: CropOptions = Field(default_factory=CropOptions, description="crops and the crop-label CSV")
+    crops: CropOptions = Field(
+        default_factory=lambda: CropOptions.model_validate({}), description="crops and the crop-label CSV"
+    )
 
     # Where each given setting came from ("flag --profile", "env SCI_FETCH_PROFILE", "settings file X"),
     # so a message about a value can say which file or variable to change.
