@@ -39,6 +39,15 @@ def map_os_error(exc: OSError, op: str, path: Path) -> Exception:
     return PermanentError(op, str(path), None, exc.strerror or str(exc), reason="local-file")
 
 
+def leads_outside(path: Path | str, root: Path | str) -> str | None:
+    """Where ``path`` really is, when a symbolic link on the way takes it out of ``root``; else None."""
+    real = os.path.realpath(path)
+    real_root = os.path.realpath(root)
+    if real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep):
+        return None
+    return real
+
+
 class OutputRoot:
     """The output dir: makes parent folders once each and refuses paths that leave it through a symlink."""
 
@@ -56,8 +65,8 @@ class OutputRoot:
                 os.makedirs(parent, exist_ok=True)
             except OSError as exc:
                 raise map_os_error(exc, "mkdir", dest.parent) from exc
-            real_parent = os.path.realpath(parent)
-            if real_parent != str(self.real) and not real_parent.startswith(str(self.real) + os.sep):
+            real_parent = leads_outside(parent, self.real)
+            if real_parent is not None:
                 raise PermanentError(
                     "write",
                     rel,
