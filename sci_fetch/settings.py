@@ -62,6 +62,10 @@ class Settings(BaseSettings):
         False,
         description="read and plan everything (manifest rows included) but send no request: how much is left to fetch",
     )
+    case_insensitive_names: bool = Field(
+        False,
+        description="treat destinations that differ only in letter case or Unicode form (Cat.jpg, cat.jpg; one file on macOS and Windows) as duplicates: fetch the first, list the others in failures.csv",
+    )
     space_check: bool = Field(
         True,
         description="before a download, HEAD a small random sample of the keys left and refuse to start (exit 4) when their estimated size clearly exceeds the free space",

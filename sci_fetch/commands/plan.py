@@ -22,6 +22,7 @@ EXIT_FATAL = 3
 
 # The settings a plan reads: what to fetch, where from, how hard to push.
 PLAN_SETTINGS = {
+    "case_insensitive_names",
     "coco",
     "output",
     "manifest",

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial  # 21.8
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from sci_fetch.files.durable import sync_filesystem
 from sci_fetch.files.partial import OutputRoot, file_md5
 from sci_fetch.files.sink import VerifiedFile
 from sci_fetch.files.verify import content_problem, read_head
+from sci_fetch.keys.collisions import FoldCheck  # 21.8
 from sci_fetch.keys.mapping import UnsafePathError, make_task
 from sci_fetch.keys.shard import process_of, shard_of
 from sci_fetch.manifest.models import Action, Decision, Outcome, State
@@ -149,9 +151,11 @@ class Engine:
         settings = self.settings
         images = _numbered(iter_images(settings.coco), settings.limit)
         process, processes = self.role.share
+        folds = FoldCheck(partial(self.manifest.claim_folds, self.run_id), settings.case_insensitive_names)  # 21.8
         while not self._stop.is_set():  # the planning thread stops with the run
             chunk = list(islice(images, BATCH))
             if not chunk:
+                folds.warn(log)  # 21.8: destinations one file on macOS/Windows, warned once
                 return
             tasks, rejects = [], []
             for index, item in chunk:
@@ -169,6 +173,8 @@ class Engine:
                     tasks.append(make_task(item, settings.variant, settings.key_template, settings.verify_id_md5))
                 except (UnsafePathError, ValueError, KeyError, IndexError) as exc:
                     rejects.append(("invalid", f"images[{index}]", item.id, None, item.file_name, str(exc)))
+            tasks, folded = folds.apply(tasks)  # 21.8: claims folded names; drops later ones if asked
+            rejects += folded  # 21.8
             decisions = self.manifest.plan(tasks, self.run_id, settings.output, settings.retry_missing)
             for d in decisions:
                 if d.action in (Action.duplicate_id, Action.duplicate_dest):

@@ -16,12 +16,14 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sci_fetch.errors import DiskError, UsageError
+from sci_fetch.keys.collisions import Collision
 from sci_fetch.keys.mapping import Task
+from sci_fetch.manifest import folds
 from sci_fetch.manifest.checks import check_integrity, check_state_folder, check_version, damaged
 from sci_fetch.manifest.models import Action, Decision, ManifestRow, Outcome, State
 
@@ -153,7 +155,7 @@ class Manifest:
         check_version(self._version(), SCHEMA_VERSION, self.path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(_SCHEMA + folds.SCHEMA)
         self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         if self.meta("schema_version") == "1":
             self._db.executescript("BEGIN IMMEDIATE;" + _MIGRATE_1_TO_2 + "COMMIT;")
@@ -227,6 +229,23 @@ class Manifest:
                     pass  # SQLite already rolled back (it does after SQLITE_FULL): keep the original error
                 raise
         return decisions
+
+    @_disk_errors
+    def claim_folds(self, run_id: int, pairs: Sequence[tuple[str, str]]) -> list[Collision]:
+        """Claim each (image_id, dest)'s case- and Unicode-folded name for this run, in one transaction;
+        returns the destinations another image of the run holds under another spelling (keys.collisions)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                found = folds.claim(self._db, run_id, pairs)
+                self._db.execute("COMMIT")
+            except BaseException:
+                try:
+                    self._db.execute("ROLLBACK")
+                except sqlite3.OperationalError:
+                    pass  # SQLite already rolled back (it does after SQLITE_FULL): keep the original error
+                raise
+        return found
 
     # ---- outcomes ---------------------------------------------------------------------------
     @_disk_errors

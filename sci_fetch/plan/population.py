@@ -7,17 +7,22 @@ Reservoir sampling keeps memory at the sample's size whatever the COCO file's.
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass, field
 from itertools import islice
 
 from sci_fetch.coco.source import iter_images
 from sci_fetch.errors import RecordError
+from sci_fetch.keys.collisions import FoldCheck
 from sci_fetch.keys.mapping import Task, UnsafePathError, make_task
 from sci_fetch.keys.shard import shard_of
+from sci_fetch.manifest.folds import TempFolds
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.store import Manifest
 from sci_fetch.settings import Settings
+
+log = logging.getLogger("sci_fetch")
 
 
 @dataclass
@@ -44,6 +49,7 @@ def settled_ids(settings: Settings) -> dict[str, State]:
 
 def _tasks(settings: Settings, population: Population):
     """The tasks a run would plan, in COCO order; counts the records it would reject."""
+    folds = FoldCheck(TempFolds().claim, settings.case_insensitive_names)  # 21.8
     seen_ids: set[str] = set()
     seen_dests: set[str] = set()
     for item in islice(iter_images(settings.coco), settings.limit):
@@ -60,9 +66,13 @@ def _tasks(settings: Settings, population: Population):
         if task.image_id in seen_ids or task.dest in seen_dests:
             population.invalid += 1
             continue
+        if not folds.apply([task])[0]:  # 21.8: one file on macOS/Windows with an earlier destination
+            population.invalid += 1
+            continue
         seen_ids.add(task.image_id)
         seen_dests.add(task.dest)
         yield task
+    folds.warn(log)  # 21.8
 
 
 def sample_remaining(settings: Settings, size: int, rng: random.Random) -> Population:
