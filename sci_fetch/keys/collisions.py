@@ -8,7 +8,6 @@ temporary database for ``plan``), so millions of names never sit in a Python set
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -25,11 +24,6 @@ def fold(name: str) -> str:
     """The name as a case- and normalisation-insensitive file system compares it: NFC, case-folded, NFC
     again (case folding can undo the composition: 'ǰ' folds to 'ǰ' plus a combining caron)."""
     return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
-
-
-def fold_key(name: str) -> bytes:
-    """16 bytes standing for the folded name: what the claim table keys on (a million names in 16 MB)."""
-    return hashlib.blake2b(fold(name).encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 @dataclass(frozen=True, slots=True)
