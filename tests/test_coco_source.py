@@ -142,18 +142,61 @@ for read in (iter_images, iter_annotations):
         assert "nested more than 64 levels deep" in line and where in line and str(path) in line
 
 
-def test_one_value_of_megabytes_is_refused_before_it_is_held(tmp_path):
-    """A 20 MB file_name: the guard stops after 1 MiB without a complete value, naming the record."""
-    import resource
+def test_a_string_of_megabytes_is_one_invalid_record_in_flat_memory(tmp_path):
+    """A 20 MB file_name (with escapes and multi-byte characters in it): that record is invalid, naming the
+    field; the records around it are read; no copy of the 20 MB is held."""
+    import subprocess
+    import sys
 
     path = tmp_path / "coco.json"
-    path.write_bytes(b'{"images": [{"id": "a", "file_name": "' + b"x" * (20 << 20) + b'"}]}')
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(InputError, match=r"runs on for more than 1 MiB \(in images\[0\]") as info:
+    body = b'x\\"\\\\\xc3\xa9' * (4 << 20)
+    path.write_bytes(
+        b'{"images": [{"id": "a", "file_name": "a.jpg"}, {"id": "b", "file_name": "'
+        + body
+        + b'"}, {"id": "c", "file_name": "c\\u00e9.jpg"}]}'
+    )
+    script = f"""
+import resource
+from pathlib import Path
+from sci_fetch.coco.source import count_images, iter_images
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+items = list(iter_images(Path({str(path)!r})))
+print([type(i).__name__ for i in items], count_images(Path({str(path)!r})))
+print(items[1])
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    kinds, error, grown_mb = done.stdout.splitlines()
+    assert kinds == "['CocoImage', 'RecordError', 'CocoImage'] 3"
+    assert (
+        error == "images[1] (id 'b'): record: Value error, field 'file_name' is a string of more than 1 MiB (left out)"
+    )
+    assert int(grown_mb) < 16, f"RSS grew {grown_mb} MB for a 20 MB string"
+
+
+def test_the_string_filter_passes_every_other_byte_unchanged():
+    """LongStringFilter read in odd-sized pieces (escapes and UTF-8 split at every place) changes nothing
+    but strings over 1 MiB."""
+    import io
+
+    from sci_fetch.coco.guard import LongStringFilter
+
+    doc = json.dumps(
+        {"images": [{"id": f'p:{i}\\"q', "file_name": f"é/{i}\\\\.jpg", "n": [1, 2.5, None]} for i in range(300)]},
+        ensure_ascii=False,
+    ).encode()
+    for size in (1, 2, 3, 7, 64, 4096):
+        reader = LongStringFilter(io.BytesIO(doc))
+        pieces = iter(lambda r=reader, n=size: r.read(n), b"")
+        assert b"".join(pieces) == doc, size
+
+
+def test_a_megabyte_of_whitespace_is_still_refused(tmp_path):
+    path = tmp_path / "coco.json"
+    path.write_bytes(b'{"images": [{"id": "a", "file_name": "a.jpg"}' + b" " * (3 << 20) + b"]}")
+    with pytest.raises(InputError, match="runs on for more than 1 MiB"):
         list(iter_images(path))
-    assert "\n" not in str(info.value)
-    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    assert grown_mb < 20, f"the 20 MB value was held: RSS grew {grown_mb:.0f} MB"
 
 
 def test_string_fields_are_bounded_and_the_error_is_short(tmp_path):

@@ -74,16 +74,17 @@ def test_a_long_file_name_is_one_invalid_record_with_a_short_row(s3_env, two, tm
     assert settings.manifest_path.stat().st_size < 300_000
 
 
-def test_a_value_of_megabytes_stops_the_download_with_one_line(s3_env, two, tmp_path, capsys):
-    path = tmp_path / "coco.json"
-    first = json.dumps(two[0]).encode()
-    path.write_bytes(b'{"images": [' + first + b', {"id": "x:2", "file_name": "' + b"n" * (30 << 20) + b'"}]}')
-    argv = ["download", str(path), "--output", str(tmp_path / "out"), "--progress", "off", "--no-space-check"]
-    argv += ["--endpoint-url", s3_env.endpoint_url, "--bucket", "test-bucket", "--profile", ""]
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert [line for line in err.splitlines() if "runs on for more than 1 MiB (in images[1]" in line], err
+def test_a_file_name_of_megabytes_is_one_short_failures_row(s3_env, two, tmp_path):
+    images = [dict(two[0]), dict(two[1])]
+    images[1]["file_name"] = "d/" + "n" * (30 << 20) + ".jpg"
+    coco = write_coco(tmp_path / "coco.json", images)
+    settings = settings_for(s3_env, coco, tmp_path / "out")
+    assert download(settings) == 1
+    (row,) = failures(settings)
+    assert row["record"] == "images[1]" and "file_name' is a string of more than 1 MiB" in row["reason"]
+    assert settings.state_file("failures", "csv").stat().st_size < 2000
+    assert settings.manifest_path.stat().st_size < 300_000
+    assert (tmp_path / "out" / images[0]["file_name"]).exists()
 
 
 def test_deep_nesting_past_the_first_chunk_stops_a_running_download(s3_env, two, tmp_path, capsys):

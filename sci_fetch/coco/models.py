@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sci_fetch.coco.guard import LEFT_OUT
 
 _CONTROL = re.compile(r"[\x00-\x1f]")
 _RECORD = ConfigDict(extra="allow", coerce_numbers_to_str=True, str_strip_whitespace=False)
@@ -23,10 +26,29 @@ MAX_ID = 1024
 MAX_TEXT = 1024  # location, datetime, category name: short labels
 
 
-class CocoImage(BaseModel):
-    """One ``images[]`` entry; ``id`` may be an int in some LILA sets, so numbers become strings."""
+def _nothing_left_out(data: Any) -> Any:
+    """A string coco.guard left out (megabytes long) makes its record invalid, naming the field."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key == LEFT_OUT or value == LEFT_OUT:
+                field = "a field name" if key == LEFT_OUT else f"field '{key}'"
+                raise ValueError(f"{field} is a string of more than 1 MiB (left out)")
+    return data
+
+
+class _Record(BaseModel):
+    """What every COCO record shares: unknown fields kept, numbers as strings, no string of megabytes."""
 
     model_config = _RECORD
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, data: Any) -> Any:
+        return _nothing_left_out(data)
+
+
+class CocoImage(_Record):
+    """One ``images[]`` entry; ``id`` may be an int in some LILA sets, so numbers become strings."""
 
     id: str = Field(min_length=1, max_length=MAX_ID)
     file_name: str = Field(min_length=1, max_length=MAX_PATH)
@@ -46,10 +68,8 @@ class CocoImage(BaseModel):
         return value
 
 
-class CocoAnnotation(BaseModel):
+class CocoAnnotation(_Record):
     """One ``annotations[]`` entry; ``bbox`` is absolute pixels ``[x, y, w, h]``, values may be null."""
-
-    model_config = _RECORD
 
     id: str = Field(max_length=MAX_ID)
     image_id: str = Field(max_length=MAX_ID)
@@ -67,8 +87,6 @@ class CocoAnnotation(BaseModel):
         return value
 
 
-class CocoCategory(BaseModel):
-    model_config = _RECORD
-
+class CocoCategory(_Record):
     id: int
     name: str = Field(max_length=MAX_TEXT)

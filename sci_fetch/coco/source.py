@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import ijson
 from pydantic import BaseModel, ValidationError
 
-from sci_fetch.coco.guard import GuardedReader
+from sci_fetch.coco.guard import GuardedReader, LongStringFilter, Oversized
 from sci_fetch.coco.models import CocoAnnotation, CocoCategory, CocoImage
 from sci_fetch.errors import InputError, RecordError
 from sci_fetch.keys.shard import shard_of
@@ -69,15 +69,22 @@ def _broken(path: Path, exc: Exception, inside: str) -> InputError:
 
 
 @contextmanager
-def _guarded(path: Path) -> Iterator[GuardedReader]:
+def _guarded(path: Path, filtered: bool = False) -> Iterator[GuardedReader]:
     with open(path, "rb") as fh:  # the mirror parser is dropped, not closed: closing it parses an end of file
-        yield GuardedReader(fh, path)
+        yield GuardedReader(LongStringFilter(fh) if filtered else fh, path)
 
 
 def _check_array(path: Path, name: str) -> None:
     """Fail at once, with one line, when the file is not JSON or has no top-level ``name`` array."""
     try:
-        with _guarded(path) as fh:
+        _find_array(path, name, filtered=False)
+    except Oversized:
+        _find_array(path, name, filtered=True)
+
+
+def _find_array(path: Path, name: str, filtered: bool) -> None:
+    try:
+        with _guarded(path, filtered) as fh:
             depth = 0
             for prefix, event, _value in ijson.parse(fh):
                 if event in ("start_map", "start_array"):
@@ -103,10 +110,25 @@ def _check_array(path: Path, name: str) -> None:
 
 
 def iter_raw(path: Path, name: str, model: type[M]) -> Iterator[tuple[Any, M | RecordError]]:
-    """Each element of ``name`` as read (to write back unchanged) and validated as ``model`` (to decide on)."""
+    """Each element of ``name`` as read (to write back unchanged) and validated as ``model`` (to decide on).
+
+    A value of megabytes (Oversized) starts the read again through LongStringFilter, which reads it as
+    LEFT_OUT: its record is then one invalid record, and the records before it are not yielded twice."""
     _check_array(path, name)
+    yielded = 0
     try:
-        with _guarded(path) as fh:
+        for pair in _records(path, name, model, filtered=False):
+            yield pair
+            yielded += 1
+    except Oversized:
+        for index, pair in enumerate(_records(path, name, model, filtered=True)):
+            if index >= yielded:
+                yield pair
+
+
+def _records(path: Path, name: str, model: type[M], filtered: bool) -> Iterator[tuple[Any, M | RecordError]]:
+    try:
+        with _guarded(path, filtered) as fh:
             for index, raw in enumerate(ijson.items(fh, f"{name}.item", use_float=True)):
                 if not isinstance(raw, dict):
                     yield raw, RecordError(index, f"not an object but {type(raw).__name__}", None, name)
@@ -149,7 +171,14 @@ def count_images(path: Path, shard_count: int = 1, shard_index: int = 0) -> int 
     so that the counts account for every image; a cheap pass that builds no objects. None when the file
     cannot be read to its end: the stream that reads the records reports why."""
     try:
-        with _guarded(path) as fh:
+        return _count(path, shard_count, shard_index, filtered=False)
+    except Oversized:
+        return _count(path, shard_count, shard_index, filtered=True)
+
+
+def _count(path: Path, shard_count: int, shard_index: int, filtered: bool) -> int | None:
+    try:
+        with _guarded(path, filtered) as fh:
             if shard_count > 1:
                 return sum(
                     1
@@ -164,5 +193,9 @@ def count_images(path: Path, shard_count: int = 1, shard_index: int = 0) -> int 
                 if prefix == "images.item"
                 and event in ("start_map", "start_array", "string", "number", "null", "boolean")
             )
+    except Oversized:
+        if filtered:
+            return None
+        raise
     except (OSError, ijson.JSONError, InputError):
         return None
