@@ -29,6 +29,7 @@ from sci_fetch.storage.options import StorageOptions
 
 ENV_PREFIX = "SCI_FETCH_"
 DEFAULT_CONFIG = Path("settings.toml")
+MEMORY_BUDGET = 2 << 30  # bytes the downloads in flight of one process may hold (chunk_size x concurrency)
 
 
 class Settings(BaseSettings):
@@ -62,6 +63,10 @@ class Settings(BaseSettings):
         False,
         description="read and plan everything (manifest rows included) but send no request: how much is left to fetch",
     )
+    case_insensitive_names: bool = Field(
+        False,
+        description="treat destinations that differ only in letter case or Unicode form (Cat.jpg, cat.jpg; one file on macOS and Windows) as duplicates: fetch the first, list the others in failures.csv",
+    )
     space_check: bool = Field(
         True,
         description="before a download, HEAD a small random sample of the keys left and refuse to start (exit 4) when their estimated size clearly exceeds the free space",
@@ -88,15 +93,20 @@ class Settings(BaseSettings):
         "1", description="event loops in as many processes over disjoint shares of the keys; auto = one per core"
     )
     max_requests_per_second: float | None = Field(
-        None, gt=0, description="cap on request starts per second; empty means no cap"
+        None, allow_inf_nan=False, gt=0, description="cap on request starts per second; empty means no cap"
     )
     max_attempts: int = Field(5, ge=1, le=100, description="attempts per key before it is recorded as failed")
-    retry_base_delay: float = Field(0.5, ge=0, description="first backoff delay in seconds (exponential, with jitter)")
-    retry_max_delay: float = Field(20.0, ge=0, description="longest backoff delay in seconds")
-    connect_timeout: float = Field(10.0, gt=0, description="seconds to open a connection")
-    read_timeout: float = Field(60.0, gt=0, description="seconds without a byte before a read is abandoned and retried")
+    retry_base_delay: float = Field(
+        0.5, allow_inf_nan=False, ge=0, description="first backoff delay in seconds (exponential, with jitter)"
+    )
+    retry_max_delay: float = Field(20.0, allow_inf_nan=False, ge=0, description="longest backoff delay in seconds")
+    connect_timeout: float = Field(10.0, allow_inf_nan=False, gt=0, description="seconds to open a connection")
+    read_timeout: float = Field(
+        60.0, allow_inf_nan=False, gt=0, description="seconds without a byte before a read is abandoned and retried"
+    )
     outage_limit: float = Field(
         600.0,
+        allow_inf_nan=False,
         gt=0,
         description="seconds the endpoint may stay unreachable mid-run (downloads pause, images stay pending) before the run stops with exit 3",
     )
@@ -123,15 +133,24 @@ class Settings(BaseSettings):
     )
 
     # Running it
-    grace_seconds: float = Field(10.0, ge=0, description="on SIGINT/SIGTERM, how long in-flight downloads may finish")
+    grace_seconds: float = Field(
+        10.0, allow_inf_nan=False, ge=0, description="on SIGINT/SIGTERM, how long in-flight downloads may finish"
+    )
     progress: Literal["auto", "bar", "log", "off"] = Field(
         "auto", description="auto: a bar on a terminal, log lines otherwise"
     )
-    log_interval: float = Field(30.0, gt=0, description="seconds between progress log lines when not on a terminal")
-    flush_interval: float = Field(1.0, gt=0, description="seconds between manifest writes (outcomes are batched)")
+    log_interval: float = Field(
+        30.0, allow_inf_nan=False, gt=0, description="seconds between progress log lines when not on a terminal"
+    )
+    flush_interval: float = Field(
+        1.0, allow_inf_nan=False, gt=0, description="seconds between manifest writes (outcomes are batched)"
+    )
     log_format: Literal["text", "json"] = Field("text", description="log lines as text, or one JSON object per line")
     status_interval: float = Field(
-        5.0, gt=0, description="seconds between rewrites of the status file <output>/.sci-fetch/status.json"
+        5.0,
+        allow_inf_nan=False,
+        gt=0,
+        description="seconds between rewrites of the status file <output>/.sci-fetch/status.json",
     )
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="serve Prometheus metrics on this port; empty means off"
@@ -212,6 +231,19 @@ class Settings(BaseSettings):
         """Anonymous means no credentials at all, whatever a settings file says about the profile."""
         if self.anonymous:
             self.profile = None
+        return self
+
+    @model_validator(mode="after")
+    def _memory_budget(self) -> Settings:
+        """Each download in flight may hold up to chunk_size bytes before they are written, so the product
+        is what a run may take; 1 GiB x 4096 would be 4 TiB."""
+        held = self.chunk_size * self.concurrency
+        if held > MEMORY_BUDGET:
+            raise ValueError(
+                f"chunk_size x concurrency is {held / (1 << 30):.1f} GiB: every download in flight may hold "
+                f"chunk_size bytes in memory, so a run could take that much; keep the product at or below "
+                f"{MEMORY_BUDGET >> 30} GiB (a smaller chunk_size: 1 MiB writes at full speed)"
+            )
         return self
 
     @model_validator(mode="after")

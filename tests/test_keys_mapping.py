@@ -84,3 +84,29 @@ def test_task_carries_expected_md5_only_for_originals():
     assert make_task(ANIML, verify_id_md5=False).expected_md5 is None
     task = make_task(ANIML)
     assert task.dest == ANIML.file_name and task.image_id == ANIML.id
+
+
+# ---- bounds a file system and S3 put on names (issue 21.7) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "file_name,message",
+    [
+        ("d/" + "é" * 128 + ".jpg", "part longer than 255 bytes"),  # 128 characters, 256 bytes
+        ("/".join(["d" * 200] * 21), "longer than 4096 bytes"),
+    ],
+)
+def test_names_no_file_system_takes_are_unsafe(file_name, message):
+    with pytest.raises(UnsafePathError, match=message):
+        safe_relative_path(file_name)
+
+
+def test_longest_names_a_file_system_takes_are_kept():
+    name = "/".join(["d" * 255] * 16)[:4096]
+    assert safe_relative_path(name) == name
+
+
+def test_key_longer_than_s3_takes_is_unsafe():
+    image = CocoImage(id="p:1", file_name="a.jpg")
+    with pytest.raises(UnsafePathError, match="longer than 1024 bytes"):
+        object_key(image, template="x" * 1020 + "/{file_name}")

@@ -117,3 +117,30 @@ def test_wrong_crop_setting_names_the_env_variable(monkeypatch):
     monkeypatch.setenv("SCI_FETCH_CROPS__PADDING", "wide")
     with pytest.raises(UsageError, match="SCI_FETCH_CROPS__PADDING"):
         crop_options(load_settings(use_files=False))
+
+
+# ---- settings that would let one run hang forever or take all memory (issue 21, smaller) -------------
+
+
+@pytest.mark.parametrize("value", ["inf", "nan"])
+def test_outage_limit_must_be_finite(tmp_path, value):
+    toml = tmp_path / "s.toml"
+    toml.write_text(f"outage_limit = {value}\n")
+    with pytest.raises(UsageError, match="setting 'outage_limit': Input should be a finite number"):
+        load_settings(toml)
+
+
+@pytest.mark.parametrize("name", ["read_timeout", "connect_timeout", "grace_seconds", "retry_max_delay"])
+def test_time_settings_must_be_finite(name):
+    with pytest.raises(UsageError, match=f"setting '{name}': Input should be a finite number"):
+        load_settings(overrides={name: float("inf")}, use_files=False)
+
+
+def test_chunk_size_times_concurrency_is_bounded_by_a_memory_budget():
+    with pytest.raises(UsageError) as info:
+        load_settings(overrides={"chunk_size": 1 << 30, "concurrency": 4096}, use_files=False)
+    message = str(info.value)
+    assert "chunk_size x concurrency is 4096.0 GiB" in message and "2 GiB" in message and "memory" in message
+    assert "\n" not in message
+    ok = load_settings(overrides={"chunk_size": 1 << 20, "concurrency": 2048}, use_files=False)
+    assert ok.chunk_size * ok.concurrency == 2 << 30

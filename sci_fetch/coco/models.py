@@ -8,24 +8,54 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sci_fetch.coco.guard import LEFT_OUT
 
 _CONTROL = re.compile(r"[\x00-\x1f]")
 _RECORD = ConfigDict(extra="allow", coerce_numbers_to_str=True, str_strip_whitespace=False)
 
+# Bounds on every string field, so a hostile record cannot carry megabytes into the manifest and the CSVs.
+# In characters (what pydantic counts; a character is 1-4 UTF-8 bytes): keys/mapping checks the bytes a
+# file system and S3 count (255 per name part, 4,096 per path, 1,024 per key).
+MAX_PATH = 4096  # PATH_MAX on Linux; no file system takes a longer path
+MAX_KEY = 1024  # S3's limit on an object key
+MAX_ID = 1024
+MAX_TEXT = 1024  # location, datetime, category name: short labels
 
-class CocoImage(BaseModel):
-    """One ``images[]`` entry; ``id`` may be an int in some LILA sets, so numbers become strings."""
+
+def _nothing_left_out(data: Any) -> Any:
+    """A string coco.guard left out (megabytes long) makes its record invalid, naming the field."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key == LEFT_OUT or value == LEFT_OUT:
+                field = "a field name" if key == LEFT_OUT else f"field '{key}'"
+                raise ValueError(f"{field} is a string of more than 1 MiB (left out)")
+    return data
+
+
+class _Record(BaseModel):
+    """What every COCO record shares: unknown fields kept, numbers as strings, no string of megabytes."""
 
     model_config = _RECORD
 
-    id: str = Field(min_length=1)
-    file_name: str = Field(min_length=1)
-    serving_bucket_key: str | None = None
-    original_file_name: str | None = None
-    datetime: str | None = None
-    location: str | None = None
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, data: Any) -> Any:
+        return _nothing_left_out(data)
+
+
+class CocoImage(_Record):
+    """One ``images[]`` entry; ``id`` may be an int in some LILA sets, so numbers become strings."""
+
+    id: str = Field(min_length=1, max_length=MAX_ID)
+    file_name: str = Field(min_length=1, max_length=MAX_PATH)
+    serving_bucket_key: str | None = Field(None, max_length=MAX_KEY)
+    original_file_name: str | None = Field(None, max_length=MAX_PATH)
+    datetime: str | None = Field(None, max_length=MAX_TEXT)
+    location: str | None = Field(None, max_length=MAX_TEXT)
     width: int | None = Field(default=None, gt=0)
     height: int | None = Field(default=None, gt=0)
 
@@ -38,13 +68,11 @@ class CocoImage(BaseModel):
         return value
 
 
-class CocoAnnotation(BaseModel):
+class CocoAnnotation(_Record):
     """One ``annotations[]`` entry; ``bbox`` is absolute pixels ``[x, y, w, h]``, values may be null."""
 
-    model_config = _RECORD
-
-    id: str
-    image_id: str
+    id: str = Field(max_length=MAX_ID)
+    image_id: str = Field(max_length=MAX_ID)
     category_id: int
     bbox: list[float | None] | None = None
     confidence: float | None = None
@@ -59,8 +87,6 @@ class CocoAnnotation(BaseModel):
         return value
 
 
-class CocoCategory(BaseModel):
-    model_config = _RECORD
-
+class CocoCategory(_Record):
     id: int
-    name: str
+    name: str = Field(max_length=MAX_TEXT)

@@ -1,20 +1,25 @@
 """Stream records out of a COCO file without building the whole document in memory.
 
 A million-image export is hundreds of MB of JSON; ``json.load`` would hold all of it as Python
-objects. ijson yields one record at a time, so memory stays flat whatever the file's size.
+objects. ijson yields one record at a time, so memory stays flat whatever the file's size; every read
+goes through coco.guard, so neither deep nesting nor one endless value can make it grow.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import ijson
 from pydantic import BaseModel, ValidationError
 
+from sci_fetch.coco.guard import GuardedReader, LongStringFilter, Oversized
 from sci_fetch.coco.models import CocoAnnotation, CocoCategory, CocoImage
 from sci_fetch.errors import InputError, RecordError
+from sci_fetch.keys.shard import shard_of
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -28,15 +33,58 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def shorten(value: object, keep: int = 80) -> str:
+    """A value for a message or a CSV cell: a field of megabytes is named by its start and its length."""
+    text = str(value)
+    return text if len(text) <= keep else f"{text[:keep]}... ({len(text):,} characters)"
+
+
 def _first_line(exc: Exception) -> str:
     """ijson's messages quote the bad input over several lines; one line is enough to find it."""
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+_NOT_JSON_NUMBER = re.compile(r"-?(NaN|Infinity)")
+
+
+def _not_a_number(exc: Exception) -> str | None:
+    """The token yajl stopped at, when it is NaN or Infinity: Python's json and pandas write these for a
+    missing or infinite number, but they are not JSON, and "truncated" would send the user looking elsewhere."""
+    lines = str(exc).splitlines()
+    if len(lines) < 3 or "(right here)" not in lines[2]:
+        return None
+    caret = len(lines[2].rstrip()) - 1  # yajl points at, or just past, the first character it refused
+    found = _NOT_JSON_NUMBER.search(lines[1], max(caret - 2, 0))
+    return found.group(0) if found and found.start() <= caret else None
+
+
+def _broken(path: Path, exc: Exception, inside: str) -> InputError:
+    token = _not_a_number(exc)
+    if token is not None:
+        return InputError(
+            f"{path}: {token} in {inside} is not valid JSON (Python's json and pandas write it for a missing "
+            "or infinite number); replace it with null or a number"
+        )
+    return InputError(f"{path}: broken JSON inside {inside} ({_first_line(exc)}); the file may be truncated")
+
+
+@contextmanager
+def _guarded(path: Path, filtered: bool = False) -> Iterator[GuardedReader]:
+    with open(path, "rb") as fh:  # the mirror parser is dropped, not closed: closing it parses an end of file
+        yield GuardedReader(LongStringFilter(fh) if filtered else fh, path)
+
+
 def _check_array(path: Path, name: str) -> None:
     """Fail at once, with one line, when the file is not JSON or has no top-level ``name`` array."""
     try:
-        with open(path, "rb") as fh:
+        _find_array(path, name, filtered=False)
+    except Oversized:
+        _find_array(path, name, filtered=True)
+
+
+def _find_array(path: Path, name: str, filtered: bool) -> None:
+    try:
+        with _guarded(path, filtered) as fh:
             depth = 0
             for prefix, event, _value in ijson.parse(fh):
                 if event in ("start_map", "start_array"):
@@ -52,6 +100,9 @@ def _check_array(path: Path, name: str) -> None:
                 elif depth == 1 and event != "map_key" and prefix == name:
                     raise InputError(f"{path}: '{name}' is not an array")
     except ijson.JSONError as exc:
+        token = _not_a_number(exc)
+        if token is not None:
+            raise _broken(path, exc, "the file") from exc
         raise InputError(f"{path}: not valid JSON ({_first_line(exc)})") from exc
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
@@ -59,10 +110,25 @@ def _check_array(path: Path, name: str) -> None:
 
 
 def iter_raw(path: Path, name: str, model: type[M]) -> Iterator[tuple[Any, M | RecordError]]:
-    """Each element of ``name`` as read (to write back unchanged) and validated as ``model`` (to decide on)."""
+    """Each element of ``name`` as read (to write back unchanged) and validated as ``model`` (to decide on).
+
+    A value of megabytes (Oversized) starts the read again through LongStringFilter, which reads it as
+    LEFT_OUT: its record is then one invalid record, and the records before it are not yielded twice."""
     _check_array(path, name)
+    yielded = 0
     try:
-        with open(path, "rb") as fh:
+        for pair in _records(path, name, model, filtered=False):
+            yield pair
+            yielded += 1
+    except Oversized:
+        for index, pair in enumerate(_records(path, name, model, filtered=True)):
+            if index >= yielded:
+                yield pair
+
+
+def _records(path: Path, name: str, model: type[M], filtered: bool) -> Iterator[tuple[Any, M | RecordError]]:
+    try:
+        with _guarded(path, filtered) as fh:
             for index, raw in enumerate(ijson.items(fh, f"{name}.item", use_float=True)):
                 if not isinstance(raw, dict):
                     yield raw, RecordError(index, f"not an object but {type(raw).__name__}", None, name)
@@ -71,11 +137,9 @@ def iter_raw(path: Path, name: str, model: type[M]) -> Iterator[tuple[Any, M | R
                     yield raw, model.model_validate(raw)
                 except ValidationError as exc:
                     raw_id = raw.get("id")
-                    yield raw, RecordError(index, _describe(exc), str(raw_id) if raw_id is not None else None, name)
+                    yield raw, RecordError(index, _describe(exc), shorten(raw_id) if raw_id is not None else None, name)
     except ijson.JSONError as exc:
-        raise InputError(
-            f"{path}: broken JSON inside '{name}' ({_first_line(exc)}); the file may be truncated"
-        ) from exc
+        raise _broken(path, exc, f"'{name}'") from exc
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
 
@@ -100,3 +164,38 @@ def read_categories(path: Path) -> list[CocoCategory]:
             raise InputError(f"{path}: categories[{item.index}]: {item.reason}")
         out.append(item)
     return out
+
+
+def count_images(path: Path, shard_count: int = 1, shard_index: int = 0) -> int | None:
+    """How many records ``images`` holds (this shard's share, by the same hash of the id), for the ETA and
+    so that the counts account for every image; a cheap pass that builds no objects. None when the file
+    cannot be read to its end: the stream that reads the records reports why."""
+    try:
+        return _count(path, shard_count, shard_index, filtered=False)
+    except Oversized:
+        return _count(path, shard_count, shard_index, filtered=True)
+
+
+def _count(path: Path, shard_count: int, shard_index: int, filtered: bool) -> int | None:
+    try:
+        with _guarded(path, filtered) as fh:
+            if shard_count > 1:
+                return sum(
+                    1
+                    for prefix, event, value in ijson.parse(fh)
+                    if prefix == "images.item.id"
+                    and event in ("string", "number")
+                    and shard_of(str(value), shard_count) == shard_index
+                )
+            return sum(
+                1
+                for prefix, event, _ in ijson.parse(fh)
+                if prefix == "images.item"
+                and event in ("start_map", "start_array", "string", "number", "null", "boolean")
+            )
+    except Oversized:
+        if filtered:
+            return None
+        raise
+    except (OSError, ijson.JSONError, InputError):
+        return None

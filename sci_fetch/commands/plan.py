@@ -26,6 +26,7 @@ HELP = "estimate a download before starting it: HEAD a random sample of the keys
 
 # The settings a plan reads: what to fetch, where from, how hard to push.
 PLAN_SETTINGS = {
+    "case_insensitive_names",
     "coco",
     "output",
     "manifest",

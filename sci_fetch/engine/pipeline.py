@@ -16,6 +16,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from sci_fetch.engine.stop import Stop, cancel_all, start_supervised
 from sci_fetch.engine.worker import Fetcher
 from sci_fetch.errors import DiskError, InputError, RecordError, SciFetchError
 from sci_fetch.exits import GRACEFUL, StopReason
+from sci_fetch.keys.collisions import FoldCheck
 from sci_fetch.keys.mapping import Task, UnsafePathError, make_task
 from sci_fetch.keys.shard import process_of, shard_of
 from sci_fetch.manifest.models import Action, Decision
@@ -165,13 +167,18 @@ class Pipeline:
         """Runs in a thread: read, validate, map and plan one batch at a time."""
         assert self.settings.coco is not None  # checked before a run starts (engine.job)
         images = numbered(iter_images(self.settings.coco), self.settings.limit)
+        # Destinations that are one file on macOS/Windows (case, Unicode form): claimed in the manifest, warned once.
+        folds = FoldCheck(partial(self.manifest.claim_folds, self.run_id), self.settings.case_insensitive_names)
         while not self.stop.is_set():  # the planning thread stops with the run
             chunk = list(islice(images, BATCH))
             if not chunk:
+                folds.warn(log)
                 return
-            yield self._plan(chunk)
+            yield self._plan(chunk, folds)
 
-    def _plan(self, chunk: list[tuple[int, CocoImage | RecordError]]) -> tuple[list[Decision], list[Reject]]:
+    def _plan(
+        self, chunk: list[tuple[int, CocoImage | RecordError]], folds: FoldCheck
+    ) -> tuple[list[Decision], list[Reject]]:
         settings = self.settings
         tasks: list[Task] = []
         rejects: list[Reject] = []
@@ -187,6 +194,8 @@ class Pipeline:
                 tasks.append(make_task(item, settings.variant, settings.key_template, settings.verify_id_md5))
             except (UnsafePathError, ValueError, KeyError, IndexError) as exc:
                 rejects.append(("invalid", f"images[{index}]", item.id, None, item.file_name, str(exc)))
+        tasks, folded = folds.apply(tasks)  # drops the later names of a group when they count as duplicates
+        rejects += folded
         decisions = self.manifest.plan(tasks, self.run_id, settings.output, settings.retry_missing)
         rejects += duplicates(decisions)
         self.manifest.add_rejects(self.run_id, rejects)

@@ -12,16 +12,13 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
-import ijson
-
+from sci_fetch.coco.source import count_images
 from sci_fetch.engine import quick
 from sci_fetch.engine.stop import Stop, cancel_all, catch_signals, start_supervised, supervised
 from sci_fetch.errors import DiskError
 from sci_fetch.exits import ExitCode, StopReason, exit_code_for
-from sci_fetch.keys.shard import shard_of
 from sci_fetch.manifest.store import Manifest
 from sci_fetch.observe.metrics import serve as serve_metrics
 from sci_fetch.observe.progress import choose_mode, report
@@ -143,29 +140,6 @@ class RunOwner:
             stats.total = stats.planned + stats.invalid + stats.duplicates
             key = f"images_in_coco{self.settings.shard_suffix}"
             await asyncio.to_thread(self.manifest.set_meta, key, str(stats.total))
-
-
-def count_images(path: Path, shard_count: int = 1, shard_index: int = 0) -> int | None:
-    """How many records ``images`` holds (this shard's share, by the same hash of the id), for the ETA and
-    so that the counts account for every image; a cheap pass that builds no objects."""
-    try:
-        with open(path, "rb") as fh:
-            if shard_count > 1:
-                return sum(
-                    1
-                    for prefix, event, value in ijson.parse(fh)
-                    if prefix == "images.item.id"
-                    and event in ("string", "number")
-                    and shard_of(str(value), shard_count) == shard_index
-                )
-            return sum(
-                1
-                for prefix, event, _ in ijson.parse(fh)
-                if prefix == "images.item"
-                and event in ("start_map", "start_array", "string", "number", "null", "boolean")
-            )
-    except (OSError, ijson.JSONError):
-        return None
 
 
 async def count_total(settings: Settings, manifest: Manifest) -> int | None:

@@ -53,8 +53,8 @@ class OutputRoot:
                 os.makedirs(parent, exist_ok=True)
             except OSError as exc:
                 raise map_os_error(exc, "mkdir", dest.parent) from exc
-            real_parent = os.path.realpath(parent)
-            if not _within(real_parent, str(self.real)):
+            real_parent = leads_outside(parent, self.real)
+            if real_parent is not None:
                 raise PermanentError(
                     "write",
                     rel,
@@ -67,4 +67,11 @@ class OutputRoot:
 
 
 def _within(real: str, real_root: str) -> bool:
-    return real == real_root or real.startswith(real_root + os.sep)
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def leads_outside(path: Path | str, root: Path | str) -> str | None:
+    """Where ``path`` really is, when a symbolic link on the way takes it out of ``root``; else None. The one
+    containment rule, for image folders (OutputRoot) and the state folder (manifest.checks) alike."""
+    real = os.path.realpath(path)
+    return None if _within(real, os.path.realpath(root)) else real

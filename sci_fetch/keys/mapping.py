@@ -15,6 +15,10 @@ from pathlib import PurePosixPath
 from sci_fetch.coco.models import CocoImage
 from sci_fetch.fs.layout import PARTIAL_SUFFIX, STATE_DIR
 
+MAX_NAME_BYTES = 255  # NAME_MAX of ext4, XFS, APFS, NTFS (in UTF-16 units there, at most as many)
+MAX_PATH_BYTES = 4096  # PATH_MAX on Linux
+MAX_KEY_BYTES = 1024  # S3's limit on an object key
+
 _ANIML_ID = re.compile(r"^[^:/]+:([0-9a-f]{32})$")
 _CONTROL = re.compile(r"[\x00-\x1f]")
 _TEMPLATE_FIELDS = frozenset({"id", "id_dash", "file_name", "stem", "ext", "variant"})
@@ -86,6 +90,8 @@ def object_key(image: CocoImage, variant: Variant = Variant.original, template: 
         key = f"{variant.value}/{image.id}-{variant.value}.{extension(image)}"
     if not key or key.startswith("/"):
         raise UnsafePathError(f"key {key!r} is empty or absolute")
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise UnsafePathError(f"key is longer than {MAX_KEY_BYTES} bytes, the longest S3 takes")
     return key
 
 
@@ -104,8 +110,14 @@ def safe_relative_path(file_name: str) -> str:
         raise UnsafePathError("file_name starts with a drive letter")
     if _CONTROL.search(file_name):
         raise UnsafePathError("file_name contains a control character")
+    if len(file_name.encode()) > MAX_PATH_BYTES:
+        raise UnsafePathError(f"file_name is longer than {MAX_PATH_BYTES} bytes, the longest path a file system takes")
     parts = file_name.split("/")
     for part in parts:
+        if len(part.encode()) > MAX_NAME_BYTES:
+            raise UnsafePathError(
+                f"file_name has a part longer than {MAX_NAME_BYTES} bytes, the longest name a file system takes"
+            )
         if part == "":
             raise UnsafePathError("file_name has an empty path part (// or a trailing /)")
         if part in (".", ".."):

@@ -16,12 +16,16 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sci_fetch.errors import DiskError, UsageError
 from sci_fetch.fs.root import OutputRoot
+from sci_fetch.keys.collisions import Collision
 from sci_fetch.keys.mapping import Task
+from sci_fetch.manifest import folds
+from sci_fetch.manifest.checks import check_integrity, check_state_folder, check_version, damaged
 from sci_fetch.manifest.models import Action, Decision, ManifestRow, Outcome, State
 
 SCHEMA_VERSION = 2  # 2: state "forbidden", column "checks"
@@ -92,23 +96,28 @@ def _disk_error(path: Path, exc: sqlite3.Error) -> DiskError | None:
     return None
 
 
-def _disk_errors(method):
-    """Decorates the methods that write: a full or failing disk raises DiskError, not sqlite3's error."""
+P = ParamSpec("P")
+R = TypeVar("R")
 
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
+
+def _disk_errors(method: Callable[Concatenate[Manifest, P], R]) -> Callable[Concatenate[Manifest, P], R]:
+    """Decorates the methods that touch the database: a full or failing disk raises DiskError, a damaged
+    file one line that says how to start over, never sqlite3's error."""
+
+    def wrapper(self: Manifest, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return method(self, *args, **kwargs)
-        except sqlite3.OperationalError as exc:
-            mapped = _disk_error(self.path, exc)
+        except sqlite3.DatabaseError as exc:
+            mapped = damaged(self.path, exc) or _disk_error(self.path, exc)
             if mapped is not None:
                 raise mapped from exc
             raise
 
+    functools.update_wrapper(wrapper, method)
     return wrapper
 
 
-def _row(values: tuple) -> ManifestRow:
+def _row(values: tuple[Any, ...]) -> ManifestRow:
     return ManifestRow(**dict(zip([c.strip() for c in _COLUMNS.split(",")], values, strict=False)))
 
 
@@ -118,27 +127,40 @@ class Manifest:
     def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._columns = _COLUMNS
+        check_state_folder(path)
         try:
-            self._columns = _COLUMNS
-            if readonly:
-                if not path.exists():
-                    raise UsageError(f"no manifest at {path}; has a download been started with this output dir?")
-                self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=30)
-                if self._version() == "1":  # read as it is; the next download upgrades it
-                    self._columns = _COLUMNS.replace(", checks", ", NULL AS checks")
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._db = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level=None)
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")
-                self._db.executescript(_SCHEMA)
-                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                if self.meta("schema_version") == "1":
-                    self._db.executescript("BEGIN IMMEDIATE;" + _MIGRATE_1_TO_2 + "COMMIT;")
+            self._db = self._open_readonly() if readonly else self._open_writable()
         except sqlite3.DatabaseError as exc:
-            raise (_disk_error(path, exc) or UsageError(f"manifest {path} cannot be opened: {exc}")) from exc
+            raise (
+                damaged(path, exc) or _disk_error(path, exc) or UsageError(f"manifest {path} cannot be opened: {exc}")
+            ) from exc
         except OSError as exc:
             raise UsageError(f"manifest {path} cannot be created: {exc.strerror or exc}") from exc
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        if not self.path.exists():
+            raise UsageError(f"no manifest at {self.path}; has a download been started with this output dir?")
+        self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, timeout=30)
+        version = self._version()
+        check_version(version, SCHEMA_VERSION, self.path)
+        if version == "1":  # read as it is; the next download upgrades it
+            self._columns = _COLUMNS.replace(", checks", ", NULL AS checks")
+        return self._db
+
+    def _open_writable(self) -> sqlite3.Connection:
+        """Checked before anything is written: damaged pages, a newer schema; then made current."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+        check_integrity(self._db, self.path)
+        check_version(self._version(), SCHEMA_VERSION, self.path)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA + folds.SCHEMA)
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        if self.meta("schema_version") == "1":
+            self._db.executescript("BEGIN IMMEDIATE;" + _MIGRATE_1_TO_2 + "COMMIT;")
+        return self._db
 
     def close(self) -> None:
         with self._lock:
@@ -146,17 +168,17 @@ class Manifest:
 
     # ---- runs -------------------------------------------------------------------------------
     @_disk_errors
-    def begin_run(self, settings: dict) -> int:
+    def begin_run(self, settings: dict[str, Any]) -> int:
         with self._lock:
             cur = self._db.execute(
                 "INSERT INTO runs (started_at, settings) VALUES (?, ?)",
                 (time.time(), json.dumps(settings, default=str)),
             )
             self._heartbeat_locked()
-            return int(cur.lastrowid)
+            return int(cur.lastrowid or 0)
 
     @_disk_errors
-    def end_run(self, run_id: int, exit_code: int, summary: dict) -> None:
+    def end_run(self, run_id: int, exit_code: int, summary: dict[str, Any]) -> None:
         with self._lock:
             self._db.execute(
                 "UPDATE runs SET ended_at = ?, exit_code = ?, summary = ? WHERE run_id = ?",
@@ -209,6 +231,23 @@ class Manifest:
                 raise
         return decisions
 
+    @_disk_errors
+    def claim_folds(self, run_id: int, pairs: Sequence[tuple[str, str]]) -> list[Collision]:
+        """Claim each (image_id, dest)'s case- and Unicode-folded name for this run, in one transaction;
+        returns the destinations another image of the run holds under another spelling (keys.collisions)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                found = folds.claim(self._db, run_id, pairs)
+                self._db.execute("COMMIT")
+            except BaseException:
+                try:
+                    self._db.execute("ROLLBACK")
+                except sqlite3.OperationalError:
+                    pass  # SQLite already rolled back (it does after SQLITE_FULL): keep the original error
+                raise
+        return found
+
     # ---- outcomes ---------------------------------------------------------------------------
     @_disk_errors
     def record(self, outcomes: Iterable[Outcome]) -> None:
@@ -254,6 +293,7 @@ class Manifest:
         with self._lock:
             self._db.executemany("INSERT INTO rejects VALUES (?, ?, ?, ?, ?, ?, ?)", [(run_id, *r) for r in rejects])
 
+    @_disk_errors
     def rejects(self, run_id: int) -> list[tuple[str, str, str | None, str | None, str | None, str]]:
         with self._lock:
             return self._db.execute(
@@ -262,6 +302,7 @@ class Manifest:
             ).fetchall()
 
     # ---- reading ----------------------------------------------------------------------------
+    @_disk_errors
     def counts(self, run_id: int | None = None) -> dict[str, int]:
         """Rows per state; with ``run_id``, only the images that run's COCO file named."""
         query = (
@@ -275,12 +316,14 @@ class Manifest:
         counts.update({state: n for state, n in rows})
         return counts
 
+    @_disk_errors
     def bytes_done(self) -> int:
         with self._lock:
             return int(
                 self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM images WHERE state = 'done'").fetchone()[0]
             )
 
+    @_disk_errors
     def rate(self, window: float = 60.0) -> tuple[float, float]:
         """Images and bytes per second done over the last ``window`` seconds, from row times. The window
         never reaches back before the latest run started: 2 s into a run, the rate is over those 2 s."""
@@ -306,21 +349,22 @@ class Manifest:
         params = [*wanted, run_id] if run_id is not None else wanted
         after = ""
         while True:
-            with self._lock:
-                fetched = self._db.execute(
-                    f"SELECT {self._columns} FROM images WHERE {where} AND dest > ? ORDER BY dest LIMIT ?",
-                    [*params, after, page],
-                ).fetchall()
+            fetched = self._fetch(
+                f"SELECT {self._columns} FROM images WHERE {where} AND dest > ? ORDER BY dest LIMIT ?",
+                [*params, after, page],
+            )
             yield from (_row(r) for r in fetched)
             if len(fetched) < page:
                 return
             after = fetched[-1][2]
 
+    @_disk_errors
     def get(self, image_id: str) -> ManifestRow | None:
         with self._lock:
             r = self._db.execute(f"SELECT {self._columns} FROM images WHERE image_id = ?", (image_id,)).fetchone()
         return _row(r) if r else None
 
+    @_disk_errors
     def last_errors(self, limit: int = 5) -> list[ManifestRow]:
         with self._lock:
             fetched = self._db.execute(
@@ -329,6 +373,12 @@ class Manifest:
                 (limit,),
             ).fetchall()
         return [_row(r) for r in fetched]
+
+    @_disk_errors
+    def _fetch(self, query: str, params: Iterable[Any]) -> list[Any]:
+        """One page of a paged read, under the lock (the generators above cannot be decorated)."""
+        with self._lock:
+            return self._db.execute(query, list(params)).fetchall()
 
     def _version(self) -> str | None:
         try:
@@ -341,28 +391,30 @@ class Manifest:
         files and needs nothing else of the rows."""
         after = ""
         while True:
-            with self._lock:
-                fetched = self._db.execute(
-                    "SELECT dest, bytes FROM images WHERE state = 'done' AND run_id = ? AND dest > ? ORDER BY dest LIMIT 5000",
-                    (run_id, after),
-                ).fetchall()
+            fetched = self._fetch(
+                "SELECT dest, bytes FROM images WHERE state = 'done' AND run_id = ? AND dest > ? ORDER BY dest LIMIT 5000",
+                (run_id, after),
+            )
             yield from fetched
             if len(fetched) < 5000:
                 return
             after = fetched[-1][0]
 
+    @_disk_errors
     def images_in_coco(self) -> int | None:
         """How many images the last run's COCO file holds (its shard's share), as the run counted them."""
         with self._lock:
             r = self._db.execute("SELECT value FROM meta WHERE name LIKE 'images_in_coco%' LIMIT 1").fetchone()
         return int(r[0]) if r else None
 
+    @_disk_errors
     def meta(self, name: str) -> str | None:
         with self._lock:
             r = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return r[0] if r else None
 
-    def last_run(self) -> dict | None:
+    @_disk_errors
+    def last_run(self) -> dict[str, Any] | None:
         with self._lock:
             r = self._db.execute(
                 "SELECT run_id, started_at, ended_at, exit_code, summary FROM runs ORDER BY run_id DESC LIMIT 1"

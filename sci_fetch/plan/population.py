@@ -7,17 +7,23 @@ Reservoir sampling keeps memory at the sample's size whatever the COCO file's.
 
 from __future__ import annotations
 
+import logging
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 
 from sci_fetch.coco.source import iter_images
 from sci_fetch.errors import RecordError
+from sci_fetch.keys.collisions import FoldCheck
 from sci_fetch.keys.mapping import Task, UnsafePathError, make_task
 from sci_fetch.keys.shard import shard_of
+from sci_fetch.manifest.folds import TempFolds
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.store import Manifest
 from sci_fetch.settings import Settings
+
+log = logging.getLogger("sci_fetch")
 
 
 @dataclass
@@ -42,8 +48,23 @@ def settled_ids(settings: Settings) -> dict[str, State]:
         manifest.close()
 
 
-def _tasks(settings: Settings, population: Population):
-    """The tasks a run would plan, in COCO order; counts the records it would reject."""
+def _tasks(settings: Settings, population: Population) -> Iterator[Task]:
+    """The tasks a run would plan, in COCO order; counts the records it would reject, destinations that are
+    one file on macOS/Windows included (21.8: checked a batch at a time in a temporary SQLite table)."""
+    claims = TempFolds()
+    folds = FoldCheck(claims.claim, settings.case_insensitive_names)
+    unique = _unique_tasks(settings, population)
+    try:
+        while batch := list(islice(unique, 512)):
+            kept = folds.apply(batch)[0]
+            population.invalid += len(batch) - len(kept)
+            yield from kept
+        folds.warn(log)
+    finally:
+        claims.close()
+
+
+def _unique_tasks(settings: Settings, population: Population) -> Iterator[Task]:
     seen_ids: set[str] = set()
     seen_dests: set[str] = set()
     for item in islice(iter_images(settings.coco), settings.limit):
