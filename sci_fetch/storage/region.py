@@ -39,8 +39,9 @@ class WrongRegion(FatalError):
 
     reason = "wrong-region"
 
-    def __init__(self, op: str, src: str, dst: str | None, err: str, region: str | None) -> None:
+    def __init__(self, op: str, src: str, dst: str | None, err: str, region: str | None, answer: str = "") -> None:
         self.region = region
+        self.answer = answer  # what S3 said: "AuthorizationHeaderMalformed", "PermanentRedirect", "307", ...
         super().__init__(op, src, dst, err)
 
 
@@ -74,7 +75,7 @@ def wrong_region(exc: bce.ClientError, op: str, src: str, dst: str | None, where
         hint = "the bucket is in another region, and S3 did not say which; set the region setting to the bucket's"
     else:
         hint = f'the bucket is in region {region} (S3 says so); set region = "{region}" (--region {region})'
-    return WrongRegion(op, src, dst, f"{said}; {where}: {hint}", region)
+    return WrongRegion(op, src, dst, f"{said}; {where}: {hint}", region, code or str(status))
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

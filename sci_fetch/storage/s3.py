@@ -289,7 +289,7 @@ class S3Storage:
             region = exc.region or await self._head_bucket_region()
             if region is None or region == sent or self._region_switches >= self.MAX_REGION_SWITCHES:
                 return False
-            await self._use_region(region, f"its {exc.err.split(';', 1)[0]} answer")
+            await self._use_region(region, f"its {exc.answer} answer")
             return True
 
     async def _use_region(self, region: str, source: str) -> None:
