@@ -44,9 +44,10 @@ that may not list the bucket); ``forbid("")`` refuses everything. ``set_encrypti
 ``"sse-c"``) makes GET and HEAD responses look like an SSE-KMS (SSE-C) object: the ETag becomes 32 hex
 digits that are not the MD5 of the body, and the encryption header is added.
 
-``limit_rate(n)`` answers ``503 SlowDown`` to every request above ``n`` per second (counted over the last second,
-as a prefix of S3 does when it is asked too much; ``limit_rate(None)`` lifts it; callable mid-run to lower it):
-``injected["over-rate"]`` counts those answers.
+``limit_rate(n)`` answers ``503 SlowDown`` to every request above ``n`` per second, as a prefix of S3 does when it
+is asked too much: a token bucket filled at ``n`` per second holding at most ``burst`` (default ``n / 10``, at
+least 1), one token per request let through; ``limit_rate(None)`` lifts it, and it may be called mid-run to
+lower the limit. ``injected["over-rate"]`` counts those answers.
 
 ``bucket_region("eu-west-1", mode)`` makes the proxy answer as S3's regional endpoints do for a bucket in
 another region, judged by the region in the request's SigV4 credential scope (``Credential=AKID/date/REGION/...``):
@@ -238,7 +239,7 @@ class FaultProxy:
         self._forbidden: tuple[str, ...] | None = None
         self._encryption: str | None = None
         self._rate_limit: float | None = None
-        self._admitted: deque[float] = deque()  # when the requests of the last second were let through
+        self._tokens = (0.0, 0.0, 0.0)  # (tokens, at loop time, burst): the rate limit's bucket
         self._region: tuple[str, str] | None = None  # (bucket's region, mode)
         self.requests = 0  # requests received, faulted or not
         self.forwarded = 0  # requests sent on to the upstream
@@ -307,9 +308,12 @@ class FaultProxy:
             raise ValueError(f"unknown encryption {kind!r}")
         self._encryption = kind
 
-    def limit_rate(self, per_second: float | None) -> None:
-        """503 SlowDown for every request above ``per_second`` in the last second; None: no limit."""
+    def limit_rate(self, per_second: float | None, burst: float | None = None) -> None:
+        """503 SlowDown for every request above ``per_second`` (a token bucket holding ``burst``); None: no limit."""
         self._rate_limit = float(per_second) if per_second else None
+        if self._rate_limit is not None:
+            size = burst if burst is not None else max(1.0, self._rate_limit / 10)
+            self._tokens = (min(self._tokens[0], size), self._tokens[1], size)
 
     def bucket_region(self, region: str | None, mode: str = "400") -> None:
         """Answer as S3 does for a bucket in ``region`` (see the module docstring for the modes); None: off."""
@@ -557,12 +561,13 @@ class FaultProxy:
                 return _region_response(status, phrase, code, region, signed_for)
         if self._rate_limit is not None:
             now = asyncio.get_running_loop().time()
-            while self._admitted and now - self._admitted[0] >= 1.0:
-                self._admitted.popleft()
-            if len(self._admitted) >= self._rate_limit:
+            tokens, at, burst = self._tokens
+            tokens = min(burst, tokens + (now - at) * self._rate_limit) if at else burst
+            if tokens < 1.0:
+                self._tokens = (tokens, now, burst)
                 self.injected["over-rate"] += 1
                 return self._error_response("slowdown", b"GET", [], count=False)
-            self._admitted.append(now)
+            self._tokens = (tokens - 1.0, now, burst)
         return None
 
     def _encrypted(self, rhead: bytes) -> bytes:

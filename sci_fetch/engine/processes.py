@@ -35,6 +35,7 @@ from sci_fetch.observe import logs
 from sci_fetch.observe.metrics import serve as serve_metrics
 from sci_fetch.observe.status_file import keep_writing, snapshot, write_final
 from sci_fetch.settings import Settings
+from sci_fetch.storage.rate import SharedRate
 from sci_fetch.storage.s3 import S3Storage
 
 log = logging.getLogger("sci_fetch")
@@ -43,7 +44,9 @@ log = logging.getLogger("sci_fetch")
 _SEVERITY = ["internal", "fatal", "disk", "SIGTERM", "SIGINT", "keys", "usage", "input", "died"]
 
 
-def _child(settings: Settings, run_id: int, index: int, count: int, conn: Connection, verbose: bool) -> None:
+def _child(
+    settings: Settings, run_id: int, index: int, count: int, conn: Connection, verbose: bool, rate: SharedRate
+) -> None:
     """A child process: a whole engine over share ``index`` of ``count``; its result goes up the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # until the engine's handlers are in: the parent forwards stops
     logs.configure(settings.log_format, verbose)
@@ -57,7 +60,7 @@ def _child(settings: Settings, run_id: int, index: int, count: int, conn: Connec
     async def main() -> tuple[str | None, str | None]:
         manifest = Manifest(settings.manifest_path)
         try:
-            async with S3Storage(settings.storage_options()) as storage:
+            async with S3Storage(settings.storage_options(), rate=rate) as storage:  # one request rate for the run
                 result = await Engine(settings, storage, manifest, Role(run_id, (index, count), False, send)).run()
                 return result.stop_reason, result.message
         finally:
@@ -111,6 +114,7 @@ class Processes:
         self.stats = Stats()
         self._signal: str | None = None
         self._children: list[_Child] = []
+        self.rate = SharedRate(count, settings.max_requests_per_second)  # the run's one request rate (storage.rate)
 
     def _start(self, run_id: int) -> None:
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited loop, threads or locks
@@ -120,7 +124,7 @@ class Processes:
                 target=_child,
                 name=f"sci-fetch-{index + 1}-of-{self.count}",
                 daemon=True,
-                args=(self.settings, run_id, index, self.count, send, self.verbose),
+                args=(self.settings, run_id, index, self.count, send, self.verbose, self.rate),
             )
             process.start()
             send.close()

@@ -149,6 +149,9 @@ class Engine:
         self.stats.requests = self.storage.requests
         gate = getattr(self.storage, "reachability", None)  # S3Storage's outage gate; a fake storage has none
         self.stats.unreachable_since = gate.down_since if gate is not None else None
+        rate = getattr(self.storage, "rate", None)  # S3Storage's adaptive request rate (storage.rate)
+        if rate is not None:
+            self.stats.request_rate, self.stats.slowdowns = rate.current(), rate.slowdowns
         return self.stats
 
     # ---- stopping ---------------------------------------------------------------------------

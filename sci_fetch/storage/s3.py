@@ -180,6 +180,7 @@ class S3Storage:
                 raise
             raise mapped from exc
         self.reachability.on_answer()
+        self.rate.answered()
         return response
 
     async def _probe(self, key: str) -> bool:
@@ -338,6 +339,7 @@ class S3Storage:
         try:
             async with direct.get(key) as resp:
                 self.reachability.on_answer()
+                self.rate.answered()
                 yield resp
         except bce.ClientError as exc:
             self.reachability.on_answer()
