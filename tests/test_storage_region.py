@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import uuid
 
 import botocore.exceptions as bce
 import pytest
 from fault_proxy import FaultProxy
-from helpers import animl_image, random_blobs, settings_for, write_coco
+from helpers import animl_image, random_blobs, settings_for, wait_until, write_coco
 from test_reliability_support import KB, rows, seed_parallel, tree
 
 from sci_fetch.commands.download import download
@@ -112,6 +113,30 @@ def test_a_bucket_in_another_region_with_no_region_given_ends_with_every_image_d
     assert len(lines) == 1, lines
     assert "not us-west-2" in lines[0] and 'set region = "eu-west-1"' in lines[0]
     assert 1 <= refused <= settings.concurrency  # only the requests in flight before the move were refused
+
+
+@pytest.mark.parametrize("mode", ["307", "301-bare"])
+def test_a_redirect_mid_run_is_followed_not_failed_image_by_image(s3_env, objects, tmp_path, caplog, mode):
+    """The bucket starts answering 307 TemporaryRedirect (or a bare 301) with x-amz-bucket-region after 20
+    images: before, every later image became a permanent ``failed`` (exit 1) with no line naming the region."""
+    coco, images, blobs = objects
+    out = tmp_path / "out"
+    caplog.set_level(logging.INFO, logger="sci_fetch")
+    with FaultProxy(s3_env.endpoint_url) as proxy:
+
+        def move() -> None:
+            wait_until(lambda: proxy.forwarded >= 20, "20 requests through")
+            proxy.bucket_region("eu-west-1", mode)
+
+        mover = threading.Thread(target=move, daemon=True)
+        mover.start()
+        settings = settings_for(s3_env, coco, out, endpoint_url=proxy.url, concurrency=4)
+        assert download(settings) == 0
+        mover.join(5)
+        assert proxy.injected["wrong-region"] >= 1  # the move happened while images were still to fetch
+    _all_done(settings, images, blobs, out)
+    lines = _region_lines(caplog)
+    assert len(lines) == 1 and f"from its {'TemporaryRedirect' if mode == '307' else '301'} answer" in lines[0]
 
 
 def test_a_wrong_explicit_region_still_works_with_a_note(s3_env, objects, tmp_path, capfd):
