@@ -139,3 +139,23 @@ def test_a_prefix_that_throttles_loses_no_image_and_the_rate_finds_its_limit(s3_
     assert summary["slowdowns"] == throttled and summary["request_rate"] is not None
     status = json.loads(settings.state_file("status", "json").read_text())
     assert status["slowdowns"] == throttled and status["request_rate"] is not None
+
+
+def test_the_rate_and_the_slowdowns_reach_the_line_the_summary_and_the_metrics():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from sci_fetch.engine.stats import Stats
+    from sci_fetch.observe.metrics import StatsCollector
+
+    one, two = Stats(request_rate=37.84, slowdowns=3), Stats(request_rate=37.84, slowdowns=4)
+    run = Stats()
+    run.absorb([one, two])  # two processes of one run: one shared rate, their SlowDowns added
+    assert run.request_rate == 37.84 and run.slowdowns == 7
+    assert "request rate 38 req/s, slowdowns 7" in run.line()
+    assert run.as_dict()["request_rate"] == 37.8 and run.as_dict()["slowdowns"] == 7
+    assert "request rate unlimited, slowdowns 0" in Stats().line()
+    registry = CollectorRegistry()
+    registry.register(StatsCollector(lambda: run, "0"))
+    text = generate_latest(registry).decode()
+    assert 'sci_fetch_slowdowns_total{shard="0"} 7.0' in text
+    assert 'sci_fetch_request_rate{shard="0"} 37.84' in text
