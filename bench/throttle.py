@@ -70,7 +70,7 @@ class Result:
 CASES = [
     Case("N=40, 1 process", 40, 1, 75),
     Case("N=40, 2 processes", 40, 2, 75),
-    Case("N=80 lowered to 20 mid-run, 2 processes", 80, 2, 35, drop_to=20),
+    Case("N=80 lowered to 20 mid-run, 2 processes", 80, 2, 75, drop_to=20),
     Case("N=200, 1 process", 200, 1, 45),
 ]
 
