@@ -55,7 +55,13 @@ def test_an_answer_naming_another_region_becomes_wrong_region_with_that_region(s
 
 @pytest.mark.parametrize(
     "status,code,headers",
-    [(400, "InvalidArgument", {}), (403, "AccessDenied", {}), (404, "NoSuchKey", {}), (503, "SlowDown", {})],
+    [
+        (400, "InvalidArgument", {}),
+        (400, "InvalidRequest", {"x-amz-bucket-region": "us-west-2"}),  # a 400 of its own, the header beside it
+        (403, "AccessDenied", {"x-amz-bucket-region": "us-west-2"}),
+        (404, "NoSuchKey", {}),
+        (503, "SlowDown", {}),
+    ],
 )
 def test_answers_about_something_else_are_not_region_answers(status, code, headers):
     assert not is_region_answer(status, code, headers)

@@ -47,10 +47,11 @@ class WrongRegion(FatalError):
 
 def is_region_answer(status: int, code: str, headers: Mapping[str, str]) -> bool:
     """True for an answer that says the bucket is elsewhere: a redirect status, a region error code, or a bare
-    400 carrying the bucket's region (a HEAD signed for the wrong region has no body to say more)."""
+    400 carrying the bucket's region (a HEAD signed for the wrong region has no body to say more; a 400 WITH a
+    body names its own code, as botocore's redirector also reads it)."""
     if status in REDIRECT_STATUSES or code in REGION_CODES:
         return True
-    return status == 400 and _header(headers, REGION_HEADER) is not None
+    return status == 400 and code == "400" and _header(headers, REGION_HEADER) is not None
 
 
 def region_in_answer(headers: Mapping[str, str], error: Mapping[str, Any]) -> str | None:
