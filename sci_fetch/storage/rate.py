@@ -79,7 +79,7 @@ class SharedRate:
         if not rate:
             return 0.0
         with self._lock:
-            due = self._state[_LAST] + 1.0 / rate
+            due = float(self._state[_LAST]) + 1.0 / rate
             if now < due:
                 return due - now
             self._state[_LAST] = now
