@@ -44,6 +44,20 @@ that may not list the bucket); ``forbid("")`` refuses everything. ``set_encrypti
 ``"sse-c"``) makes GET and HEAD responses look like an SSE-KMS (SSE-C) object: the ETag becomes 32 hex
 digits that are not the MD5 of the body, and the encryption header is added.
 
+``limit_rate(n)`` answers ``503 SlowDown`` to every request above ``n`` per second, as a prefix of S3 does when it
+is asked too much: a token bucket filled at ``n`` per second holding at most ``burst`` (default ``n / 10``, at
+least 1), one token per request let through; ``limit_rate(None)`` lifts it, and it may be called mid-run to
+lower the limit. ``injected["over-rate"]`` counts those answers.
+
+``bucket_region("eu-west-1", mode)`` makes the proxy answer as S3's regional endpoints do for a bucket in
+another region, judged by the region in the request's SigV4 credential scope (``Credential=AKID/date/REGION/...``):
+``mode="400"`` answers a request signed for another region ``400 AuthorizationHeaderMalformed`` with
+``<Region>`` in the XML and ``x-amz-bucket-region`` (a HEAD gets no body, as from S3); ``"301"`` answers
+``301 PermanentRedirect`` with its XML and the header, ``"301-bare"`` the same without a body, ``"307"``
+``307 TemporaryRedirect``; ``"307-always"`` answers 307 even to a request signed for the right region (a
+redirect that cannot be followed). A HeadBucket gets ``x-amz-bucket-region`` as from S3; ``injected["wrong-region"]``
+counts the refusals; ``bucket_region(None)`` turns it off.
+
 Run ``python tests/fault_proxy.py --upstream http://127.0.0.1:8333 --latency 0.04`` for a standalone
 proxy (it prints its URL, then a JSON line of counters when stopped with Ctrl-C or SIGTERM).
 """
@@ -87,6 +101,14 @@ _REFUSALS = {
     "AccessDenied": (403, "Forbidden", "Access Denied"),
 }
 _CREDENTIAL = re.compile(rb"Credential=([^/,\s]+)/")
+_SCOPE_REGION = re.compile(rb"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/")
+_REGION_MODES = {  # mode: (status, phrase, code or None for no body, answers even the right region)
+    "400": (400, "Bad Request", "AuthorizationHeaderMalformed", False),
+    "301": (301, "Moved Permanently", "PermanentRedirect", False),
+    "301-bare": (301, "Moved Permanently", None, False),
+    "307": (307, "Temporary Redirect", "TemporaryRedirect", False),
+    "307-always": (307, "Temporary Redirect", "TemporaryRedirect", True),
+}
 
 
 class _Sink:
@@ -216,6 +238,9 @@ class FaultProxy:
         self.outage_refused = 0  # connections reset because of go_down()
         self._forbidden: tuple[str, ...] | None = None
         self._encryption: str | None = None
+        self._rate_limit: float | None = None
+        self._tokens = (0.0, 0.0, 0.0)  # (tokens, at loop time, burst): the rate limit's bucket
+        self._region: tuple[str, str] | None = None  # (bucket's region, mode)
         self.requests = 0  # requests received, faulted or not
         self.forwarded = 0  # requests sent on to the upstream
         self.refused = 0  # requests answered with a credential refusal
@@ -282,6 +307,19 @@ class FaultProxy:
         if kind not in (None, "aws:kms", "sse-c", "none"):
             raise ValueError(f"unknown encryption {kind!r}")
         self._encryption = kind
+
+    def limit_rate(self, per_second: float | None, burst: float | None = None) -> None:
+        """503 SlowDown for every request above ``per_second`` (a token bucket holding ``burst``); None: no limit."""
+        self._rate_limit = float(per_second) if per_second else None
+        if self._rate_limit is not None:
+            size = burst if burst is not None else max(1.0, self._rate_limit / 10)
+            self._tokens = (min(self._tokens[0], size), self._tokens[1], size)
+
+    def bucket_region(self, region: str | None, mode: str = "400") -> None:
+        """Answer as S3 does for a bucket in ``region`` (see the module docstring for the modes); None: off."""
+        if mode not in _REGION_MODES:
+            raise ValueError(f"unknown region mode {mode!r}; known: {sorted(_REGION_MODES)}")
+        self._region = (region, mode) if region else None
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -401,6 +439,13 @@ class FaultProxy:
                 if self.latency:
                     await asyncio.sleep(self.latency)
                 client_close = (_header(headers, b"connection") or b"").lower() == b"close"
+                policy = self._policy(headers) if fault is None else None
+                if policy is not None:
+                    cwriter.write(policy if method != b"HEAD" else policy.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n")
+                    await cwriter.drain()
+                    if client_close:
+                        return
+                    continue
                 if fault in ("refuse", "forbid") or fault in _SERVER_ERRORS:
                     cwriter.write(self._error_response(fault, method, headers))
                     await cwriter.drain()
@@ -413,6 +458,8 @@ class FaultProxy:
                     self.upstream_errors += 1
                     return
                 self.forwarded += 1
+                if self._region is not None and method == b"HEAD" and _is_bucket_root(start):
+                    rhead = rhead[:-2] + f"x-amz-bucket-region: {self._region[0]}\r\n\r\n".encode()
                 keep = await self._respond(method, rhead, upstream, cwriter, fault)
                 if keep is not True:
                     _close(upstream[1])
@@ -502,6 +549,27 @@ class FaultProxy:
             return "drop-upstream"
         return True
 
+    def _policy(self, headers: list[tuple[bytes, bytes]]) -> bytes | None:
+        """The answer of a bucket in another region, or of a prefix asked too much; None to pass the request on."""
+        if self._region is not None:
+            region, mode = self._region
+            status, phrase, code, always = _REGION_MODES[mode]
+            found = _SCOPE_REGION.search(_header(headers, b"authorization") or b"")
+            signed_for = found.group(1).decode("latin-1") if found else None
+            if always or (signed_for is not None and signed_for != region):
+                self.injected["wrong-region"] += 1
+                return _region_response(status, phrase, code, region, signed_for)
+        if self._rate_limit is not None:
+            now = asyncio.get_running_loop().time()
+            tokens, at, burst = self._tokens
+            tokens = min(burst, tokens + (now - at) * self._rate_limit) if at else burst
+            if tokens < 1.0:
+                self._tokens = (tokens, now, burst)
+                self.injected["over-rate"] += 1
+                return self._error_response("slowdown", b"GET", [], count=False)
+            self._tokens = (tokens - 1.0, now, burst)
+        return None
+
     def _encrypted(self, rhead: bytes) -> bytes:
         """The response head of the same object stored under SSE-KMS / SSE-C: another ETag, the SSE header."""
         start, headers = _parse_head(rhead)
@@ -519,7 +587,9 @@ class FaultProxy:
             headers.append((b"x-amz-server-side-encryption-customer-key-MD5", b"dGVzdC1rZXktbWQ1LXRlc3Q="))
         return start + b"\r\n" + b"".join(k + b": " + v + b"\r\n" for k, v in headers) + b"\r\n"
 
-    def _error_response(self, fault: str, method: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    def _error_response(
+        self, fault: str, method: bytes, headers: list[tuple[bytes, bytes]], count: bool = True
+    ) -> bytes:
         request_id = uuid.uuid4().hex[:16].upper()
         extra = ""
         if fault == "forbid":
@@ -540,7 +610,7 @@ class FaultProxy:
                     extra = f"<AWSAccessKeyId>{escape(found.group(1).decode('latin-1'))}</AWSAccessKeyId>"
         else:
             status, phrase, code, message = _SERVER_ERRORS[fault]
-            self.injected[fault] += 1
+            self.injected[fault] += count
         body = (
             f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{escape(message)}</Message>'
             f"{extra}<RequestId>{request_id}</RequestId><HostId>fault-proxy</HostId></Error>"
@@ -552,6 +622,36 @@ class FaultProxy:
             f"x-amz-request-id: {request_id}\r\nServer: fault-proxy\r\n\r\n"
         ).encode()
         return head + body
+
+
+def _is_bucket_root(start: bytes) -> bool:
+    """A request for the bucket itself (HeadBucket), path style: ``HEAD /bucket`` with no key."""
+    target = start.split(b" ")[1].split(b"?", 1)[0]
+    return target.strip(b"/").count(b"/") == 0 and target.strip(b"/") != b""
+
+
+def _region_response(status: int, phrase: str, code: str | None, region: str, signed_for: str | None) -> bytes:
+    """What S3 answers for a bucket in ``region``: the status, ``x-amz-bucket-region``, and (unless bare) the XML."""
+    request_id = uuid.uuid4().hex[:16].upper()
+    body = b""
+    if code == "AuthorizationHeaderMalformed":
+        message = f"The authorization header is malformed; the region '{signed_for}' is wrong; expecting '{region}'"
+        body = _xml(code, message, f"<Region>{region}</Region>", request_id)
+    elif code is not None:
+        message = "The bucket you are attempting to access must be addressed using the specified endpoint."
+        body = _xml(code, message, f"<Endpoint>s3.{region}.amazonaws.com</Endpoint>", request_id)
+    head = (
+        f"HTTP/1.1 {status} {phrase}\r\nContent-Type: application/xml\r\nContent-Length: {len(body)}\r\n"
+        f"x-amz-bucket-region: {region}\r\nx-amz-request-id: {request_id}\r\nServer: fault-proxy\r\n\r\n"
+    ).encode()
+    return head + body
+
+
+def _xml(code: str, message: str, extra: str, request_id: str) -> bytes:
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{escape(message)}</Message>'
+        f"{extra}<RequestId>{request_id}</RequestId><HostId>fault-proxy</HostId></Error>"
+    ).encode()
 
 
 def main(argv: list[str] | None = None) -> int:

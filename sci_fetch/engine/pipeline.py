@@ -73,6 +73,7 @@ class Pipeline:
         """Stats with the request count and the outage brought up to date (for status file, metrics, parent)."""
         self.stats.requests = self.storage.requests
         self.stats.unreachable_since = self.storage.reachability.down_since
+        self.stats.request_rate, self.stats.slowdowns = self.storage.rate.current(), self.storage.rate.slowdowns
         return self.stats
 
     def last_errors(self) -> list[str]:

@@ -36,6 +36,7 @@ from sci_fetch.observe import logs
 from sci_fetch.observe.stats import Stats
 from sci_fetch.settings import Settings
 from sci_fetch.storage.base import StorageFactory
+from sci_fetch.storage.factory import for_processes
 
 log = logging.getLogger("sci_fetch")
 
@@ -132,7 +133,7 @@ class Processes:
     def __init__(self, settings: Settings, count: int, storage: StorageFactory, stop: Stop, verbose: bool) -> None:
         self.settings = settings
         self.count = count
-        self.storage = storage
+        self.storage = for_processes(storage, count, settings.max_requests_per_second)  # one request rate for all
         self.stop = stop
         self.verbose = verbose
         self.stats = Stats()

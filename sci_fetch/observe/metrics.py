@@ -64,6 +64,18 @@ class StatsCollector(Collector):
             self._shard,
             s.images_per_second(),
         )
+        yield _one(
+            CounterMetricFamily("sci_fetch_slowdowns", "Throttle answers (SlowDown, 503, 429)", labels=labels),
+            self._shard,
+            s.slowdowns,
+        )
+        yield _one(
+            GaugeMetricFamily(
+                "sci_fetch_request_rate", "The run's adaptive request rate, req/s (-1 while unlimited)", labels=labels
+            ),
+            self._shard,
+            s.request_rate if s.request_rate is not None else -1,
+        )
         eta = s.eta_seconds()
         yield _one(
             GaugeMetricFamily("sci_fetch_eta_seconds", "Estimated seconds left (-1 when unknown)", labels=labels),

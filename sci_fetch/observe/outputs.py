@@ -75,6 +75,8 @@ class StatusSnapshot(Output):
     elapsed_seconds: Number
     requests: int = Field(description="S3 requests sent, retries included")
     unreachable_since: float | None = Field(description="Unix time the current outage began; null when reachable")
+    request_rate: float | None = Field(description="the run's adaptive request rate, req/s; null while not limited")
+    slowdowns: int = Field(description="throttle answers (SlowDown, 503, 429) this run got")
     retries: dict[str, int] = Field(description="retries by reason")
     last_errors: list[str]
     exit_code: int | None = Field(default=None, description="the run's exit code; only in the last snapshot")

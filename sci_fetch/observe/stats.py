@@ -32,6 +32,8 @@ class Stats:
     requests: int = 0
     retries: Counter[str] = field(default_factory=Counter)
     unreachable_since: float | None = None  # wall-clock start of the current outage, while there is one
+    request_rate: float | None = None  # the run's adaptive request rate (storage.rate), req/s; None: not limited
+    slowdowns: int = 0  # throttle answers (SlowDown, 503, 429) this run got
 
     def absorb(self, parts: list[Stats]) -> None:
         """Become the sum of several processes' figures (engine.processes); start time and total stay ours."""
@@ -55,6 +57,9 @@ class Stats:
         self.retries = sum((p.retries for p in parts), Counter())
         outages = [p.unreachable_since for p in parts if p.unreachable_since is not None]
         self.unreachable_since = min(outages) if outages else None
+        self.slowdowns = sum(p.slowdowns for p in parts)
+        rates = [p.request_rate for p in parts if p.request_rate is not None]
+        self.request_rate = max(rates) if rates else None  # one run-wide rate, shared: every process sees it
 
     def elapsed(self) -> float:
         return max(time.monotonic() - self.started, 1e-9)
@@ -96,8 +101,13 @@ class Stats:
             f"images {self.skipped_done + self.done + self.adopted}{total} done ({self.skipped_done} already), "
             f"{self.images_per_second():.1f} img/s, {self.mb_per_second():.1f} MB/s, failed {self.failed}, "
             f"missing {self.missing}, forbidden {self.forbidden}, invalid {self.invalid}, retries {retries}, "
-            f"in flight {self.in_flight}, ETA {eta_text}"
+            f"in flight {self.in_flight}, {self.rate_text()}, ETA {eta_text}"
         )
+
+    def rate_text(self) -> str:
+        """The request rate and the throttle answers, for the progress line."""
+        rate = f"{self.request_rate:.0f} req/s" if self.request_rate is not None else "unlimited"
+        return f"request rate {rate}, slowdowns {self.slowdowns}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -119,6 +129,8 @@ class Stats:
             "mb_per_second": round(self.mb_per_second(), 2),
             "requests": self.requests,
             "retries": dict(self.retries),
+            "request_rate": round(self.request_rate, 1) if self.request_rate is not None else None,
+            "slowdowns": self.slowdowns,
         }
 
 

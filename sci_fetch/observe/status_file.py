@@ -75,6 +75,8 @@ def snapshot(
         elapsed_seconds=round(stats.elapsed(), 1),
         requests=stats.requests,
         unreachable_since=stats.unreachable_since,
+        request_rate=round(stats.request_rate, 1) if stats.request_rate is not None else None,
+        slowdowns=stats.slowdowns,
         retries=dict(stats.retries),
         last_errors=last_errors,
     )

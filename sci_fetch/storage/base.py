@@ -17,6 +17,7 @@ from typing import Protocol
 from pydantic import BaseModel, ConfigDict
 
 from sci_fetch.storage.options import StorageOptions
+from sci_fetch.storage.rate import RequestRate
 from sci_fetch.storage.reachability import Reachability
 
 
@@ -78,6 +79,7 @@ class Storage(Protocol):
     requests: int
     retries: Counter[str]
     reachability: Reachability
+    rate: RequestRate  # the run's adaptive request rate (storage.rate): its current value and the SlowDowns seen
 
     async def __aenter__(self) -> Storage: ...
 

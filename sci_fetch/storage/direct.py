@@ -96,7 +96,9 @@ class DirectGet:
         self._credentials = credentials  # refreshable: frozen per second, refreshed by botocore when due
         self._frozen: Any = None
         self._frozen_at = -1e9
-        self._region = region
+        self.region = (
+            region  # the region every GET is signed for (storage.s3 replaces the whole DirectGet to change it)
+        )
         self._base = base_url
         self._path = urlsplit(base_url).path
         self._pool: Pool | None = None
@@ -115,7 +117,7 @@ class DirectGet:
         )
         self._pool = Pool(self._base, context, limits)
         await self._pool.__aenter__()
-        self._signer = GetSigner(self._region, self._pool.netloc)
+        self._signer = GetSigner(self.region, self._pool.netloc)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -153,16 +155,17 @@ class DirectGet:
 
 def _client_error(status: int, body: bytes, headers: dict[str, str]) -> bce.ClientError:
     """S3's error as botocore parses it: Code and Message from the XML body, else the status as the code."""
-    code, message = str(status), ""
+    error: dict[str, str] = {"Code": str(status), "Message": ""}
     try:
         root = ET.fromstring(body) if body else None
     except ET.ParseError:
         root = None
-    if root is not None:
-        code = root.findtext("Code") or code
-        message = root.findtext("Message") or ""
+    if root is not None:  # every child as botocore keeps it: Region (a wrong region), Endpoint (a redirect), ...
+        error.update({child.tag: child.text or "" for child in root if len(child) == 0})
+        error["Code"] = error.get("Code") or str(status)
+        error.setdefault("Message", "")
     response: Any = {  # botocore's parsed-error shape (a TypedDict in its stubs)
-        "Error": {"Code": code, "Message": message},
+        "Error": error,
         "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers},
     }
     return bce.ClientError(response, "GetObject")

@@ -32,6 +32,7 @@ from sci_fetch.errors import FatalError, ForbiddenError, MissingError, Transient
 from sci_fetch.storage.attempts import with_retries
 from sci_fetch.storage.base import Expected, ObjectInfo, SinkFactory
 from sci_fetch.storage.options import StorageOptions
+from sci_fetch.storage.rate import RequestRate, SharedRate
 from sci_fetch.storage.reachability import Reachability
 from sci_fetch.storage.retry import forbidden_hint
 
@@ -68,6 +69,7 @@ class FakeStorage:
         self.options = options
         self.bucket = bucket
         self.requests = 0
+        self.rate = RequestRate(SharedRate(1, options.max_requests_per_second))  # the fake is never throttled
         self.retries: Counter[str] = Counter()
         self.offline = False
         self.heads: list[str] = []  # keys HEADed, in order

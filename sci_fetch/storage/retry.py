@@ -24,6 +24,7 @@ from sci_fetch.errors import (
     TransientError,
 )
 from sci_fetch.storage import wire
+from sci_fetch.storage.region import wrong_region
 
 # Error codes S3 (and S3-compatible servers) send that another attempt may fix.
 RETRY_CODES = frozenset(
@@ -44,6 +45,11 @@ RETRY_CODES = frozenset(
         "504",
     }
 )
+# Codes (and statuses) that mean "send fewer requests": they drive the run's request rate (storage.rate) down.
+THROTTLE_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests", "503", "429"}
+)
+THROTTLE_STATUSES = frozenset({429, 503})
 # Codes that mean the key is not there; never retried, recorded as ``missing``.
 MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 # 403 for one key: S3 says AccessDenied, not 404, for a missing key when the caller may not list the
@@ -116,8 +122,6 @@ _FATAL_HINTS = {
     "ExpiredToken": "the session token expired; refresh the credentials (aws sso login / new keys) and run again",
     "ExpiredTokenException": "the session token expired; refresh the credentials and run again",
     "AccessDenied": "these credentials may not read this bucket; check the profile and the bucket policy",
-    "AuthorizationHeaderMalformed": "the region is wrong for this bucket; check the region setting",
-    "PermanentRedirect": "the region is wrong for this bucket; check the region setting",
 }
 
 
@@ -140,6 +144,9 @@ def classify(exc: BaseException, op: str, src: str, dst: str | None, where: str)
     if isinstance(exc, FetchError):
         return exc
     if isinstance(exc, bce.ClientError):
+        moved = wrong_region(exc, op, src, dst, where)  # 301/307/400 naming another region: followed by storage.s3
+        if moved is not None:
+            return moved
         err = exc.response.get("Error", {})
         code = str(err.get("Code", ""))
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
@@ -152,7 +159,7 @@ def classify(exc: BaseException, op: str, src: str, dst: str | None, where: str)
             hint = _FATAL_HINTS.get(code, "check the credentials, the bucket and the region")
             return FatalError(op, src, dst, f"{message}; {where}: {hint}")
         if code in RETRY_CODES or status >= 500 or status == 429:
-            reason = "slowdown" if code in ("SlowDown", "503") or status in (429, 503) else "server-error"
+            reason = "slowdown" if code in THROTTLE_CODES or status in THROTTLE_STATUSES else "server-error"
             return TransientError(op, src, dst, message, reason=reason)
         return PermanentError(op, src, dst, message)
     if isinstance(exc, bce.NoCredentialsError):
@@ -205,15 +212,24 @@ class Budget:
     cannot keep it going for ever."""
 
     MAX_GIVE_BACKS = 20
+    MAX_FORGIVEN = 10
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
         self.given_back = 0
+        self.forgiven = 0
         self.last_given_back = False
 
     def last_attempt(self) -> bool:
-        return self.used - self.given_back >= self.limit
+        return self.used - self.given_back - self.forgiven >= self.limit
+
+    def forgive(self) -> None:
+        """A throttled attempt (SlowDown): the run's request rate was cut for it (storage.rate), so it does not use
+        up the key's attempts; it still waits its backoff and is still counted. At most ``MAX_FORGIVEN`` per key,
+        so a server that throttles for ever still ends the key."""
+        if self.forgiven < self.MAX_FORGIVEN:
+            self.forgiven += 1
 
     def can_give_back(self) -> bool:
         return self.given_back < self.MAX_GIVE_BACKS
@@ -238,7 +254,7 @@ def retrying(
     backoff = wait_random_exponential(multiplier=base_delay, max=max_delay)
 
     def _stop(state: RetryCallState) -> bool:
-        return state.attempt_number - budget.given_back >= budget.limit
+        return state.attempt_number - budget.given_back - budget.forgiven >= budget.limit
 
     def _wait(state: RetryCallState) -> float:
         if budget.last_given_back:

@@ -9,6 +9,8 @@ nothing of files.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -19,7 +21,7 @@ from urllib.parse import urlsplit
 import aioboto3
 import botocore.exceptions as bce
 from aiobotocore.config import AioConfig
-from asyncio_throttle import Throttler
+from asyncio_throttle.throttler import Throttler
 from botocore import UNSIGNED
 from botocore.utils import get_environ_proxies
 
@@ -28,11 +30,14 @@ from sci_fetch.storage.attempts import with_retries
 from sci_fetch.storage.base import Expected, ObjectInfo, SinkFactory
 from sci_fetch.storage.direct import DirectGet, Response, bucket_url
 from sci_fetch.storage.options import StorageOptions
+from sci_fetch.storage.rate import RequestRate, SharedRate
 from sci_fetch.storage.reachability import Reachability
+from sci_fetch.storage.region import WrongRegion, bucket_region
 from sci_fetch.storage.retry import classify, forbidden_hint
 
 _PLAIN_ETAG = re.compile(r"^[0-9a-f]{32}$")
 _KMS = frozenset({"aws:kms", "aws:kms:dsse"})
+log = logging.getLogger("sci_fetch")
 
 
 def plain_md5_etag(etag: str | None, response: Mapping[str, Any] | None = None) -> str | None:
@@ -59,21 +64,39 @@ def uses_proxy(client: Any) -> bool:
     return bool(get_environ_proxies(url).get(urlsplit(url).scheme))
 
 
-class S3Storage:
-    """Async S3 reader; use as ``async with S3Storage(options) as storage``."""
+def _ceiling(cap: float | None, members: int) -> Throttler | None:
+    """The fixed cap (``max_requests_per_second``), the ceiling of the adaptive rate, as this process's share of
+    it: asyncio-throttle counts whole requests per period, so a fractional share lengthens the period."""
+    if not cap:
+        return None
+    share = cap / members
+    whole = max(1, int(share))
+    return Throttler(rate_limit=whole, period=whole / share)
 
-    def __init__(self, options: StorageOptions) -> None:
+
+class S3Storage:
+    """Async S3 reader; use as ``async with S3Storage(options) as storage``.
+
+    ``rate``: the run's shared request rate (storage.rate), created by the run's owner when several processes
+    share one run; without it this storage keeps a rate of its own."""
+
+    MAX_REGION_SWITCHES = 3  # a bucket that keeps naming other regions stops the run instead of ping-ponging
+
+    def __init__(self, options: StorageOptions, rate: SharedRate | None = None) -> None:
         self.options = options
         self.requests = 0  # every HTTP request sent, retries included: "zero requests on resume" is checked on this
         self.retries: Counter[str] = Counter()
         self._stack = AsyncExitStack()
         self._client: Any = None
         self._direct: DirectGet | None = None
-        self._throttler = (
-            Throttler(rate_limit=options.max_requests_per_second, period=1.0)
-            if options.max_requests_per_second
-            else None
-        )
+        shared = rate or SharedRate(1, options.max_requests_per_second)
+        self.rate = RequestRate(shared)
+        self._throttler = _ceiling(options.max_requests_per_second, shared.members)
+        self._session: Any = None
+        self._credentials: Any = None
+        self._region_lock = asyncio.Lock()
+        self._region_checked = False
+        self._region_switches = 0
         self.reachability = Reachability(
             options.describe(),
             self._probe,
@@ -84,11 +107,22 @@ class S3Storage:
     async def __aenter__(self) -> S3Storage:
         opts = self.options
         try:
-            session = aioboto3.Session(profile_name=opts.profile or None, region_name=opts.region or None)
+            self._session = aioboto3.Session(profile_name=opts.profile or None, region_name=opts.region or None)
         except bce.ProfileNotFound as exc:
             raise UsageError(
                 f"AWS profile {opts.profile!r} not found in ~/.aws/config or ~/.aws/credentials; set 'profile' to an existing profile, or to \"\" to use environment credentials"
             ) from exc
+        self._client = await self._open_client(opts.region or None)
+        if opts.direct_get and not uses_proxy(self._client):
+            self._credentials = None if opts.anonymous else await self._session.get_credentials()
+            if self._credentials is None and not opts.anonymous:
+                return self  # no credentials: the client's GET raises NoCredentialsError, mapped to one clear stop
+            self._direct = await self._open_direct(self._client)
+        return self
+
+    async def _open_client(self, region: str | None) -> Any:
+        """An aioboto3 client for ``region`` (the run's one; a second only when the bucket is elsewhere)."""
+        opts = self.options
         config = AioConfig(
             max_pool_connections=max(opts.pool_size, 10),
             connect_timeout=opts.connect_timeout,
@@ -100,9 +134,10 @@ class S3Storage:
             tcp_keepalive=True,
         )
         try:
-            self._client = await self._stack.enter_async_context(
-                session.client(
+            client = await self._stack.enter_async_context(
+                self._session.client(
                     "s3",
+                    region_name=region,
                     endpoint_url=opts.endpoint_url or None,
                     config=config,
                     verify=str(opts.ca_bundle) if opts.ca_bundle else None,
@@ -110,15 +145,14 @@ class S3Storage:
             )
         except ValueError as exc:
             raise UsageError(f"endpoint_url {opts.endpoint_url!r} is not usable: {exc}") from exc
-        self._client.meta.events.register("before-send.s3", self._count_request)
-        if opts.direct_get and not uses_proxy(self._client):
-            credentials = None if opts.anonymous else await session.get_credentials()
-            if credentials is None and not opts.anonymous:
-                return self  # no credentials: the client's GET raises NoCredentialsError, mapped to one clear stop
-            base = await bucket_url(self._client, opts.bucket)
-            region = self._client.meta.region_name or opts.region or "us-east-1"
-            self._direct = await self._stack.enter_async_context(DirectGet(opts, credentials, region, base))
-        return self
+        client.meta.events.register("before-send.s3", self._count_request)
+        return client
+
+    async def _open_direct(self, client: Any) -> DirectGet:
+        """The lean GET for ``client``'s region: its bucket URL, signed for its region."""
+        base = await bucket_url(client, self.options.bucket)
+        region = client.meta.region_name or self.options.region or "us-east-1"
+        return await self._stack.enter_async_context(DirectGet(self.options, self._credentials, region, base))
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.reachability.close()
@@ -137,9 +171,6 @@ class S3Storage:
         return mapped
 
     async def _call(self, method: str, key: str, dst: str | None, **kwargs: Any) -> Any:
-        if self._throttler is not None:
-            async with self._throttler:
-                pass
         try:
             response = await getattr(self._client, method)(Bucket=self.options.bucket, Key=key, **kwargs)
         except bce.ClientError as exc:
@@ -153,6 +184,7 @@ class S3Storage:
                 raise
             raise mapped from exc
         self.reachability.on_answer()
+        self.rate.answered()
         return response
 
     async def _probe(self, key: str) -> bool:
@@ -167,7 +199,104 @@ class S3Storage:
 
     async def _with_retries(self, key: str, once: Callable[[], Awaitable[T]]) -> tuple[T, int]:
         """Run ``once`` under the retry policy and the outage gate; returns its result and the attempts counted."""
-        return await with_retries(key, once, self.options, self.reachability, self._on_retry)
+        return await with_retries(
+            key, lambda: self._in_region(once), self.options, self.reachability, self._on_retry, self
+        )
+
+    async def before(self) -> float:
+        """Pacer: the bucket's region is known, then a slot of the run's request rate; returns when it was sent."""
+        await self._region_ready()
+        return await self._pace()
+
+    def throttled(self, sent: float) -> None:
+        """Pacer: a SlowDown cuts the run's request rate."""
+        self.rate.throttled(sent)
+
+    async def _pace(self) -> float:
+        """Wait for this request's turn: the fixed cap (asyncio-throttle), then the run's adaptive rate
+        (storage.rate); returns when it was sent, so a throttle answer to it cuts the rate at most once."""
+        if self._throttler is not None:
+            async with self._throttler:
+                pass
+        return await self.rate.wait()
+
+    # ---- the bucket's region -----------------------------------------------------------------------
+    @property
+    def region(self) -> str | None:
+        """The region requests are signed for now (the bucket's, once known)."""
+        return self._client.meta.region_name if self._client is not None else self.options.region
+
+    async def _region_ready(self) -> None:
+        """Before the run's first request, once: on AWS, or with no region set, ask the bucket's region
+        (HeadBucket) so the hot GET signs for it from the start. An S3-compatible server with a region set is
+        not asked (most have no regions); a wrong region there is still followed from its first answer."""
+        if self._region_checked:
+            return
+        async with self._region_lock:
+            if self._region_checked:
+                return
+            self._region_checked = True
+            if self.options.endpoint_url and self.options.region:
+                return
+            found = await self._head_bucket_region()
+            if found is None:
+                return
+            if found != self.region:
+                await self._use_region(found, "HeadBucket's x-amz-bucket-region")
+            else:
+                log.info("bucket %r is in region %s (S3's x-amz-bucket-region)", self.options.bucket, found)
+
+    async def _head_bucket_region(self) -> str | None:
+        """HeadBucket's region; None when the server names none or does not answer (the run then finds out)."""
+        try:
+            return await bucket_region(self._client, self.options.bucket)
+        except Exception as exc:  # mapped when known (network, credentials); a bug re-raises as itself
+            mapped = self._map(exc, "head_bucket", "", None)
+            if mapped is None:
+                raise
+            log.debug("the bucket's region could not be asked: %s", mapped)
+            return None
+
+    async def _in_region(self, once: Callable[[], Awaitable[T]]) -> T:
+        """``once()``, again in the bucket's region when the answer says it is elsewhere (a 301, 307 or 400
+        naming the region): the whole run moves there, once; what cannot be followed stops the run (exit 3)."""
+        while True:
+            sent = self.region
+            try:
+                return await once()
+            except WrongRegion as exc:
+                if not await self._follow(exc, sent):
+                    raise
+
+    async def _follow(self, exc: WrongRegion, sent: str | None) -> bool:
+        """Move the run to the region ``exc`` names; True when the request should go again."""
+        async with self._region_lock:
+            if self.region != sent:
+                return True  # another request moved the run meanwhile
+            region = exc.region or await self._head_bucket_region()
+            if region is None or region == sent or self._region_switches >= self.MAX_REGION_SWITCHES:
+                return False
+            await self._use_region(region, f"its {exc.answer} answer")
+            return True
+
+    async def _use_region(self, region: str, source: str) -> None:
+        """Sign for and talk to ``region`` from now on: a client for it (HEADs), the lean GET's URL and signer."""
+        before = self.region
+        self._region_switches += 1
+        client = await self._open_client(region)
+        direct = await self._open_direct(client) if self._direct is not None else None
+        self._client, self._direct = client, direct
+        log.warning(
+            "bucket %r is in region %s, not %s (the region setting), from %s: using %s for the rest of this run; "
+            'set region = "%s" (--region %s) to skip this detour',
+            self.options.bucket,
+            region,
+            before,
+            source,
+            region,
+            region,
+            region,
+        )
 
     async def head(self, key: str) -> ObjectInfo:
         async def once() -> ObjectInfo:
@@ -190,14 +319,13 @@ class S3Storage:
     @asynccontextmanager
     async def _get_direct(self, key: str, dst: str | None) -> AsyncIterator[Response]:
         """The lean GET; its errors are mapped exactly as the client's (see _call)."""
-        assert self._direct is not None
-        if self._throttler is not None:
-            async with self._throttler:
-                pass
+        direct = self._direct
+        assert direct is not None
         self.requests += 1
         try:
-            async with self._direct.get(key) as resp:
+            async with direct.get(key) as resp:
                 self.reachability.on_answer()
+                self.rate.answered()
                 yield resp
         except bce.ClientError as exc:
             self.reachability.on_answer()
