@@ -17,6 +17,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sci_fetch.errors import DiskError, UsageError
@@ -143,6 +144,46 @@ class Manifest:
         with self._lock:
             self._db.close()
 
+    @contextmanager
+    def _transaction(self, heartbeat: bool = True) -> Iterator[sqlite3.Connection]:
+        """The one way to write several statements: under the lock, BEGIN IMMEDIATE (the write lock at
+        once, so no deadlock between two writers upgrading), the heartbeat with it, COMMIT or ROLLBACK."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                if heartbeat:
+                    self._heartbeat_locked()
+                db.execute("COMMIT")
+            except BaseException:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.OperationalError:
+                    pass  # SQLite already rolled back (it does after SQLITE_FULL): keep the original error
+                raise
+
+    def _pages(self, select: str, where: str, params: tuple, page: int) -> Iterator[tuple]:
+        """The one keyset pager: rows matching ``where`` (which must pin ``state = ?``) in rowid order.
+
+        ``state = ? AND rowid > ?`` is one range of the (state, rowid) index, so every page starts where
+        the last ended and costs its own rows only: a pass over n rows is O(n). (OFFSET, or ORDER BY a
+        column the index does not hold, re-reads and re-sorts everything before the page: O(n) per
+        page, O(n²) per pass.) Rowid order is the order rows entered the manifest (the COCO file's, for
+        one export), so the table's pages are read forwards. The lock is held for one page at a time.
+        """
+        after = 0
+        while True:
+            with self._lock:
+                fetched = self._db.execute(
+                    f"SELECT rowid, {select} FROM images WHERE {where} AND rowid > ? ORDER BY rowid LIMIT ?",
+                    (*params, after, page),
+                ).fetchall()
+            yield from (r[1:] for r in fetched)
+            if len(fetched) < page:
+                return
+            after = fetched[-1][0]
+
     # ---- runs -------------------------------------------------------------------------------
     @_disk_errors
     def begin_run(self, settings: dict) -> int:
@@ -193,19 +234,8 @@ class Manifest:
         destinations: a done row is trusted when its file has its recorded size.
         """
         now = time.time()
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                decisions = _Planner(db, tasks, run_id, str(root), retry_missing, now).run()
-                self._heartbeat_locked()
-                db.execute("COMMIT")
-            except BaseException:
-                try:
-                    db.execute("ROLLBACK")
-                except sqlite3.OperationalError:
-                    pass  # SQLite already rolled back (it does after SQLITE_FULL): keep the original error
-                raise
+        with self._transaction() as db:
+            decisions = _Planner(db, tasks, run_id, str(root), retry_missing, now).run()
         return decisions
 
     # ---- outcomes ---------------------------------------------------------------------------
@@ -216,30 +246,20 @@ class Manifest:
         rows = [
             (o.state.value, o.bytes, o.md5, o.etag, o.attempts, o.error, now, o.checks, o.image_id) for o in outcomes
         ]
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "UPDATE images SET state = ?, bytes = COALESCE(?, bytes), md5 = COALESCE(?, md5), "
-                    "etag = COALESCE(?, etag), attempts = attempts + ?, last_error = ?, updated_at = ?, "
-                    "checks = COALESCE(?, checks) WHERE image_id = ?",
-                    rows,
-                )
-                self._heartbeat_locked()
-                self._db.execute("COMMIT")
-            except BaseException:
-                try:
-                    self._db.execute("ROLLBACK")
-                except sqlite3.OperationalError:
-                    pass  # SQLite already rolled back (it does after SQLITE_FULL): keep the original error
-                raise
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE images SET state = ?, bytes = COALESCE(?, bytes), md5 = COALESCE(?, md5), "
+                "etag = COALESCE(?, etag), attempts = attempts + ?, last_error = ?, updated_at = ?, "
+                "checks = COALESCE(?, checks) WHERE image_id = ?",
+                rows,
+            )
 
     @_disk_errors
     def mark_pending(self, image_ids: Iterable[str], reason: str) -> int:
         """Send images back to ``pending`` (``verify`` uses this for files that no longer check out)."""
         now = time.time()
-        with self._lock:
-            cur = self._db.executemany(
+        with self._transaction(heartbeat=False) as db:
+            cur = db.executemany(
                 "UPDATE images SET state = 'pending', last_error = ?, updated_at = ? WHERE image_id = ?",
                 [(reason, now, i) for i in image_ids],
             )
@@ -250,8 +270,8 @@ class Manifest:
         """Keep (kind, record, image_id, key, dest, reason) of records this run could not use."""
         if not rejects:
             return
-        with self._lock:
-            self._db.executemany("INSERT INTO rejects VALUES (?, ?, ?, ?, ?, ?, ?)", [(run_id, *r) for r in rejects])
+        with self._transaction(heartbeat=False) as db:
+            db.executemany("INSERT INTO rejects VALUES (?, ?, ?, ?, ?, ?, ?)", [(run_id, *r) for r in rejects])
 
     def rejects(self, run_id: int) -> list[tuple[str, str, str | None, str | None, str | None, str]]:
         with self._lock:
@@ -265,11 +285,11 @@ class Manifest:
         """Rows per state; with ``run_id``, only the images that run's COCO file named."""
         query = (
             "SELECT state, COUNT(*) FROM images"
-            + (" WHERE run_id = ?" if run_id is not None else "")
+            + (" WHERE run_id IN (?, ?)" if run_id is not None else "")
             + " GROUP BY state"
         )
         with self._lock:
-            rows = self._db.execute(query, (run_id,) if run_id is not None else ()).fetchall()
+            rows = self._db.execute(query, (run_id, -run_id) if run_id is not None else ()).fetchall()
         counts = {s.value: 0 for s in State}
         counts.update({state: n for state, n in rows})
         return counts
@@ -288,8 +308,8 @@ class Manifest:
             started = self._db.execute("SELECT MAX(started_at) FROM runs").fetchone()[0]
             span = min(window, now - started) if started is not None else window
             span = max(span, 1.0)
-            n, b = self._db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM images WHERE state = 'done' AND updated_at >= ?",
+            n, b = self._db.execute(  # +state: walk the updated_at index over the window, not every done row
+                "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM images WHERE +state = 'done' AND updated_at >= ?",
                 (now - span,),
             ).fetchone()
         return n / span, b / span
@@ -297,23 +317,11 @@ class Manifest:
     def rows(
         self, states: Iterable[State] | None = None, run_id: int | None = None, page: int = 2000
     ) -> Iterator[ManifestRow]:
-        """Rows in destination order, a page at a time (keyset on the unique dest), so a million failed
-        images can be listed in flat memory and the lock is never held for long."""
-        wanted = [s.value for s in states] if states else [s.value for s in State]
-        marks = ",".join("?" * len(wanted))
-        where = f"state IN ({marks})" + (" AND run_id = ?" if run_id is not None else "")
-        params = [*wanted, run_id] if run_id is not None else wanted
-        after = ""
-        while True:
-            with self._lock:
-                fetched = self._db.execute(
-                    f"SELECT {self._columns} FROM images WHERE {where} AND dest > ? ORDER BY dest LIMIT ?",
-                    [*params, after, page],
-                ).fetchall()
-            yield from (_row(r) for r in fetched)
-            if len(fetched) < page:
-                return
-            after = fetched[-1][2]
+        """Rows of the given states (in that order), each state's in the order they entered the manifest,
+        a page at a time, so a million failed images are listed in flat memory and linear time."""
+        for state in states if states else list(State):
+            where, params = _state_where(state, run_id)
+            yield from (_row(r) for r in self._pages(self._columns, where, params, page))
 
     def get(self, image_id: str) -> ManifestRow | None:
         with self._lock:
@@ -336,19 +344,44 @@ class Manifest:
             return None
 
     def done_files(self, run_id: int) -> Iterator[tuple[str, int]]:
-        """(destination, bytes) of every done image of a run, as plain tuples: the quick check stats 110,000
-        files and needs nothing else of the rows."""
-        after = ""
-        while True:
-            with self._lock:
-                fetched = self._db.execute(
-                    "SELECT dest, bytes FROM images WHERE state = 'done' AND run_id = ? AND dest > ? ORDER BY dest LIMIT 5000",
-                    (run_id, after),
-                ).fetchall()
-            yield from fetched
-            if len(fetched) < 5000:
-                return
-            after = fetched[-1][0]
+        """(destination, bytes) of every done image of a run, as plain tuples: the quick check stats every
+        file and needs nothing else of the rows."""
+        where, params = _state_where(State.done, run_id)
+        return self._pages("dest, bytes", where, params, 5000)
+
+    def not_done(self, run_id: int) -> int:
+        """How many images of a run are not done: only the (few) rows of the other states are read."""
+        others = [s.value for s in State if s is not State.done]
+        query = f"SELECT COUNT(*) FROM images WHERE state IN ({','.join('?' * len(others))}) AND run_id IN (?, ?)"
+        with self._lock:
+            return int(self._db.execute(query, (*others, run_id, -run_id)).fetchone()[0])
+
+    @_disk_errors
+    def claim(self, run_id: int, earlier: int, states: Iterable[State], page: int = 512) -> Iterator[list[ManifestRow]]:
+        """The feed of a resume: pages of the rows run ``earlier`` left in ``states``, each page claimed for
+        ``run_id`` (as ``-run_id``: handed out, not yet met in this run's COCO pass) in the transaction
+        that reads it.
+
+        The run fetches these before (and while) it plans its COCO file: the manifest already knows what
+        is left. A claimed row is planned as ``queued`` when the COCO pass meets it, so no image is fetched
+        twice; a row the planner reached first has this run's id and is no longer ``earlier``'s, so the feed
+        skips it. Keyset on (state, rowid): the first page costs one page, whatever the job's size.
+        """
+        for state in states:
+            after = 0
+            while True:
+                with self._transaction(heartbeat=False) as db:
+                    fetched = db.execute(
+                        f"SELECT rowid, {self._columns} FROM images WHERE state = ? AND run_id IN (?, ?) "
+                        "AND rowid > ? ORDER BY rowid LIMIT ?",
+                        (state.value, earlier, -earlier, after, page),
+                    ).fetchall()
+                    db.executemany("UPDATE images SET run_id = ? WHERE rowid = ?", [(-run_id, r[0]) for r in fetched])
+                if fetched:
+                    yield [_row(r[1:]) for r in fetched]
+                if len(fetched) < page:
+                    break
+                after = fetched[-1][0]
 
     def images_in_coco(self) -> int | None:
         """How many images the last run's COCO file holds (its shard's share), as the run counted them."""
@@ -375,6 +408,13 @@ class Manifest:
             "exit_code": r[3],
             "summary": json.loads(r[4]) if r[4] else None,
         }
+
+
+def _state_where(state: State, run_id: int | None) -> tuple[str, tuple]:
+    """The WHERE of a per-state pass: ``state = ?`` first, so the pager walks the (state, rowid) index."""
+    if run_id is None:
+        return "state = ?", (state.value,)
+    return "state = ? AND run_id IN (?, ?)", (state.value, run_id, -run_id)  # -run_id: claimed by its feed
 
 
 class _Planner:
@@ -428,6 +468,13 @@ class _Planner:
         )
         return decisions
 
+    def _queued(self, task: Task, row: tuple) -> Decision:
+        """The COCO pass meets a row this run's feed handed out: it is this run's now, and not fetched again."""
+        self.touched.append((self.run_id, task.image_id))
+        self.rows[task.image_id] = (*row[:5], self.run_id)
+        self.holders[task.dest] = (task.image_id, self.run_id)
+        return Decision(task=task, action=Action.queued)
+
     def _size_on_disk(self, dest: str) -> int | None:
         try:
             return os.stat(self.root + "/" + dest).st_size
@@ -439,9 +486,11 @@ class _Planner:
         row = self.rows.get(image_id)
         if row is not None and row[5] == run_id:
             return Decision(task=task, action=Action.duplicate_id, other=image_id)
+        if row is not None and row[5] == -run_id and row[1] == task.key and row[2] == task.dest:
+            return self._queued(task, row)
         holder = self.holders.get(task.dest)
         if holder is not None and holder[0] != image_id:
-            if holder[1] == run_id:
+            if holder[1] in (run_id, -run_id):
                 return Decision(task=task, action=Action.duplicate_dest, other=holder[0])
             self.db.execute("DELETE FROM images WHERE image_id = ?", (holder[0],))  # a stale row from an older export
             self.rows.pop(holder[0], None)
