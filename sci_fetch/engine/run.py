@@ -25,7 +25,7 @@ from typing import Any
 import ijson
 
 from sci_fetch.coco.source import iter_images
-from sci_fetch.engine import quick
+from sci_fetch.engine import feed, quick
 from sci_fetch.engine.progress import choose_mode, report
 from sci_fetch.engine.stats import Stats
 from sci_fetch.errors import (
@@ -142,6 +142,7 @@ class Engine:
         self._previewed = 0
         self._last_heartbeat = 0.0
         self._writing: tuple[asyncio.Future[None], list[Outcome]] | None = None  # the batch being written
+        self._feed_from: int | None = None  # the earlier run whose leftovers the feed hands out (engine/feed.py)
         self.stats.retries = getattr(storage, "retries", self.stats.retries)  # the storage layer's live counter
 
     def live_stats(self) -> Stats:
@@ -170,6 +171,16 @@ class Engine:
 
     # ---- producer ---------------------------------------------------------------------------
     def _records(self) -> Iterator[tuple[list[Decision], list[Reject]]]:
+        """Runs in a thread: the feed's pages (what an earlier run over the same file left) in turn with
+        the COCO file's planned batches; see engine/feed.py."""
+        planned = self._planned()
+        if self._feed_from is None:
+            return planned
+        pages = feed.decisions(self.manifest, self.settings, self.run_id, self._feed_from)
+        fed: Iterator[tuple[list[Decision], list[Reject]]] = ((page, []) for page in pages)
+        return feed.interleave(fed, planned)
+
+    def _planned(self) -> Iterator[tuple[list[Decision], list[Reject]]]:
         """Runs in a thread: read, validate, map and plan one batch at a time."""
         settings = self.settings
         images = _numbered(iter_images(settings.coco), settings.limit)
@@ -250,7 +261,7 @@ class Engine:
         """Count a planned batch; returns the decisions that need a worker."""
         fetch = []
         for d in decisions:
-            if d.action in (Action.duplicate_id, Action.duplicate_dest):
+            if d.action in (Action.duplicate_id, Action.duplicate_dest, Action.queued):  # queued: counted when fed
                 continue
             self.stats.planned += 1
             if d.action is Action.skip_done:
@@ -567,8 +578,11 @@ class Engine:
                 f"{settings.shard_index}/{settings.shard_count}",
             )
         if self.role.run_id is None:
+            earlier = await asyncio.to_thread(feed.earlier_run, self.manifest, settings)
             self.run_id = await asyncio.to_thread(self.manifest.begin_run, settings.model_dump(mode="json"))
             await asyncio.to_thread(quick.forget, self.manifest)
+            await asyncio.to_thread(feed.started, self.manifest, settings, self.run_id)
+            self._feed_from = None if settings.dry_run else earlier
         else:
             self.run_id = self.role.run_id
         loop = asyncio.get_running_loop()
