@@ -257,11 +257,16 @@ class Manifest:
     @_disk_errors
     def mark_pending(self, image_ids: Iterable[str], reason: str) -> int:
         """Send images back to ``pending`` (``verify`` uses this for files that no longer check out)."""
+        return self.mark_pending_each([(image_id, reason) for image_id in image_ids])
+
+    @_disk_errors
+    def mark_pending_each(self, reasons: Iterable[tuple[str, str]]) -> int:
+        """(image id, reason) pairs back to ``pending``, in one transaction whatever their number."""
         now = time.time()
         with self._transaction(heartbeat=False) as db:
             cur = db.executemany(
                 "UPDATE images SET state = 'pending', last_error = ?, updated_at = ? WHERE image_id = ?",
-                [(reason, now, i) for i in image_ids],
+                [(reason, now, image_id) for image_id, reason in reasons],
             )
             return cur.rowcount
 
@@ -329,11 +334,13 @@ class Manifest:
         return _row(r) if r else None
 
     def last_errors(self, limit: int = 5) -> list[ManifestRow]:
+        """The latest errors of images not done: only those rows are read (the state index), not every row."""
+        others = [s.value for s in State if s is not State.done]
         with self._lock:
             fetched = self._db.execute(
-                f"SELECT {self._columns} FROM images WHERE last_error IS NOT NULL AND state != 'done' "
-                "ORDER BY updated_at DESC LIMIT ?",
-                (limit,),
+                f"SELECT {self._columns} FROM images WHERE state IN ({','.join('?' * len(others))}) "
+                "AND last_error IS NOT NULL ORDER BY updated_at DESC LIMIT ?",
+                (*others, limit),
             ).fetchall()
         return [_row(r) for r in fetched]
 
@@ -432,17 +439,20 @@ class _Planner:
             now,
         )
         ids = list({t.image_id for t in tasks})
-        dests = list({t.dest for t in tasks})
-        self.rows = {
-            r[0]: r
-            for r in self._select(
-                "SELECT image_id, key, dest, state, bytes, run_id FROM images WHERE image_id IN ({})", ids
-            )
-        }
-        self.holders = {
-            r[1]: (r[0], r[2])
-            for r in self._select("SELECT image_id, dest, run_id FROM images WHERE dest IN ({})", dests)
-        }
+        found = self._select(
+            "SELECT image_id, key, dest, state, bytes, run_id, rowid FROM images WHERE image_id IN ({})", ids
+        )
+        self.rows = {r[0]: r for r in found}
+        # dest is unique: a row found by id holds its own dest, so only the other dests need a look-up (on a
+        # resume, none: one index search per image instead of two, each a random page of a large index).
+        self.holders = {r[2]: (r[0], r[5]) for r in found}
+        dests = list({t.dest for t in tasks} - self.holders.keys())
+        self.holders.update(
+            {
+                r[1]: (r[0], r[2])
+                for r in self._select("SELECT image_id, dest, run_id FROM images WHERE dest IN ({})", dests)
+            }
+        )
         self.inserts: list[tuple] = []
         self.touched: list[tuple] = []
         self.reset: list[tuple] = []
@@ -462,16 +472,16 @@ class _Planner:
             "VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)",
             self.inserts,
         )
-        db.executemany("UPDATE images SET run_id = ? WHERE image_id = ?", self.touched)
+        db.executemany("UPDATE images SET run_id = ? WHERE rowid = ?", self.touched)  # rowid: no index search
         db.executemany(
-            "UPDATE images SET state = 'pending', last_error = ?, updated_at = ? WHERE image_id = ?", self.reset
+            "UPDATE images SET state = 'pending', last_error = ?, updated_at = ? WHERE rowid = ?", self.reset
         )
         return decisions
 
     def _queued(self, task: Task, row: tuple) -> Decision:
         """The COCO pass meets a row this run's feed handed out: it is this run's now, and not fetched again."""
-        self.touched.append((self.run_id, task.image_id))
-        self.rows[task.image_id] = (*row[:5], self.run_id)
+        self.touched.append((self.run_id, row[6]))
+        self.rows[task.image_id] = (*row[:5], self.run_id, row[6])
         self.holders[task.dest] = (task.image_id, self.run_id)
         return Decision(task=task, action=Action.queued)
 
@@ -499,10 +509,10 @@ class _Planner:
         self.holders[task.dest] = (image_id, run_id)
         if row is None:
             self.inserts.append((image_id, task.key, task.dest, run_id, self.now, self.now))
-            self.rows[image_id] = (image_id, task.key, task.dest, State.pending.value, None, run_id)
+            self.rows[image_id] = (image_id, task.key, task.dest, State.pending.value, None, run_id, None)
             return Decision(task=task, action=found)
-        _, key, dest, state, size, _ = row
-        self.rows[image_id] = (image_id, key, dest, state, size, run_id)
+        _, key, dest, state, size, _, rowid = row
+        self.rows[image_id] = (image_id, key, dest, state, size, run_id, rowid)
         if key != task.key or dest != task.dest:
             # Another variant or template than last time: the old row says nothing about this object.
             self.holders.pop(dest, None)
@@ -512,11 +522,11 @@ class _Planner:
                 (task.key, task.dest, run_id, self.now, image_id),
             )
             return Decision(task=task, action=found)
-        self.touched.append((run_id, image_id))
+        self.touched.append((run_id, rowid))
         if state == State.done.value:
             if size_on_disk is not None and size_on_disk == size:
                 return Decision(task=task, action=Action.skip_done)
-            self.reset.append(("file was done but is gone or changed on disk", self.now, image_id))
+            self.reset.append(("file was done but is gone or changed on disk", self.now, rowid))
             return Decision(task=task, action=Action.fetch)
         if state == State.missing.value and not self.retry_missing:
             return Decision(task=task, action=Action.skip_missing)
