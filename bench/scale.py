@@ -17,6 +17,7 @@ targets met / not met and a 7M extrapolation with the manifest's size.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
@@ -30,9 +31,11 @@ from pathlib import Path
 
 from bench.proc import run_measured
 from bench.scale_data import MANIFEST, build
+from sci_fetch.engine import feed, quick
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.report import write_failures
 from sci_fetch.manifest.store import Manifest
+from sci_fetch.settings import load_settings
 
 FAILED_ROWS = 100_000
 LILA_LARGEST = 7_100_000
@@ -51,6 +54,7 @@ class Figures:
     rss: dict[str, float] = field(default_factory=dict)
     manifest_bytes: int = 0
     first_get: float | None = None
+    first_get_planned: float | None = None  # the same crash without the feed (what main did before)
     requests: dict[str, str] = field(default_factory=dict)
 
 
@@ -151,13 +155,33 @@ def first_pending(fig: Figures, out: Path) -> None:
     print(f"  first pending row {first.image_id if first else None}: {fig.times['first pending row'][0]:.3f}s")
 
 
-def first_get(fig: Figures, coco: Path, out: Path, limit: float = 300.0) -> None:
+def crashed_on(coco: Path, out: Path, endpoint: str | None) -> None:
+    """Make the crashed job's manifest say its runs ran on these settings (a crash by this sci-fetch writes
+    that at its start, so its next run has the feed), or, with no endpoint, that they did not (an older
+    sci-fetch's crash: no feed, the whole COCO file is planned first)."""
+    manifest = Manifest(out / MANIFEST)
+    try:
+        if endpoint is None:
+            manifest.delete_meta(feed.META)
+            return
+        settings = load_settings(
+            use_files=False,
+            overrides={"coco": coco, "output": out, "bucket": "bench-bucket", "endpoint_url": endpoint, "profile": ""},
+        )
+        runs = [r[0] for r in manifest._db.execute("SELECT run_id FROM runs ORDER BY run_id").fetchall()]
+        manifest.set_meta(feed.META, json.dumps({"fingerprint": quick.fingerprint(settings), "runs": runs[-20:]}))
+    finally:
+        manifest.close()
+
+
+def first_get(fig: Figures, coco: Path, out: Path, use_feed: bool = True, limit: float = 300.0) -> None:
     """Seconds from the start of a crashed job's resume to its first connection to the S3 endpoint."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(64)
         listener.settimeout(limit)
         endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        crashed_on(coco, out, endpoint if use_feed else None)
         log = open(out.parent / "bench-first-get.out", "wb")  # noqa: SIM115 - closed below
         started = time.perf_counter()
         proc = subprocess.Popen(
@@ -166,16 +190,20 @@ def first_get(fig: Figures, coco: Path, out: Path, limit: float = 300.0) -> None
         )  # fmt: skip
         try:
             conn, _ = listener.accept()
-            fig.first_get = time.perf_counter() - started
+            seconds: float | None = time.perf_counter() - started
             conn.close()
         except TimeoutError:
-            fig.first_get = None
+            seconds = None
         finally:
             os.killpg(proc.pid, 9)
             proc.wait()
             log.close()
-    shown = f"{fig.first_get:.2f}s" if fig.first_get is not None else f"none within {limit:.0f}s"
-    print(f"  crash resume, first GET after {shown}", flush=True)
+    if use_feed:
+        fig.first_get = seconds
+    else:
+        fig.first_get_planned = seconds
+    shown = f"{seconds:.2f}s" if seconds is not None else f"none within {limit:.0f}s"
+    print(f"  crash resume ({'feed' if use_feed else 'no feed: an older crash'}), first GET after {shown}", flush=True)
 
 
 def slope(small: Figures, large: Figures, name: str, cpu: bool) -> float | None:
@@ -206,7 +234,8 @@ def report(figs: list[Figures]) -> None:
         print(f"{name:<20}| " + " | ".join(cells) + f" | {_fmt(sw):>10} | {_fmt(sc):>9}")
     print("peak RSS MB          | " + " | ".join(f"{max(f.rss.values(), default=0):22.0f}" for f in figs))
     print("manifest bytes/image | " + " | ".join(f"{f.manifest_bytes / f.images:22.0f}" for f in figs))
-    print("first GET (crash) s  | " + " | ".join(f"{_fmt(f.first_get):>22}" for f in figs))
+    print("first GET, feed s    | " + " | ".join(f"{_fmt(f.first_get):>22}" for f in figs))
+    print("first GET, no feed s | " + " | ".join(f"{_fmt(f.first_get_planned):>22}" for f in figs))
     targets(figs)
 
 
@@ -254,7 +283,8 @@ def run_size(workdir: Path, n: int, repeats: int, parts: set[str]) -> Figures:
     if "crash" in parts:
         coco, out = _job(workdir, n, crashed=True)
         first_pending(fig, out)
-        first_get(fig, coco, out)
+        first_get(fig, coco, out, use_feed=False)
+        first_get(fig, coco, out, use_feed=True)
     return fig
 
 

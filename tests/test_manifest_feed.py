@@ -30,10 +30,10 @@ def crashed(tmp_path, n: int = 30) -> tuple[Manifest, int]:
 def test_the_feed_hands_out_every_left_row_once_in_pages_pending_first(tmp_path):
     m, old = crashed(tmp_path)
     run = m.begin_run({})
-    pages = list(m.claim(run, old, [State.pending, State.failed], page=4))
+    pages = list(m.claim(run, [old], [State.pending, State.failed], page=4))
     assert [len(p) for p in pages] == [4, 4, 2, 1]
     assert [r.image_id for p in pages for r in p] == [f"p:{i}" for i in range(20, 30)] + ["p:3"]
-    assert list(m.claim(run, old, [State.pending, State.failed])) == []  # claimed: never handed out twice
+    assert list(m.claim(run, [old], [State.pending, State.failed])) == []  # claimed: never handed out twice
     assert m.counts(run) == {"pending": 10, "failed": 1, "done": 0, "missing": 0, "forbidden": 0}
     assert [r.image_id for r in m.rows([State.failed], run_id=run)] == ["p:3"]
 
@@ -41,12 +41,12 @@ def test_the_feed_hands_out_every_left_row_once_in_pages_pending_first(tmp_path)
 def test_the_coco_pass_plans_fed_rows_as_queued_and_a_repeated_record_as_a_duplicate(tmp_path):
     m, old = crashed(tmp_path)
     run = m.begin_run({})
-    fed = next(m.claim(run, old, [State.pending], page=5))
+    fed = next(m.claim(run, [old], [State.pending], page=5))
     assert [r.image_id for r in fed] == ["p:20", "p:21", "p:22", "p:23", "p:24"]
     actions = {d.task.image_id: d.action for d in m.plan([task(i) for i in range(30)], run, tmp_path)}
     assert {i for i, a in actions.items() if a is Action.queued} == {f"p:{i}" for i in range(20, 25)}
     assert {i for i, a in actions.items() if a is Action.fetch} == {"p:3"} | {f"p:{i}" for i in range(25, 30)}
-    assert list(m.claim(run, old, [State.pending])) == []  # the rest are this run's now: the planner had them
+    assert list(m.claim(run, [old], [State.pending])) == []  # the rest are this run's now: the planner had them
     again = m.plan([task(21)], run, tmp_path)
     assert [d.action for d in again] == [Action.duplicate_id]
     assert m.get("p:21").state is State.pending and m.counts(run)["pending"] == 10
@@ -55,20 +55,20 @@ def test_the_coco_pass_plans_fed_rows_as_queued_and_a_repeated_record_as_a_dupli
 def test_a_feed_cut_short_by_a_crash_is_handed_out_again_by_the_next_run(tmp_path):
     m, old = crashed(tmp_path)
     second = m.begin_run({})
-    next(m.claim(second, old, [State.pending], page=3))  # then it dies: 3 rows claimed, never met by its COCO pass
+    next(m.claim(second, [old], [State.pending], page=3))  # then it dies: 3 rows claimed, never met by its COCO pass
     m.close()
     m = Manifest(tmp_path / "m.sqlite")
     third = m.begin_run({})
-    again = [r.image_id for p in m.claim(third, second, [State.pending]) for r in p]
+    again = [r.image_id for p in m.claim(third, [second], [State.pending]) for r in p]
     assert again == ["p:20", "p:21", "p:22"]  # the second run's claim; the rest still belong to the first run
-    rest = [r.image_id for p in m.claim(third, old, [State.pending]) for r in p]
+    rest = [r.image_id for p in m.claim(third, [old, second], [State.pending]) for r in p]
     assert rest == [f"p:{i}" for i in range(23, 30)]
 
 
 def test_a_fed_row_done_before_the_coco_pass_meets_it_stays_done_and_is_not_fetched(tmp_path):
     m, old = crashed(tmp_path)
     run = m.begin_run({})
-    next(m.claim(run, old, [State.pending], page=2))
+    next(m.claim(run, [old], [State.pending], page=2))
     m.record([Outcome(image_id="p:20", state=State.done, bytes=1, attempts=1)])
     (d,) = m.plan([task(20)], run, tmp_path)
     assert d.action is Action.queued and m.get("p:20").state is State.done

@@ -23,29 +23,35 @@ from sci_fetch.manifest.store import Manifest
 from sci_fetch.settings import Settings
 
 META = "run_fingerprint"
+KEEP_RUNS = 20  # runs in a row over one fingerprint whose rows the feed hands out
 T = TypeVar("T")
 
 
-def earlier_run(manifest: Manifest, settings: Settings) -> int | None:
-    """The last run's id when it ran on what this run runs on (call before this run starts), else None."""
+def earlier_runs(manifest: Manifest, settings: Settings) -> list[int]:
+    """The ids of the runs in a row, up to the last one, that ran on what this run runs on (call before
+    this run starts); empty when the last run ran on anything else. A job that crashed twice has rows
+    left by both runs: the feed hands out all of them."""
     current = quick.fingerprint(settings)
     saved = manifest.meta(META)
     if current is None or saved is None:
-        return None
+        return []
     try:
         data = json.loads(saved)
     except ValueError:  # a damaged value: no feed, the COCO pass plans everything
-        return None
-    return int(data["run_id"]) if isinstance(data, dict) and data.get("fingerprint") == current else None
+        return []
+    if not isinstance(data, dict) or data.get("fingerprint") != current:
+        return []
+    return [int(run) for run in data.get("runs", [])]
 
 
-def started(manifest: Manifest, settings: Settings, run_id: int) -> None:
-    """Note what this run runs on, so the next run can feed from it if this one does not finish."""
+def started(manifest: Manifest, settings: Settings, run_id: int, earlier: list[int]) -> None:
+    """Note what this run runs on, so the next run can feed from it (and the runs before it) if it does not end."""
     current = quick.fingerprint(settings)
     if current is None:
         manifest.delete_meta(META)
     else:
-        manifest.set_meta(META, json.dumps({"fingerprint": current, "run_id": run_id}))
+        runs = [*earlier, run_id][-KEEP_RUNS:]
+        manifest.set_meta(META, json.dumps({"fingerprint": current, "runs": runs}))
 
 
 def fetchable(settings: Settings) -> list[State]:
@@ -54,7 +60,7 @@ def fetchable(settings: Settings) -> list[State]:
     return [*states, State.missing] if settings.retry_missing else states
 
 
-def decisions(manifest: Manifest, settings: Settings, run_id: int, earlier: int) -> Iterator[list[Decision]]:
+def decisions(manifest: Manifest, settings: Settings, run_id: int, earlier: list[int]) -> Iterator[list[Decision]]:
     """Pages of decisions for the rows run ``earlier`` left, claimed for ``run_id``; adopt when a file is there."""
     root = str(settings.output) + os.sep
     check_md5 = settings.verify_id_md5 and settings.variant is Variant.original

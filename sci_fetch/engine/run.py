@@ -142,7 +142,7 @@ class Engine:
         self._previewed = 0
         self._last_heartbeat = 0.0
         self._writing: tuple[asyncio.Future[None], list[Outcome]] | None = None  # the batch being written
-        self._feed_from: int | None = None  # the earlier run whose leftovers the feed hands out (engine/feed.py)
+        self._feed_from: list[int] = []  # the earlier runs whose leftovers the feed hands out (engine/feed.py)
         self.stats.retries = getattr(storage, "retries", self.stats.retries)  # the storage layer's live counter
 
     def live_stats(self) -> Stats:
@@ -174,7 +174,7 @@ class Engine:
         """Runs in a thread: the feed's pages (what an earlier run over the same file left) in turn with
         the COCO file's planned batches; see engine/feed.py."""
         planned = self._planned()
-        if self._feed_from is None:
+        if not self._feed_from:
             return planned
         pages = feed.decisions(self.manifest, self.settings, self.run_id, self._feed_from)
         fed: Iterator[tuple[list[Decision], list[Reject]]] = ((page, []) for page in pages)
@@ -578,11 +578,11 @@ class Engine:
                 f"{settings.shard_index}/{settings.shard_count}",
             )
         if self.role.run_id is None:
-            earlier = await asyncio.to_thread(feed.earlier_run, self.manifest, settings)
+            earlier = await asyncio.to_thread(feed.earlier_runs, self.manifest, settings)
             self.run_id = await asyncio.to_thread(self.manifest.begin_run, settings.model_dump(mode="json"))
             await asyncio.to_thread(quick.forget, self.manifest)
-            await asyncio.to_thread(feed.started, self.manifest, settings, self.run_id)
-            self._feed_from = None if settings.dry_run else earlier
+            await asyncio.to_thread(feed.started, self.manifest, settings, self.run_id, earlier)
+            self._feed_from = [] if settings.dry_run else earlier
         else:
             self.run_id = self.role.run_id
         loop = asyncio.get_running_loop()

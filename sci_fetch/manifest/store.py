@@ -364,8 +364,10 @@ class Manifest:
             return int(self._db.execute(query, (*others, run_id, -run_id)).fetchone()[0])
 
     @_disk_errors
-    def claim(self, run_id: int, earlier: int, states: Iterable[State], page: int = 512) -> Iterator[list[ManifestRow]]:
-        """The feed of a resume: pages of the rows run ``earlier`` left in ``states``, each page claimed for
+    def claim(
+        self, run_id: int, earlier: Iterable[int], states: Iterable[State], page: int = 512
+    ) -> Iterator[list[ManifestRow]]:
+        """The feed of a resume: pages of the rows the ``earlier`` runs left in ``states``, each page claimed for
         ``run_id`` (as ``-run_id``: handed out, not yet met in this run's COCO pass) in the transaction
         that reads it.
 
@@ -374,14 +376,16 @@ class Manifest:
         twice; a row the planner reached first has this run's id and is no longer ``earlier``'s, so the feed
         skips it. Keyset on (state, rowid): the first page costs one page, whatever the job's size.
         """
+        owners = [r for run in earlier for r in (run, -run)]
+        marks = ",".join("?" * len(owners))
         for state in states:
             after = 0
             while True:
                 with self._transaction(heartbeat=False) as db:
                     fetched = db.execute(
-                        f"SELECT rowid, {self._columns} FROM images WHERE state = ? AND run_id IN (?, ?) "
+                        f"SELECT rowid, {self._columns} FROM images WHERE state = ? AND run_id IN ({marks}) "
                         "AND rowid > ? ORDER BY rowid LIMIT ?",
-                        (state.value, earlier, -earlier, after, page),
+                        (state.value, *owners, after, page),
                     ).fetchall()
                     db.executemany("UPDATE images SET run_id = ? WHERE rowid = ?", [(-run_id, r[0]) for r in fetched])
                 if fetched:
