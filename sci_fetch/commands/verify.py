@@ -14,6 +14,7 @@ import json
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from sci_fetch.commands.common import add_common_flags, add_output_flag
 from sci_fetch.commands.status import manifests_from
@@ -37,7 +38,7 @@ _KIND_TEXT = {
 }
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "verify",
         help=HELP,
@@ -77,7 +78,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def verify_manifest(path: Path, root: Path, decode: bool, workers: int | None) -> dict:
+def verify_manifest(path: Path, root: Path, decode: bool, workers: int | None) -> dict[str, Any]:
     """Check one manifest's done rows, mark the bad ones pending; returns this manifest's part of the report."""
     manifest = Manifest(path)
     try:

@@ -39,11 +39,11 @@ _KEY_SETTINGS = (
 
 def fingerprint(settings: Settings) -> str | None:
     """What a finished run ran on; None when the COCO file cannot be read (the full path says why)."""
-    try:
-        info = os.stat(settings.coco) if settings.coco is not None else None
-    except OSError:
+    if settings.coco is None:
         return None
-    if info is None:
+    try:
+        info = os.stat(settings.coco)
+    except OSError:
         return None
     values = settings.model_dump(mode="json", include=set(_KEY_SETTINGS))
     return json.dumps(

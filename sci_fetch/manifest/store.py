@@ -16,13 +16,18 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sci_fetch.errors import DiskError, UsageError
 from sci_fetch.keys.mapping import Task
 from sci_fetch.manifest.models import Action, Decision, ManifestRow, Outcome, State
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Row = tuple[Any, ...]
 
 SCHEMA_VERSION = 2  # 2: state "forbidden", column "checks"
 
@@ -92,11 +97,11 @@ def _disk_error(path: Path, exc: sqlite3.Error) -> DiskError | None:
     return None
 
 
-def _disk_errors(method):
+def _disk_errors(method: Callable[Concatenate[Manifest, P], R]) -> Callable[Concatenate[Manifest, P], R]:
     """Decorates the methods that write: a full or failing disk raises DiskError, not sqlite3's error."""
 
     @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
+    def wrapper(self: Manifest, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return method(self, *args, **kwargs)
         except sqlite3.OperationalError as exc:
@@ -108,7 +113,7 @@ def _disk_errors(method):
     return wrapper
 
 
-def _row(values: tuple) -> ManifestRow:
+def _row(values: tuple[Any, ...]) -> ManifestRow:
     return ManifestRow(**dict(zip([c.strip() for c in _COLUMNS.split(",")], values, strict=False)))
 
 
@@ -156,14 +161,17 @@ class Manifest:
                 if heartbeat:
                     self._heartbeat_locked()
                 db.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 try:
                     db.execute("ROLLBACK")
                 except sqlite3.OperationalError:
                     pass  # SQLite already rolled back (it does after SQLITE_FULL): keep the original error
+                mapped = _disk_error(self.path, exc) if isinstance(exc, sqlite3.OperationalError) else None
+                if mapped is not None:
+                    raise mapped from exc
                 raise
 
-    def _pages(self, select: str, where: str, params: tuple, page: int) -> Iterator[tuple]:
+    def _pages(self, select: str, where: str, params: Row, page: int) -> Iterator[Row]:
         """The one keyset pager: rows matching ``where`` (which must pin ``state = ?``) in rowid order.
 
         ``state = ? AND rowid > ?`` is one range of the (state, rowid) index, so every page starts where
@@ -186,17 +194,18 @@ class Manifest:
 
     # ---- runs -------------------------------------------------------------------------------
     @_disk_errors
-    def begin_run(self, settings: dict) -> int:
+    def begin_run(self, settings: dict[str, Any]) -> int:
         with self._lock:
             cur = self._db.execute(
                 "INSERT INTO runs (started_at, settings) VALUES (?, ?)",
                 (time.time(), json.dumps(settings, default=str)),
             )
             self._heartbeat_locked()
-            return int(cur.lastrowid)
+            assert cur.lastrowid is not None  # an INSERT into a rowid table always has one
+            return cur.lastrowid
 
     @_disk_errors
-    def end_run(self, run_id: int, exit_code: int, summary: dict) -> None:
+    def end_run(self, run_id: int, exit_code: int, summary: dict[str, Any]) -> None:
         with self._lock:
             self._db.execute(
                 "UPDATE runs SET ended_at = ?, exit_code = ?, summary = ? WHERE run_id = ?",
@@ -268,7 +277,7 @@ class Manifest:
                 "UPDATE images SET state = 'pending', last_error = ?, updated_at = ? WHERE image_id = ?",
                 [(reason, now, image_id) for image_id, reason in reasons],
             )
-            return cur.rowcount
+            return int(cur.rowcount)
 
     @_disk_errors
     def add_rejects(self, run_id: int, rejects: list[tuple[str, str, str | None, str | None, str | None, str]]) -> None:
@@ -363,7 +372,6 @@ class Manifest:
         with self._lock:
             return int(self._db.execute(query, (*others, run_id, -run_id)).fetchone()[0])
 
-    @_disk_errors
     def claim(
         self, run_id: int, earlier: Iterable[int], states: Iterable[State], page: int = 512
     ) -> Iterator[list[ManifestRow]]:
@@ -405,7 +413,7 @@ class Manifest:
             r = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return r[0] if r else None
 
-    def last_run(self) -> dict | None:
+    def last_run(self) -> dict[str, Any] | None:
         with self._lock:
             r = self._db.execute(
                 "SELECT run_id, started_at, ended_at, exit_code, summary FROM runs ORDER BY run_id DESC LIMIT 1"
@@ -421,7 +429,7 @@ class Manifest:
         }
 
 
-def _state_where(state: State, run_id: int | None) -> tuple[str, tuple]:
+def _state_where(state: State, run_id: int | None) -> tuple[str, Row]:
     """The WHERE of a per-state pass: ``state = ?`` first, so the pager walks the (state, rowid) index."""
     if run_id is None:
         return "state = ?", (state.value,)
@@ -457,12 +465,12 @@ class _Planner:
                 for r in self._select("SELECT image_id, dest, run_id FROM images WHERE dest IN ({})", dests)
             }
         )
-        self.inserts: list[tuple] = []
-        self.touched: list[tuple] = []
-        self.reset: list[tuple] = []
+        self.inserts: list[Row] = []
+        self.touched: list[Row] = []
+        self.reset: list[Row] = []
 
-    def _select(self, query: str, values: list[str]) -> list[tuple]:
-        out: list[tuple] = []
+    def _select(self, query: str, values: list[str]) -> list[Row]:
+        out: list[Row] = []
         for i in range(0, len(values), 900):  # stay under SQLite's bound-parameter limit on old builds
             chunk = values[i : i + 900]
             out.extend(self.db.execute(query.format(",".join("?" * len(chunk))), chunk).fetchall())
@@ -482,7 +490,7 @@ class _Planner:
         )
         return decisions
 
-    def _queued(self, task: Task, row: tuple) -> Decision:
+    def _queued(self, task: Task, row: Row) -> Decision:
         """The COCO pass meets a row this run's feed handed out: it is this run's now, and not fetched again."""
         self.touched.append((self.run_id, row[6]))
         self.rows[task.image_id] = (*row[:5], self.run_id, row[6])
