@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.proc import run_measured
@@ -286,6 +286,16 @@ def run_size(workdir: Path, n: int, repeats: int, parts: set[str]) -> Figures:
         first_get(fig, coco, out, use_feed=False)
         first_get(fig, coco, out, use_feed=True)
     return fig
+
+
+def run_scale(sizes: str, workdir: Path, repeats: int = 1) -> dict[str, object]:
+    """The scale part of ``python -m bench``: every pass at every size, printed, and returned for the JSON."""
+    figs = [
+        run_size(workdir, n, repeats, {"finished", "failures", "crash"})
+        for n in sorted(int(s) for s in sizes.split(","))
+    ]
+    report(figs)
+    return {"sizes": [asdict(f) for f in figs]}
 
 
 def main(argv: list[str] | None = None) -> int:
