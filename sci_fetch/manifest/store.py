@@ -113,8 +113,11 @@ def _disk_errors(method: Callable[Concatenate[Manifest, P], R]) -> Callable[Conc
     return wrapper
 
 
+_NAMES = tuple(c.strip() for c in _COLUMNS.split(","))
+
+
 def _row(values: tuple[Any, ...]) -> ManifestRow:
-    return ManifestRow(**dict(zip([c.strip() for c in _COLUMNS.split(",")], values, strict=False)))
+    return ManifestRow(**dict(zip(_NAMES, values, strict=True)))
 
 
 class Manifest:
