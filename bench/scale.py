@@ -257,7 +257,8 @@ def targets(figs: list[Figures]) -> None:
                 f"{_mark(wall <= per_million)}, {cpu:.1f} s CPU {_mark(cpu <= per_million)}"
             )
     peak = max((max(f.rss.values(), default=0.0) for f in figs), default=0.0)
-    print(f"target peak RSS < {RSS_TARGET_MB:.0f} MB: {peak:.0f} MB {_mark(peak < RSS_TARGET_MB)}")
+    if peak:
+        print(f"target peak RSS < {RSS_TARGET_MB:.0f} MB: {peak:.0f} MB {_mark(peak < RSS_TARGET_MB)}")
     gets = [f.first_get for f in figs]
     if any(g is not None for g in gets):
         ok = all(g is not None and g <= FIRST_GET_TARGET for g in gets)
