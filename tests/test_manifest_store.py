@@ -148,3 +148,27 @@ def test_a_version_1_manifest_is_upgraded_in_place_and_keeps_its_rows(tmp_path):
     (row,) = list(m.rows())
     assert row.state is State.forbidden and row.bytes == 10 and row.md5 == "abc"
     m.close()
+
+
+def test_every_paged_pass_reads_one_index_range_per_page_never_a_sort(tmp_path):
+    """The passes over rows (quick check, verify, failures.csv, the crash feed) stay linear only while each
+    page is one range of the (state, rowid) index: a sort or a scan per page is O(n) per page, O(n²) per pass.
+    Checked on SQLite's own plan of the statements the passes send, so no timing is involved."""
+    m = Manifest(tmp_path / "m.sqlite")
+    run = m.begin_run({})
+    m.plan([task(n) for n in range(30)], run, tmp_path)
+    m.record([Outcome(image_id=f"p:{n}", state=State.done, bytes=1, attempts=1) for n in range(20)])
+    sent: list[str] = []
+    m._db.set_trace_callback(sent.append)
+    list(m.rows([State.done, State.failed], page=7))
+    list(m.rows([State.pending], run_id=run, page=7))
+    list(m.done_files(run))
+    later = m.begin_run({})
+    list(m.claim(later, [run], [State.pending], page=4))
+    m._db.set_trace_callback(None)
+    pages = {s for s in sent if s.startswith("SELECT rowid")}
+    assert len(pages) >= 4
+    for statement in pages:
+        plan = " | ".join(r[3] for r in m._db.execute("EXPLAIN QUERY PLAN " + statement))
+        assert "USING INDEX images_state (state=? AND rowid>?)" in plan and "TEMP B-TREE" not in plan, (statement, plan)
+    m.close()
