@@ -75,14 +75,15 @@ def test_a_fed_row_done_before_the_coco_pass_meets_it_stays_done_and_is_not_fetc
     assert m.counts(run)["done"] == 1
 
 
-def test_interleave_yields_a_fed_page_before_asking_the_planner():
+def test_interleave_yields_a_fed_page_before_asking_the_planner_then_lets_planning_run_ahead():
     asked: list[str] = []
 
     def planned():
-        asked.append("planned")
-        yield "plan 1"
-        yield "plan 2"
+        for n in range(1, 6):
+            asked.append(f"plan {n}")
+            yield f"plan {n}"
 
-    merged = interleave(iter(["fed 1"]), planned())
+    merged = interleave(iter(["fed 1", "fed 2", "fed 3"]), planned(), ahead=2)
     assert next(merged) == "fed 1" and asked == []
-    assert list(merged) == ["plan 1", "plan 2"]
+    assert list(merged) == ["plan 1", "plan 2", "fed 2", "plan 3", "plan 4", "fed 3", "plan 5"]
+    assert list(interleave(iter(["f1", "f2", "f3"]), iter(["p1"]), ahead=2)) == ["f1", "p1", "f2", "f3"]

@@ -23,6 +23,7 @@ from sci_fetch.manifest.store import Manifest
 from sci_fetch.settings import Settings
 
 META = "run_fingerprint"
+PLANNED_PER_FED = 8  # planned batches (mostly skips on a resume) per fed page of fetches
 KEEP_RUNS = 20  # runs in a row over one fingerprint whose rows the feed hands out
 T = TypeVar("T")
 
@@ -74,12 +75,21 @@ def decisions(manifest: Manifest, settings: Settings, run_id: int, earlier: list
         yield page
 
 
-def interleave(fed: Iterator[T], planned: Iterator[T]) -> Iterator[T]:
-    """A fed page first (the first GET waits for no planning), then fed and planned batches in turn."""
-    sources = [fed, planned]
-    while sources:
-        for source in list(sources):
-            try:
-                yield next(source)
-            except StopIteration:
-                sources.remove(source)
+def interleave(fed: Iterator[T], planned: Iterator[T], ahead: int = PLANNED_PER_FED) -> Iterator[T]:
+    """A fed page first (the first GET waits for no planning), then up to ``ahead`` planned batches per fed
+    page: the producer waits on the queue only for batches with work in them, so the COCO pass keeps well
+    ahead of the workers and is mostly done by the time the feed runs dry."""
+    fed_left = True
+    while True:
+        if fed_left:
+            page = next(fed, None)
+            if page is None:
+                fed_left = False
+            else:
+                yield page
+        for _ in range(ahead if fed_left else 1):
+            batch = next(planned, None)
+            if batch is None:
+                yield from fed  # the COCO pass ended first: the rest of the feed
+                return
+            yield batch
