@@ -61,7 +61,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--quick", action="store_true", help="a ~12 minute smoke run: 300 objects, small side benchmarks")
     p.add_argument(
-        "--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)} (default: all)"
+        "--parts",
+        default=",".join(PARTS),
+        help=f"comma-separated subset of {','.join(PARTS)} (default: all), or scale (minutes per million images; "
+        "python -m bench.scale runs it alone)",
     )
     p.add_argument("--objects", type=int, help="objects per download run (default 2000; quick 300)")
     p.add_argument("--small", action="store_true", help="~100 KB objects under medium/ keys (Animl's medium variant)")
@@ -120,6 +123,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=1, help="random seed for object sizes and bytes")
     p.add_argument(
+        "--scale-sizes",
+        default="110320,330000,1000000",
+        help="image counts of the scale part's jobs (default: 110320,330000,1000000)",
+    )
+    p.add_argument(
         "--workdir", type=Path, help="scratch folder (default: a new one under $TMPDIR); removed unless --keep"
     )
     p.add_argument("--keep", action="store_true", help="keep the scratch folder (logs, COCO files, SeaweedFS data)")
@@ -139,7 +147,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if [x for x in args.regimes if x not in REGIMES]:
         p.error(f"unknown regime(s) {[x for x in args.regimes if x not in REGIMES]}; known: {','.join(REGIMES)}")
     args.crop_scaling = [int(x) for x in str(args.crop_scaling).split(",") if x]
-    bad = [x for x in args.parts if x not in PARTS + ["profile"]]
+    bad = [x for x in args.parts if x not in PARTS + ["profile", "scale"]]
     if bad:
         p.error(f"unknown part(s) {bad}")
     if "profile" in args.parts:
@@ -324,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
                     say=say,
                 ),
             )
+        if "scale" in args.parts:
+            from bench.scale import run_scale
+
+            part("scale", lambda: run_scale(args.scale_sizes, workdir / "scale"))
         if "crops" in args.parts:
             from bench.crops import run_crops_bench
 

@@ -108,14 +108,18 @@ def test_readonly_open_sees_a_running_writer(tmp_path):
     assert reader.counts()["done"] == 1 and reader.bytes_done() == 3
 
 
-def test_rows_are_paged_in_destination_order(tmp_path):
+def test_rows_are_paged_by_state_in_the_order_they_entered_the_manifest(tmp_path):
+    """Each state's rows in planning (COCO) order, states in the order asked, every row once across pages."""
     m = Manifest(tmp_path / "m.sqlite")
     run = m.begin_run({})
     m.plan([task(n) for n in range(25)], run, tmp_path)
     m.record([Outcome(image_id=f"p:{n}", state=State.failed, attempts=1, error="x") for n in range(0, 25, 2)])
-    dests = [r.dest for r in m.rows([State.failed], page=4)]
-    assert dests == sorted(f"p/{n}.jpg" for n in range(0, 25, 2))
-    assert len(list(m.rows(page=3))) == 25
+    m.record([Outcome(image_id=f"p:{n}", state=State.missing, attempts=1, error="x") for n in range(1, 25, 6)])
+    dests = [r.dest for r in m.rows([State.missing, State.failed], page=4)]
+    assert dests == [f"p/{n}.jpg" for n in range(1, 25, 6)] + [f"p/{n}.jpg" for n in range(0, 25, 2)]
+    assert sorted(r.image_id for r in m.rows(page=3)) == sorted(f"p:{n}" for n in range(25))
+    assert [r.image_id for r in m.rows([State.failed], run_id=run + 1)] == []
+    assert list(m.done_files(run)) == [] and m.not_done(run) == 25
 
 
 def test_a_version_1_manifest_is_upgraded_in_place_and_keeps_its_rows(tmp_path):
@@ -143,4 +147,28 @@ def test_a_version_1_manifest_is_upgraded_in_place_and_keeps_its_rows(tmp_path):
     m.record([Outcome(image_id="p:1", state=State.forbidden, error="missing, or no permission", checks=None)])
     (row,) = list(m.rows())
     assert row.state is State.forbidden and row.bytes == 10 and row.md5 == "abc"
+    m.close()
+
+
+def test_every_paged_pass_reads_one_index_range_per_page_never_a_sort(tmp_path):
+    """The passes over rows (quick check, verify, failures.csv, the crash feed) stay linear only while each
+    page is one range of the (state, rowid) index: a sort or a scan per page is O(n) per page, O(n²) per pass.
+    Checked on SQLite's own plan of the statements the passes send, so no timing is involved."""
+    m = Manifest(tmp_path / "m.sqlite")
+    run = m.begin_run({})
+    m.plan([task(n) for n in range(30)], run, tmp_path)
+    m.record([Outcome(image_id=f"p:{n}", state=State.done, bytes=1, attempts=1) for n in range(20)])
+    sent: list[str] = []
+    m._db.set_trace_callback(sent.append)
+    list(m.rows([State.done, State.failed], page=7))
+    list(m.rows([State.pending], run_id=run, page=7))
+    list(m.done_files(run))
+    later = m.begin_run({})
+    list(m.claim(later, [run], [State.pending], page=4))
+    m._db.set_trace_callback(None)
+    pages = {s for s in sent if s.startswith("SELECT rowid")}
+    assert len(pages) >= 4
+    for statement in pages:
+        plan = " | ".join(r[3] for r in m._db.execute("EXPLAIN QUERY PLAN " + statement))
+        assert "USING INDEX images_state (state=? AND rowid>?)" in plan and "TEMP B-TREE" not in plan, (statement, plan)
     m.close()

@@ -100,8 +100,8 @@ def verify_manifest(path: Path, root: Path, decode: bool, workers: int | None) -
             last and last["ended_at"] is None and heartbeat and time.time() - float(heartbeat) < _RUNNING_AGE
         )
         checked, problems = check_rows(root, manifest.rows([State.done]), decode=decode, workers=workers)
-        for p in problems:
-            manifest.mark_pending([p.image_id], f"verify: {_KIND_TEXT[p.kind]}: {p.detail}")
+        # the reason per image shows in failures.csv and status; all in one transaction
+        manifest.mark_pending_each((p.image_id, f"verify: {_KIND_TEXT[p.kind]}: {p.detail}") for p in problems)
     finally:
         manifest.close()
     return Checked(str(path), checked, problems, running)

@@ -23,6 +23,7 @@ from typing import Any
 
 from sci_fetch.coco.models import CocoImage
 from sci_fetch.coco.source import iter_images
+from sci_fetch.engine import feed
 from sci_fetch.engine.outcomes import Flusher, Settler
 from sci_fetch.engine.stop import Stop, cancel_all, start_supervised
 from sci_fetch.engine.worker import Fetcher
@@ -62,6 +63,7 @@ class Pipeline:
         self.extra: dict[str, Any] = {}  # the Work protocol: one process adds nothing to status.json
         self.errors: deque[str] = deque(maxlen=10)  # the latest, for status.json
         self.run_id = 0
+        self.feed_from: list[int] = []  # earlier runs whose leftovers are fetched first (set by the run owner)
         self._queue: asyncio.Queue[Decision | None] = asyncio.Queue(maxsize=max(2 * settings.concurrency, BATCH))
         self._planner = ThreadPoolExecutor(1, thread_name_prefix="sci-fetch-plan")
         self._previewed = 0
@@ -165,7 +167,17 @@ class Pipeline:
                 return
 
     def _batches(self) -> Iterator[tuple[list[Decision], list[Reject]]]:
-        """Runs in a thread: read, validate, map and plan one batch at a time."""
+        """Runs in a thread: the feed's pages (what earlier runs over the same file left: engine/feed.py) in turn
+        with the COCO file's planned batches, so a crashed job's first GET waits for no planning."""
+        planned = self._planned()
+        if not self.feed_from:
+            return planned
+        pages = feed.decisions(self.manifest, self.settings, self.run_id, self.feed_from)
+        fed: Iterator[tuple[list[Decision], list[Reject]]] = ((page, []) for page in pages)
+        return feed.interleave(fed, planned)
+
+    def _planned(self) -> Iterator[tuple[list[Decision], list[Reject]]]:
+        """Read, validate, map and plan one batch at a time."""
         assert self.settings.coco is not None  # checked before a run starts (engine.job)
         images = numbered(iter_images(self.settings.coco), self.settings.limit)
         # Destinations that are one file on macOS/Windows (case, Unicode form): claimed in the manifest, warned once.
@@ -226,7 +238,7 @@ def tally(stats: Stats, decisions: list[Decision]) -> list[Decision]:
     """Count a planned batch; returns the decisions that need a worker."""
     fetch = []
     for d in decisions:
-        if d.action in (Action.duplicate_id, Action.duplicate_dest):
+        if d.action in (Action.duplicate_id, Action.duplicate_dest, Action.queued):  # queued: counted when fed
             continue
         stats.planned += 1
         if d.action is Action.skip_done:

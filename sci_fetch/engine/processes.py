@@ -138,6 +138,7 @@ class Processes:
         self.verbose = verbose
         self.stats = Stats()
         self.extra: dict[str, Any] = {"processes": count}
+        self.feed_from: list[int] = []  # not fed across processes yet: each child plans its share from the file
         self._children: list[_Child] = []
         self._forwarded = False
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sci_fetch.coco.source import count_images
-from sci_fetch.engine import quick
+from sci_fetch.engine import feed, quick
 from sci_fetch.engine.stop import Stop, cancel_all, catch_signals, start_supervised, supervised
 from sci_fetch.errors import DiskError
 from sci_fetch.exits import ExitCode, StopReason, exit_code_for
@@ -45,6 +45,7 @@ class Work(Protocol):
     """What a run owner runs: the pipeline, or the processes that each run one."""
 
     extra: dict[str, Any]  # added to status.json and the run's summary ({"processes": N})
+    feed_from: list[int]  # earlier runs whose leftovers to fetch first (engine/feed.py; one process only)
 
     def live_stats(self) -> Stats: ...
 
@@ -67,8 +68,11 @@ class RunOwner:
 
     async def run(self) -> RunResult:
         settings = self.settings
+        earlier = await asyncio.to_thread(feed.earlier_runs, self.manifest, settings)
         run_id = await asyncio.to_thread(self.manifest.begin_run, settings.model_dump(mode="json"))
         await asyncio.to_thread(quick.forget, self.manifest)
+        await asyncio.to_thread(feed.started, self.manifest, settings, run_id, earlier)
+        self.work.feed_from = [] if settings.dry_run else earlier
         stop_metrics = None
         if settings.metrics_port:
             stop_metrics = serve_metrics(settings.metrics_port, settings.metrics_host, self.work.live_stats, self.shard)

@@ -42,6 +42,7 @@ class Action(str, Enum):
     skip_missing = "skip_missing"  # 404 in an earlier run; retried only with --retry-missing
     duplicate_id = "duplicate_id"
     duplicate_dest = "duplicate_dest"
+    queued = "queued"  # handed out earlier in this run by the manifest's feed (Manifest.claim): already counted
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -27,6 +28,10 @@ from sci_fetch.keys.mapping import Task
 from sci_fetch.manifest import folds
 from sci_fetch.manifest.checks import check_integrity, check_state_folder, check_version, damaged
 from sci_fetch.manifest.models import Action, Decision, ManifestRow, Outcome, State
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Row = tuple[Any, ...]
 
 SCHEMA_VERSION = 2  # 2: state "forbidden", column "checks"
 
@@ -96,10 +101,6 @@ def _disk_error(path: Path, exc: sqlite3.Error) -> DiskError | None:
     return None
 
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
 def _disk_errors(method: Callable[Concatenate[Manifest, P], R]) -> Callable[Concatenate[Manifest, P], R]:
     """Decorates the methods that touch the database: a full or failing disk raises DiskError, a damaged
     file one line that says how to start over, never sqlite3's error."""
@@ -117,8 +118,11 @@ def _disk_errors(method: Callable[Concatenate[Manifest, P], R]) -> Callable[Conc
     return wrapper
 
 
+_NAMES = tuple(c.strip() for c in _COLUMNS.split(","))
+
+
 def _row(values: tuple[Any, ...]) -> ManifestRow:
-    return ManifestRow(**dict(zip([c.strip() for c in _COLUMNS.split(",")], values, strict=False)))
+    return ManifestRow(**dict(zip(_NAMES, values, strict=True)))
 
 
 class Manifest:
@@ -166,6 +170,49 @@ class Manifest:
         with self._lock:
             self._db.close()
 
+    @contextmanager
+    def _transaction(self, heartbeat: bool = True) -> Iterator[sqlite3.Connection]:
+        """The one way to write several statements: under the lock, BEGIN IMMEDIATE (the write lock at
+        once, so no deadlock between two writers upgrading), the heartbeat with it, COMMIT or ROLLBACK."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                if heartbeat:
+                    self._heartbeat_locked()
+                db.execute("COMMIT")
+            except BaseException as exc:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.OperationalError:
+                    pass  # SQLite already rolled back (it does after SQLITE_FULL): keep the original error
+                mapped = _disk_error(self.path, exc) if isinstance(exc, sqlite3.OperationalError) else None
+                if mapped is not None:
+                    raise mapped from exc
+                raise
+
+    def _pages(self, select: str, where: str, params: Row, page: int) -> Iterator[Row]:
+        """The one keyset pager: rows matching ``where`` (which must pin ``state = ?``) in rowid order.
+
+        ``state = ? AND rowid > ?`` is one range of the (state, rowid) index, so every page starts where
+        the last ended and costs its own rows only: a pass over n rows is O(n). (OFFSET, or ORDER BY a
+        column the index does not hold, re-reads and re-sorts everything before the page: O(n) per
+        page, O(n²) per pass.) Rowid order is the order rows entered the manifest (the COCO file's, for
+        one export), so the table's pages are read forwards. The lock is held for one page at a time.
+        """
+        after = 0
+        while True:
+            with self._lock:
+                fetched = self._db.execute(
+                    f"SELECT rowid, {select} FROM images WHERE {where} AND rowid > ? ORDER BY rowid LIMIT ?",
+                    (*params, after, page),
+                ).fetchall()
+            yield from (r[1:] for r in fetched)
+            if len(fetched) < page:
+                return
+            after = fetched[-1][0]
+
     # ---- runs -------------------------------------------------------------------------------
     @_disk_errors
     def begin_run(self, settings: dict[str, Any]) -> int:
@@ -175,7 +222,8 @@ class Manifest:
                 (time.time(), json.dumps(settings, default=str)),
             )
             self._heartbeat_locked()
-            return int(cur.lastrowid or 0)
+            assert cur.lastrowid is not None  # an INSERT into a rowid table always has one
+            return cur.lastrowid
 
     @_disk_errors
     def end_run(self, run_id: int, exit_code: int, summary: dict[str, Any]) -> None:
@@ -216,19 +264,8 @@ class Manifest:
         destinations: a done row is trusted when its file has its recorded size.
         """
         now = time.time()
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                decisions = _Planner(db, tasks, run_id, str(root), retry_missing, now).run()
-                self._heartbeat_locked()
-                db.execute("COMMIT")
-            except BaseException:
-                try:
-                    db.execute("ROLLBACK")
-                except sqlite3.OperationalError:
-                    pass  # SQLite already rolled back (it does after SQLITE_FULL): keep the original error
-                raise
+        with self._transaction() as db:
+            decisions = _Planner(db, tasks, run_id, str(root), retry_missing, now).run()
         return decisions
 
     @_disk_errors
@@ -256,42 +293,37 @@ class Manifest:
         rows = [
             (o.state.value, o.bytes, o.md5, o.etag, o.attempts, o.error, now, o.checks, o.image_id) for o in outcomes
         ]
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "UPDATE images SET state = ?, bytes = COALESCE(?, bytes), md5 = COALESCE(?, md5), "
-                    "etag = COALESCE(?, etag), attempts = attempts + ?, last_error = ?, updated_at = ?, "
-                    "checks = COALESCE(?, checks) WHERE image_id = ?",
-                    rows,
-                )
-                self._heartbeat_locked()
-                self._db.execute("COMMIT")
-            except BaseException:
-                try:
-                    self._db.execute("ROLLBACK")
-                except sqlite3.OperationalError:
-                    pass  # SQLite already rolled back (it does after SQLITE_FULL): keep the original error
-                raise
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE images SET state = ?, bytes = COALESCE(?, bytes), md5 = COALESCE(?, md5), "
+                "etag = COALESCE(?, etag), attempts = attempts + ?, last_error = ?, updated_at = ?, "
+                "checks = COALESCE(?, checks) WHERE image_id = ?",
+                rows,
+            )
 
     @_disk_errors
     def mark_pending(self, image_ids: Iterable[str], reason: str) -> int:
         """Send images back to ``pending`` (``verify`` uses this for files that no longer check out)."""
+        return self.mark_pending_each([(image_id, reason) for image_id in image_ids])
+
+    @_disk_errors
+    def mark_pending_each(self, reasons: Iterable[tuple[str, str]]) -> int:
+        """(image id, reason) pairs back to ``pending``, in one transaction whatever their number."""
         now = time.time()
-        with self._lock:
-            cur = self._db.executemany(
+        with self._transaction(heartbeat=False) as db:
+            cur = db.executemany(
                 "UPDATE images SET state = 'pending', last_error = ?, updated_at = ? WHERE image_id = ?",
-                [(reason, now, i) for i in image_ids],
+                [(reason, now, image_id) for image_id, reason in reasons],
             )
-            return cur.rowcount
+            return int(cur.rowcount)
 
     @_disk_errors
     def add_rejects(self, run_id: int, rejects: list[tuple[str, str, str | None, str | None, str | None, str]]) -> None:
         """Keep (kind, record, image_id, key, dest, reason) of records this run could not use."""
         if not rejects:
             return
-        with self._lock:
-            self._db.executemany("INSERT INTO rejects VALUES (?, ?, ?, ?, ?, ?, ?)", [(run_id, *r) for r in rejects])
+        with self._transaction(heartbeat=False) as db:
+            db.executemany("INSERT INTO rejects VALUES (?, ?, ?, ?, ?, ?, ?)", [(run_id, *r) for r in rejects])
 
     @_disk_errors
     def rejects(self, run_id: int) -> list[tuple[str, str, str | None, str | None, str | None, str]]:
@@ -307,11 +339,11 @@ class Manifest:
         """Rows per state; with ``run_id``, only the images that run's COCO file named."""
         query = (
             "SELECT state, COUNT(*) FROM images"
-            + (" WHERE run_id = ?" if run_id is not None else "")
+            + (" WHERE run_id IN (?, ?)" if run_id is not None else "")
             + " GROUP BY state"
         )
         with self._lock:
-            rows = self._db.execute(query, (run_id,) if run_id is not None else ()).fetchall()
+            rows = self._db.execute(query, (run_id, -run_id) if run_id is not None else ()).fetchall()
         counts = {s.value: 0 for s in State}
         counts.update({state: n for state, n in rows})
         return counts
@@ -332,8 +364,8 @@ class Manifest:
             started = self._db.execute("SELECT MAX(started_at) FROM runs").fetchone()[0]
             span = min(window, now - started) if started is not None else window
             span = max(span, 1.0)
-            n, b = self._db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM images WHERE state = 'done' AND updated_at >= ?",
+            n, b = self._db.execute(  # +state: walk the updated_at index over the window, not every done row
+                "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM images WHERE +state = 'done' AND updated_at >= ?",
                 (now - span,),
             ).fetchone()
         return n / span, b / span
@@ -341,22 +373,11 @@ class Manifest:
     def rows(
         self, states: Iterable[State] | None = None, run_id: int | None = None, page: int = 2000
     ) -> Iterator[ManifestRow]:
-        """Rows in destination order, a page at a time (keyset on the unique dest), so a million failed
-        images can be listed in flat memory and the lock is never held for long."""
-        wanted = [s.value for s in states] if states else [s.value for s in State]
-        marks = ",".join("?" * len(wanted))
-        where = f"state IN ({marks})" + (" AND run_id = ?" if run_id is not None else "")
-        params = [*wanted, run_id] if run_id is not None else wanted
-        after = ""
-        while True:
-            fetched = self._fetch(
-                f"SELECT {self._columns} FROM images WHERE {where} AND dest > ? ORDER BY dest LIMIT ?",
-                [*params, after, page],
-            )
-            yield from (_row(r) for r in fetched)
-            if len(fetched) < page:
-                return
-            after = fetched[-1][2]
+        """Rows of the given states (in that order), each state's in the order they entered the manifest,
+        a page at a time, so a million failed images are listed in flat memory and linear time."""
+        for state in states if states else list(State):
+            where, params = _state_where(state, run_id)
+            yield from (_row(r) for r in self._pages(self._columns, where, params, page))
 
     @_disk_errors
     def get(self, image_id: str) -> ManifestRow | None:
@@ -366,11 +387,13 @@ class Manifest:
 
     @_disk_errors
     def last_errors(self, limit: int = 5) -> list[ManifestRow]:
+        """The latest errors of images not done: only those rows are read (the state index), not every row."""
+        others = [s.value for s in State if s is not State.done]
         with self._lock:
             fetched = self._db.execute(
-                f"SELECT {self._columns} FROM images WHERE last_error IS NOT NULL AND state != 'done' "
-                "ORDER BY updated_at DESC LIMIT ?",
-                (limit,),
+                f"SELECT {self._columns} FROM images WHERE state IN ({','.join('?' * len(others))}) "
+                "AND last_error IS NOT NULL ORDER BY updated_at DESC LIMIT ?",
+                (*others, limit),
             ).fetchall()
         return [_row(r) for r in fetched]
 
@@ -387,18 +410,47 @@ class Manifest:
             return None
 
     def done_files(self, run_id: int) -> Iterator[tuple[str, int]]:
-        """(destination, bytes) of every done image of a run, as plain tuples: the quick check stats 110,000
-        files and needs nothing else of the rows."""
-        after = ""
-        while True:
-            fetched = self._fetch(
-                "SELECT dest, bytes FROM images WHERE state = 'done' AND run_id = ? AND dest > ? ORDER BY dest LIMIT 5000",
-                (run_id, after),
-            )
-            yield from fetched
-            if len(fetched) < 5000:
-                return
-            after = fetched[-1][0]
+        """(destination, bytes) of every done image of a run, as plain tuples: the quick check stats every
+        file and needs nothing else of the rows."""
+        where, params = _state_where(State.done, run_id)
+        return self._pages("dest, bytes", where, params, 5000)
+
+    def not_done(self, run_id: int) -> int:
+        """How many images of a run are not done: only the (few) rows of the other states are read."""
+        others = [s.value for s in State if s is not State.done]
+        query = f"SELECT COUNT(*) FROM images WHERE state IN ({','.join('?' * len(others))}) AND run_id IN (?, ?)"
+        with self._lock:
+            return int(self._db.execute(query, (*others, run_id, -run_id)).fetchone()[0])
+
+    def claim(
+        self, run_id: int, earlier: Iterable[int], states: Iterable[State], page: int = 512
+    ) -> Iterator[list[ManifestRow]]:
+        """The feed of a resume: pages of the rows the ``earlier`` runs left in ``states``, each page claimed for
+        ``run_id`` (as ``-run_id``: handed out, not yet met in this run's COCO pass) in the transaction
+        that reads it.
+
+        The run fetches these before (and while) it plans its COCO file: the manifest already knows what
+        is left. A claimed row is planned as ``queued`` when the COCO pass meets it, so no image is fetched
+        twice; a row the planner reached first has this run's id and is no longer ``earlier``'s, so the feed
+        skips it. Keyset on (state, rowid): the first page costs one page, whatever the job's size.
+        """
+        owners = [r for run in earlier for r in (run, -run)]
+        marks = ",".join("?" * len(owners))
+        for state in states:
+            after = 0
+            while True:
+                with self._transaction(heartbeat=False) as db:
+                    fetched = db.execute(
+                        f"SELECT rowid, {self._columns} FROM images WHERE state = ? AND run_id IN ({marks}) "
+                        "AND rowid > ? ORDER BY rowid LIMIT ?",
+                        (state.value, *owners, after, page),
+                    ).fetchall()
+                    db.executemany("UPDATE images SET run_id = ? WHERE rowid = ?", [(-run_id, r[0]) for r in fetched])
+                if fetched:
+                    yield [_row(r[1:]) for r in fetched]
+                if len(fetched) < page:
+                    break
+                after = fetched[-1][0]
 
     @_disk_errors
     def images_in_coco(self) -> int | None:
@@ -430,6 +482,13 @@ class Manifest:
         }
 
 
+def _state_where(state: State, run_id: int | None) -> tuple[str, Row]:
+    """The WHERE of a per-state pass: ``state = ?`` first, so the pager walks the (state, rowid) index."""
+    if run_id is None:
+        return "state = ?", (state.value,)
+    return "state = ? AND run_id IN (?, ?)", (state.value, run_id, -run_id)  # -run_id: claimed by its feed
+
+
 class _Planner:
     """One batch of planning: rows and destination holders read up front, writes collected and applied at the end."""
 
@@ -446,23 +505,26 @@ class _Planner:
         )
         self.output = OutputRoot(Path(root))
         ids = list({t.image_id for t in tasks})
-        dests = list({t.dest for t in tasks})
-        self.rows = {
-            r[0]: r
-            for r in self._select(
-                "SELECT image_id, key, dest, state, bytes, run_id FROM images WHERE image_id IN ({})", ids
-            )
-        }
-        self.holders = {
-            r[1]: (r[0], r[2])
-            for r in self._select("SELECT image_id, dest, run_id FROM images WHERE dest IN ({})", dests)
-        }
-        self.inserts: list[tuple] = []
-        self.touched: list[tuple] = []
-        self.reset: list[tuple] = []
+        found = self._select(
+            "SELECT image_id, key, dest, state, bytes, run_id, rowid FROM images WHERE image_id IN ({})", ids
+        )
+        self.rows = {r[0]: r for r in found}
+        # dest is unique: a row found by id holds its own dest, so only the other dests need a look-up (on a
+        # resume, none: one index search per image instead of two, each a random page of a large index).
+        self.holders = {r[2]: (r[0], r[5]) for r in found}
+        dests = list({t.dest for t in tasks} - self.holders.keys())
+        self.holders.update(
+            {
+                r[1]: (r[0], r[2])
+                for r in self._select("SELECT image_id, dest, run_id FROM images WHERE dest IN ({})", dests)
+            }
+        )
+        self.inserts: list[Row] = []
+        self.touched: list[Row] = []
+        self.reset: list[Row] = []
 
-    def _select(self, query: str, values: list[str]) -> list[tuple]:
-        out: list[tuple] = []
+    def _select(self, query: str, values: list[str]) -> list[Row]:
+        out: list[Row] = []
         for i in range(0, len(values), 900):  # stay under SQLite's bound-parameter limit on old builds
             chunk = values[i : i + 900]
             out.extend(self.db.execute(query.format(",".join("?" * len(chunk))), chunk).fetchall())
@@ -476,11 +538,18 @@ class _Planner:
             "VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)",
             self.inserts,
         )
-        db.executemany("UPDATE images SET run_id = ? WHERE image_id = ?", self.touched)
+        db.executemany("UPDATE images SET run_id = ? WHERE rowid = ?", self.touched)  # rowid: no index search
         db.executemany(
-            "UPDATE images SET state = 'pending', last_error = ?, updated_at = ? WHERE image_id = ?", self.reset
+            "UPDATE images SET state = 'pending', last_error = ?, updated_at = ? WHERE rowid = ?", self.reset
         )
         return decisions
+
+    def _queued(self, task: Task, row: Row) -> Decision:
+        """The COCO pass meets a row this run's feed handed out: it is this run's now, and not fetched again."""
+        self.touched.append((self.run_id, row[6]))
+        self.rows[task.image_id] = (*row[:5], self.run_id, row[6])
+        self.holders[task.dest] = (task.image_id, self.run_id)
+        return Decision(task=task, action=Action.queued)
 
     def _size_on_disk(self, dest: str) -> int | None:
         if not self.output.contains(dest):  # a folder that leads out of the output: nothing there is ours
@@ -495,9 +564,11 @@ class _Planner:
         row = self.rows.get(image_id)
         if row is not None and row[5] == run_id:
             return Decision(task=task, action=Action.duplicate_id, other=image_id)
+        if row is not None and row[5] == -run_id and row[1] == task.key and row[2] == task.dest:
+            return self._queued(task, row)
         holder = self.holders.get(task.dest)
         if holder is not None and holder[0] != image_id:
-            if holder[1] == run_id:
+            if holder[1] in (run_id, -run_id):
                 return Decision(task=task, action=Action.duplicate_dest, other=holder[0])
             self.db.execute("DELETE FROM images WHERE image_id = ?", (holder[0],))  # a stale row from an older export
             self.rows.pop(holder[0], None)
@@ -506,10 +577,10 @@ class _Planner:
         self.holders[task.dest] = (image_id, run_id)
         if row is None:
             self.inserts.append((image_id, task.key, task.dest, run_id, self.now, self.now))
-            self.rows[image_id] = (image_id, task.key, task.dest, State.pending.value, None, run_id)
+            self.rows[image_id] = (image_id, task.key, task.dest, State.pending.value, None, run_id, None)
             return Decision(task=task, action=found)
-        _, key, dest, state, size, _ = row
-        self.rows[image_id] = (image_id, key, dest, state, size, run_id)
+        _, key, dest, state, size, _, rowid = row
+        self.rows[image_id] = (image_id, key, dest, state, size, run_id, rowid)
         if key != task.key or dest != task.dest:
             # Another variant or template than last time: the old row says nothing about this object.
             self.holders.pop(dest, None)
@@ -519,11 +590,11 @@ class _Planner:
                 (task.key, task.dest, run_id, self.now, image_id),
             )
             return Decision(task=task, action=found)
-        self.touched.append((run_id, image_id))
+        self.touched.append((run_id, rowid))
         if state == State.done.value:
             if size_on_disk is not None and size_on_disk == size:
                 return Decision(task=task, action=Action.skip_done)
-            self.reset.append(("file was done but is gone or changed on disk", self.now, image_id))
+            self.reset.append(("file was done but is gone or changed on disk", self.now, rowid))
             return Decision(task=task, action=Action.fetch)
         if state == State.missing.value and not self.retry_missing:
             return Decision(task=task, action=Action.skip_missing)
