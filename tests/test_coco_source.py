@@ -262,5 +262,5 @@ def test_count_images_counts_and_shards(tmp_path):
     ids = [f"p:{i}" for i in range(50)]
     path = write(tmp_path, json.dumps({"images": [{"id": i, "file_name": f"{i}.jpg"} for i in ids]}))
     assert count_images(path) == 50
-    assert count_images(path, 3, 1) == sum(1 for i in ids if shard_of(i, 3) == 1)
+    assert count_images(path, lambda i: shard_of(i, 3) == 1) == sum(1 for i in ids if shard_of(i, 3) == 1)
     assert count_images(write(tmp_path, '{"images": [{"id": "a"', "cut.json")) is None

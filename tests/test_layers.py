@@ -1,7 +1,7 @@
 """The layer rules of ARCHITECTURE.md, checked by import-linter against pyproject.toml's contracts.
 
-A module may import only from layers below its own (cli > commands > api > crops|engine|demo > plan >
-settings > manifest|files > storage > keys > coco > observe > errors), parts of one layer do not import
+A module may import only from layers below its own (__main__ > cli > commands > api > crops|engine|demo >
+plan > settings > manifest|files > storage > keys > coco > observe > fs > errors), parts of one layer do not import
 each other, and no package's modules import each other in a cycle.
 """
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import errno
+import os
 from collections import Counter
 from pathlib import Path
 
-import sci_fetch.manifest.report as report_module
 import sci_fetch.observe.stats as stats_module
 from sci_fetch.keys.mapping import Task
 from sci_fetch.manifest.models import Outcome, State
-from sci_fetch.manifest.report import FAILURE_COLUMNS, summary_text, write_failures
+from sci_fetch.manifest.report import FailureRow, summary_text, write_failures
 from sci_fetch.manifest.store import Manifest
 from sci_fetch.observe.stats import Stats
 
@@ -45,7 +46,7 @@ def test_failures_csv_lists_each_image_not_done_and_each_rejected_record(tmp_pat
         m.close()
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == FAILURE_COLUMNS
+    assert rows[0] == [f.name for f in dataclasses.fields(FailureRow)]
     assert sorted(rows[1:]) == sorted(
         [
             ["original/p:2.jpg", "p/2.jpg", "503 SlowDown", "5", "p:2", "failed", ""],
@@ -65,7 +66,7 @@ def test_a_failures_file_that_cannot_be_written_is_one_error_and_no_leftover(tmp
     def disk_full(src: object, dst: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(report_module.os, "replace", disk_full)
+    monkeypatch.setattr(os, "replace", disk_full)  # the atomic writer (fs.atomic) renames the file into place
     try:
         assert write_failures(m, run, out / "failures.csv") == 0
     finally:

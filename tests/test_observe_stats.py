@@ -43,9 +43,12 @@ def test_the_progress_line_names_every_figure(monkeypatch):
     stats = Stats(started=100.0, total=100, skipped_done=5, done=20, adopted=5, bytes=50_000_000)
     stats.failed, stats.missing, stats.forbidden, stats.invalid, stats.in_flight = 1, 2, 3, 4, 6
     stats.retries = Counter({"slowdown": 2, "timeout": 1})
-    assert stats.line() == (
-        "images 30/100 done (5 already), 2.5 img/s, 5.0 MB/s, failed 1, missing 2, forbidden 3, invalid 4, "
-        "retries 3, in flight 6, ETA 24s"  # 100 - 4 invalid - 5 already - 31 finished = 60 left at 2.5/s
+    assert (
+        stats.line()
+        == (
+            "images 30/100 done (5 already), 2.5 img/s, 5.0 MB/s, failed 1, missing 2, forbidden 3, invalid 4, "
+            "retries 3, in flight 6, request rate unlimited, slowdowns 0, ETA 24s"  # 100 - 4 invalid - 5 already - 31 finished = 60 left at 2.5/s
+        )
     )
     assert Stats(total=None).line().endswith("ETA ?")
 
@@ -67,7 +70,7 @@ def test_as_dict_is_what_the_run_summary_stores():
         4096,
         {"slowdown": 2},
     )
-    assert list(figures)[-1] == "retries" and len(figures) == 18
+    assert list(figures)[-1] == "retries" and len(figures) == 20
 
 
 def test_nothing_left_means_no_time_left():

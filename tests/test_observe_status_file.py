@@ -86,7 +86,9 @@ def test_the_file_is_replaced_whole(tmp_path):
 
 def test_a_final_write_that_fails_is_one_warning(tmp_path, caplog):
     final = snapshot(Stats(), (0.0, 0.0), [], "finished", "") | {"exit_code": 0}
-    write_final(tmp_path / "no-such-dir" / "status.json", final)
+    blocker = tmp_path / "a-file"  # a state folder that cannot be made: a file stands where it would go
+    blocker.write_text("x")
+    write_final(blocker / "status.json", final)
     assert [r.levelname for r in caplog.records] == ["WARNING"]
     assert caplog.records[0].getMessage().startswith("status file not written: ")
     write_final(tmp_path / "status.json", final)

@@ -143,9 +143,9 @@ def test_a_prefix_that_throttles_loses_no_image_and_the_rate_finds_its_limit(s3_
 
 def test_the_rate_and_the_slowdowns_reach_the_line_the_summary_and_the_metrics():
     from prometheus_client import CollectorRegistry, generate_latest
-    from sci_fetch.engine.stats import Stats
 
     from sci_fetch.observe.metrics import StatsCollector
+    from sci_fetch.observe.stats import Stats
 
     one, two = Stats(request_rate=37.84, slowdowns=3), Stats(request_rate=37.84, slowdowns=4)
     run = Stats()

@@ -8,7 +8,7 @@ goes through coco.guard, so neither deep nesting nor one endless value can make 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,7 +19,6 @@ from pydantic import BaseModel, ValidationError
 from sci_fetch.coco.guard import GuardedReader, LongStringFilter, Oversized
 from sci_fetch.coco.models import CocoAnnotation, CocoCategory, CocoImage
 from sci_fetch.errors import InputError, RecordError
-from sci_fetch.keys.shard import shard_of
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -166,26 +165,24 @@ def read_categories(path: Path) -> list[CocoCategory]:
     return out
 
 
-def count_images(path: Path, shard_count: int = 1, shard_index: int = 0) -> int | None:
-    """How many records ``images`` holds (this shard's share, by the same hash of the id), for the ETA and
+def count_images(path: Path, keep: Callable[[str], bool] | None = None) -> int | None:
+    """How many records ``images`` holds (those whose id ``keep`` takes: a shard's share), for the ETA and
     so that the counts account for every image; a cheap pass that builds no objects. None when the file
     cannot be read to its end: the stream that reads the records reports why."""
     try:
-        return _count(path, shard_count, shard_index, filtered=False)
+        return _count(path, keep, filtered=False)
     except Oversized:
-        return _count(path, shard_count, shard_index, filtered=True)
+        return _count(path, keep, filtered=True)
 
 
-def _count(path: Path, shard_count: int, shard_index: int, filtered: bool) -> int | None:
+def _count(path: Path, keep: Callable[[str], bool] | None, filtered: bool) -> int | None:
     try:
         with _guarded(path, filtered) as fh:
-            if shard_count > 1:
+            if keep is not None:
                 return sum(
                     1
                     for prefix, event, value in ijson.parse(fh)
-                    if prefix == "images.item.id"
-                    and event in ("string", "number")
-                    and shard_of(str(value), shard_count) == shard_index
+                    if prefix == "images.item.id" and event in ("string", "number") and keep(str(value))
                 )
             return sum(
                 1

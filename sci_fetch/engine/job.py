@@ -24,7 +24,8 @@ from sci_fetch.engine.run import RunOwner, RunResult
 from sci_fetch.engine.stop import Stop
 from sci_fetch.errors import DiskError, FatalError, SciFetchError, UsageError
 from sci_fetch.exits import ExitCode, StopReason
-from sci_fetch.keys.mapping import STATE_DIR
+from sci_fetch.fs.layout import STATE_DIR
+from sci_fetch.manifest.checks import check_state_folder
 from sci_fetch.manifest.store import Manifest
 from sci_fetch.observe.stats import Stats
 from sci_fetch.settings import Settings
@@ -101,6 +102,7 @@ def check_download_inputs(settings: Settings) -> None:
     check_coco_opening(coco)
     if settings.output.exists() and not settings.output.is_dir():
         raise UsageError(f"output {settings.output} is a file; give a folder for the images")
+    check_state_folder(settings.manifest_path)  # before the lock file is made in it
     settings.check_profile()
 
 

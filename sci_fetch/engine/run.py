@@ -19,6 +19,7 @@ from sci_fetch.engine import feed, quick
 from sci_fetch.engine.stop import Stop, cancel_all, catch_signals, start_supervised, supervised
 from sci_fetch.errors import DiskError
 from sci_fetch.exits import ExitCode, StopReason, exit_code_for
+from sci_fetch.keys.shard import in_shard
 from sci_fetch.manifest.store import Manifest
 from sci_fetch.observe.metrics import serve as serve_metrics
 from sci_fetch.observe.progress import choose_mode, report
@@ -150,7 +151,9 @@ async def count_total(settings: Settings, manifest: Manifest) -> int | None:
     """The images of the COCO file this run answers for (its shard's share, at most ``limit``); kept in the
     manifest so that ``status`` accounts for every image too."""
     assert settings.coco is not None
-    total = await asyncio.to_thread(count_images, settings.coco, settings.shard_count, settings.shard_index or 0)
+    total = await asyncio.to_thread(
+        count_images, settings.coco, in_shard(settings.shard_count, settings.shard_index or 0)
+    )
     if total is None:
         return None
     total = min(total, settings.limit) if settings.limit else total

@@ -25,6 +25,8 @@ from sci_fetch.fs.layout import partial_path
 from sci_fetch.fs.root import OutputRoot as OutputRoot  # where the engine has always imported it from
 from sci_fetch.fs.root import map_os_error
 
+Chunk = bytes | bytearray  # what a body arrives in: the buffer the wire read it into, kept as it is
+
 if TYPE_CHECKING:
     from hashlib import _Hash as Hash
 
@@ -59,7 +61,7 @@ class PartialFile:
         self.spill_at = spill_at
         self.size = 0
         self._md5 = hashlib.md5()
-        self._held: list[bytes] = []  # received, not yet on disk
+        self._held: list[Chunk] = []  # received, not yet on disk
         self._held_size = 0
         self._fh: IO[bytes] | None = None  # the open .partial, once spilled
         self._committed = False
@@ -67,7 +69,7 @@ class PartialFile:
     async def __aenter__(self) -> PartialFile:
         return self
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: Chunk) -> None:  # a kept buffer: held, never copied
         self.size += len(data)
         self._held.append(data)
         self._held_size += len(data)
@@ -161,20 +163,20 @@ def _discard(raw: IO[bytes], path: Path) -> None:
     discard(raw, path)
 
 
-def _hash_and_write(md5: Hash, raw: IO[bytes], chunks: list[bytes]) -> None:
+def _hash_and_write(md5: Hash, raw: IO[bytes], chunks: list[Chunk]) -> None:
     for chunk in chunks:
         md5.update(chunk)
     raw.writelines(chunks)
 
 
-def _hash_and_check(md5: Hash, chunks: list[bytes], check: Check | None) -> None:
+def _hash_and_check(md5: Hash, chunks: list[Chunk], check: Check | None) -> None:
     for chunk in chunks:
         md5.update(chunk)
     if check is not None:
         check(md5.hexdigest())
 
 
-def _write_whole(md5: Hash, chunks: list[bytes], check: Check | None, target: _Target) -> None:
+def _write_whole(md5: Hash, chunks: list[Chunk], check: Check | None, target: _Target) -> None:
     """A file held whole in memory: hashed and checked before anything is on disk, then written at once."""
     _hash_and_check(md5, chunks, check)
     raw = _create(target.partial)
@@ -185,14 +187,14 @@ def _write_whole(md5: Hash, chunks: list[bytes], check: Check | None, target: _T
         raise
 
 
-def _finish_spilled(md5: Hash, raw: IO[bytes], chunks: list[bytes], check: Check | None, target: _Target) -> None:
+def _finish_spilled(md5: Hash, raw: IO[bytes], chunks: list[Chunk], check: Check | None, target: _Target) -> None:
     """A file partly on disk already: the held tail hashed and checked, then written and committed. On an
     error the open .partial stays for ``__aexit__`` to remove."""
     _hash_and_check(md5, chunks, check)
     _finish(raw, chunks, target)
 
 
-def _finish(raw: IO[bytes], chunks: list[bytes], target: _Target) -> None:
+def _finish(raw: IO[bytes], chunks: list[Chunk], target: _Target) -> None:
     if chunks:
         raw.writelines(chunks)
     atomic.commit(raw, target.partial, target.dest, target.fsync)

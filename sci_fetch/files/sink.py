@@ -36,7 +36,7 @@ class VerifiedFile:
     ) -> None:
         await self._file.__aexit__(exc_type, exc, tb)
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | bytearray) -> None:
         if len(self._head) < HEAD_BYTES:
             self._head += data[: HEAD_BYTES - len(self._head)]
         await self._file.write(data)

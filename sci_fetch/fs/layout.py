@@ -20,7 +20,7 @@ STATUS_FILE = ("status", "json")
 FAILURES_FILE = ("failures", "csv")
 
 
-def shard_suffix(index: int, count: int) -> str:
+def shard_suffix(index: int | None, count: int) -> str:
     """``-shard-K-of-N`` for a sharded run, nothing for a whole one."""
     return f"-shard-{index}-of-{count}" if count > 1 else ""
 

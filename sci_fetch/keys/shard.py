@@ -7,7 +7,7 @@ every container of a Kubernetes Indexed Job or an AWS Batch array job, and the N
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 # Schedulers export the index but not the count; the count comes from the settings (shard_count).
 INDEX_VARIABLES = ("JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX")
@@ -47,3 +47,10 @@ def index_from_environment(env: Mapping[str, str]) -> tuple[int, str] | None:
             except ValueError:
                 raise ValueError(f"{name}={value!r} is not a whole number") from None
     return None
+
+
+def in_shard(count: int, index: int) -> Callable[[str], bool] | None:
+    """Whether an image id is in shard ``index`` of ``count`` (None: not sharded, every image is)."""
+    if count <= 1:
+        return None
+    return lambda image_id: shard_of(image_id, count) == index

@@ -12,8 +12,8 @@ import sqlite3
 from pathlib import Path
 
 from sci_fetch.errors import UsageError
+from sci_fetch.fs.layout import STATE_DIR
 from sci_fetch.fs.root import leads_outside
-from sci_fetch.keys.mapping import STATE_DIR
 
 _DAMAGED = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 

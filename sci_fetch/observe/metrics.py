@@ -22,9 +22,17 @@ class StatsCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         s = self._stats()
-        labels = ["shard"]
+        yield self._images(s)
+        yield from (self._single(m, s) for m in _BEFORE_RETRIES)
+        retries = CounterMetricFamily("sci_fetch_retries", "Retries by reason", labels=["shard", "reason"])
+        for reason, value in sorted(s.retries.items()):
+            retries.add_metric([self._shard, reason], value)
+        yield retries
+        yield from (self._single(m, s) for m in _AFTER_RETRIES)
+
+    def _images(self, s: Stats) -> Metric:
         images = CounterMetricFamily(
-            "sci_fetch_images", "Images finished by this run, by outcome", labels=[*labels, "outcome"]
+            "sci_fetch_images", "Images finished by this run, by outcome", labels=["shard", "outcome"]
         )
         for outcome, value in (
             ("fetched", s.done),
@@ -36,52 +44,51 @@ class StatsCollector(Collector):
             ("invalid", s.invalid),
         ):
             images.add_metric([self._shard, outcome], value)
-        yield images
-        yield _one(
-            CounterMetricFamily("sci_fetch_bytes", "Bytes written by this run", labels=labels), self._shard, s.bytes
-        )
-        yield _one(
-            CounterMetricFamily("sci_fetch_requests", "S3 requests sent, retries included", labels=labels),
-            self._shard,
-            s.requests,
-        )
-        retries = CounterMetricFamily("sci_fetch_retries", "Retries by reason", labels=[*labels, "reason"])
-        for reason, value in sorted(s.retries.items()):
-            retries.add_metric([self._shard, reason], value)
-        yield retries
-        yield _one(
-            GaugeMetricFamily("sci_fetch_in_flight", "Downloads in flight", labels=labels), self._shard, s.in_flight
-        )
-        yield _one(
-            GaugeMetricFamily(
-                "sci_fetch_images_total_in_coco", "Images the COCO file names (this shard's share)", labels=labels
-            ),
-            self._shard,
-            s.total or 0,
-        )
-        yield _one(
-            GaugeMetricFamily("sci_fetch_images_per_second", "Average images per second this run", labels=labels),
-            self._shard,
-            s.images_per_second(),
-        )
-        yield _one(
-            CounterMetricFamily("sci_fetch_slowdowns", "Throttle answers (SlowDown, 503, 429)", labels=labels),
-            self._shard,
-            s.slowdowns,
-        )
-        yield _one(
-            GaugeMetricFamily(
-                "sci_fetch_request_rate", "The run's adaptive request rate, req/s (-1 while unlimited)", labels=labels
-            ),
-            self._shard,
-            s.request_rate if s.request_rate is not None else -1,
-        )
-        eta = s.eta_seconds()
-        yield _one(
-            GaugeMetricFamily("sci_fetch_eta_seconds", "Estimated seconds left (-1 when unknown)", labels=labels),
-            self._shard,
-            eta if eta is not None else -1,
-        )
+        return images
+
+    def _single(self, metric: _Single, s: Stats) -> Metric:
+        kind, name, text, value = metric
+        return _one(kind(name, text, labels=["shard"]), self._shard, value(s))
+
+
+def _or_minus_one(value: float | None) -> float:
+    """Prometheus has no null: -1 stands for unknown / unlimited."""
+    return value if value is not None else -1
+
+
+_Single = tuple[type[CounterMetricFamily] | type[GaugeMetricFamily], str, str, Callable[[Stats], float]]
+_BEFORE_RETRIES: tuple[_Single, ...] = (
+    (CounterMetricFamily, "sci_fetch_bytes", "Bytes written by this run", lambda s: s.bytes),
+    (CounterMetricFamily, "sci_fetch_requests", "S3 requests sent, retries included", lambda s: s.requests),
+)
+_AFTER_RETRIES: tuple[_Single, ...] = (
+    (GaugeMetricFamily, "sci_fetch_in_flight", "Downloads in flight", lambda s: s.in_flight),
+    (
+        GaugeMetricFamily,
+        "sci_fetch_images_total_in_coco",
+        "Images the COCO file names (this shard's share)",
+        lambda s: s.total or 0,
+    ),
+    (
+        GaugeMetricFamily,
+        "sci_fetch_images_per_second",
+        "Average images per second this run",
+        lambda s: s.images_per_second(),
+    ),
+    (CounterMetricFamily, "sci_fetch_slowdowns", "Throttle answers (SlowDown, 503, 429)", lambda s: s.slowdowns),
+    (
+        GaugeMetricFamily,
+        "sci_fetch_request_rate",
+        "The run's adaptive request rate, req/s (-1 while unlimited)",
+        lambda s: _or_minus_one(s.request_rate),
+    ),
+    (
+        GaugeMetricFamily,
+        "sci_fetch_eta_seconds",
+        "Estimated seconds left (-1 when unknown)",
+        lambda s: _or_minus_one(s.eta_seconds()),
+    ),
+)
 
 
 def _one(family: CounterMetricFamily | GaugeMetricFamily, shard: str, value: float) -> Metric:

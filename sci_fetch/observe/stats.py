@@ -128,9 +128,9 @@ class Stats:
             "images_per_second": round(self.images_per_second(), 2),
             "mb_per_second": round(self.mb_per_second(), 2),
             "requests": self.requests,
-            "retries": dict(self.retries),
             "request_rate": round(self.request_rate, 1) if self.request_rate is not None else None,
             "slowdowns": self.slowdowns,
+            "retries": dict(self.retries),
         }
 
 

@@ -67,6 +67,7 @@ def _tasks(settings: Settings, population: Population) -> Iterator[Task]:
 def _unique_tasks(settings: Settings, population: Population) -> Iterator[Task]:
     seen_ids: set[str] = set()
     seen_dests: set[str] = set()
+    assert settings.coco is not None  # a plan is made for a COCO file (checked before it starts)
     for item in islice(iter_images(settings.coco), settings.limit):
         if isinstance(item, RecordError):
             population.invalid += 1

@@ -1,9 +1,10 @@
-"""S3 behind the Storage interface: one aioboto3 session and client for the whole run, retries only here.
+"""S3 behind the Storage interface: one aioboto3 session and client for the whole run; its attempts go
+through storage.attempts (the one retry loop) and its errors are mapped once, in ``_map``.
 
 One connection pool for the run: keep-alive connections are reused across keys, so a GET does not pay a
 TCP (or TLS) handshake, which is most of the latency on a real WAN. The hot GET goes out on the lean path
-of storage.direct (signed by botocore's signer, sent by aiohttp); HEAD, credentials, region and endpoint
-configuration stay with the aioboto3 client. The bytes go to a sink (files.sink): this module knows
+of storage.direct (signed by storage.signing, sent on storage.wire's pool, its reply read by storage.http1 on
+llhttp); HEAD, credentials, region and endpoint configuration stay with the aioboto3 client. The bytes go to a sink (files.sink): this module knows
 nothing of files.
 """
 
