@@ -25,7 +25,7 @@ from sci_fetch.demo import seaweed as seaweed_mod
 from sci_fetch.files.verify import iter_checks
 from sci_fetch.manifest.models import ManifestRow, State
 from sci_fetch.observe.progress import choose_mode
-from sci_fetch.observe.stats import format_duration
+from sci_fetch.observe.units import format_duration
 from sci_fetch.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,8 @@ from collections import Counter
 import pytest
 
 import sci_fetch.observe.stats as stats_module
-from sci_fetch.observe.stats import Stats, format_duration
+from sci_fetch.observe.stats import Stats
+from sci_fetch.observe.units import format_duration
 
 
 def test_the_eta_counts_successes_only():

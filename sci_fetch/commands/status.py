@@ -17,7 +17,7 @@ from sci_fetch.exits import ExitCode
 from sci_fetch.fs.layout import STATE_DIR
 from sci_fetch.manifest.store import Manifest
 from sci_fetch.observe.outputs import ErrorLine, RunRecord, StatusReport
-from sci_fetch.observe.stats import format_duration
+from sci_fetch.observe.units import format_duration
 from sci_fetch.settings import load_settings
 
 HELP = "show the progress of a download from its manifests (safe while the download runs)"

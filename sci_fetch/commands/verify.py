@@ -23,7 +23,7 @@ from sci_fetch.fs.layout import STATE_DIR
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.store import Manifest
 from sci_fetch.observe.outputs import VerifyProblem, VerifyReport
-from sci_fetch.observe.stats import format_duration
+from sci_fetch.observe.units import format_duration
 
 HELP = "re-check every downloaded image (size, MD5, optionally decoding) and mark the bad ones for download"
 

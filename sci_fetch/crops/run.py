@@ -35,7 +35,7 @@ from sci_fetch.fs.layout import manifests_in
 from sci_fetch.keys.mapping import UnsafePathError, Variant, safe_relative_path
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.store import Manifest
-from sci_fetch.observe.stats import format_duration
+from sci_fetch.observe.units import format_duration
 
 T = TypeVar("T")
 MAX_CHUNK = 16  # images decoded per pool task

@@ -11,7 +11,8 @@ from sci_fetch.errors import DiskError
 from sci_fetch.fs.csv_out import CsvWriter
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.store import Manifest
-from sci_fetch.observe.stats import Stats, format_duration
+from sci_fetch.observe.stats import Stats
+from sci_fetch.observe.units import format_duration
 
 log = logging.getLogger("sci_fetch")
 

@@ -11,6 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from sci_fetch.observe.units import format_duration
+
 
 @dataclass
 class Stats:
@@ -132,13 +134,3 @@ class Stats:
             "slowdowns": self.slowdowns,
             "retries": dict(self.retries),
         }
-
-
-def format_duration(seconds: float) -> str:
-    """A duration as people read it: 0.4s, 12s, 3m05s, 1h02m."""
-    if seconds < 9.95:
-        return f"{seconds:.1f}s"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

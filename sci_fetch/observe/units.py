@@ -31,3 +31,13 @@ def human_duration(seconds: float | None) -> str:
     if hours < 48:
         return f"{hours} h {minutes:02d} min"
     return f"{hours / 24:.1f} days"
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as people read it: 0.4s, 12s, 3m05s, 1h02m."""
+    if seconds < 9.95:
+        return f"{seconds:.1f}s"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

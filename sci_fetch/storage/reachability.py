@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from sci_fetch.errors import FetchError, UnreachableError
+from sci_fetch.observe.units import format_duration
 
 log = logging.getLogger("sci_fetch")
 
@@ -117,7 +118,7 @@ class Reachability:
             "retries with backoff for up to %s",
             _clock_text(self.down_since),
             exc.err,
-            _span(self.outage_limit),
+            format_duration(self.outage_limit),
         )
         self._probe_task = asyncio.create_task(self._probe_until_up(key, exc))
 
@@ -128,7 +129,9 @@ class Reachability:
                 await asyncio.sleep(delay)
                 if await self._probe(key):
                     lasted = self._clock() - (self._down_at or 0.0)
-                    log.warning("the endpoint answers again after %s unreachable; downloads resume", _span(lasted))
+                    log.warning(
+                        "the endpoint answers again after %s unreachable; downloads resume", format_duration(lasted)
+                    )
                     self.on_answer()
                     self.down_since = self._down_at = None
                     self._up.set()
@@ -140,13 +143,15 @@ class Reachability:
                         exc.src,
                         exc.dst,
                         f"the endpoint has been unreachable since {_clock_text(self.down_since or time.time())} "
-                        f"({_span(lasted)}, over outage_limit {_span(self.outage_limit)}): {exc.err}; {self.where}: "
+                        f"({format_duration(lasted)}, over outage_limit {format_duration(self.outage_limit)}): {exc.err}; {self.where}: "
                         "images stay pending; run the same command again when the network is back",
                     )
                     self._up.set()
                     return
                 log.info(
-                    "still unreachable since %s; next probe in %s", _clock_text(self.down_since or 0), _span(delay)
+                    "still unreachable since %s; next probe in %s",
+                    _clock_text(self.down_since or 0),
+                    format_duration(delay),
                 )
                 delay = min(delay * 2, cap)
         except asyncio.CancelledError:
@@ -158,9 +163,3 @@ class Reachability:
 
 def _clock_text(when: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(when))
-
-
-def _span(seconds: float) -> str:
-    seconds = int(round(seconds))
-    minutes, secs = divmod(seconds, 60)
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
