@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +115,13 @@ def final_files(out: Path) -> int:
         for p in out.rglob("*")
         if p.is_file() and not p.name.endswith(".partial") and ".sci-fetch" not in p.relative_to(out).parts
     )
+
+
+def download_command(s3, coco: Path, out: Path, *extra: str, bucket: str = "test-bucket") -> tuple[list[str], dict]:
+    """``python -m sci_fetch download`` against the test server: its keys, none of the caller's profile or
+    SCI_FETCH_* settings, no progress bar; returns the command and its environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCI_FETCH_", "AWS_PROFILE"))}
+    env.update(AWS_ACCESS_KEY_ID=s3.access_key, AWS_SECRET_ACCESS_KEY=s3.secret_key)
+    cmd = [sys.executable, "-m", "sci_fetch", "download", str(coco), "--output", str(out), "--bucket", bucket]
+    cmd += ["--endpoint-url", s3.endpoint_url, "--profile", "", "--progress", "off", *extra]
+    return cmd, env

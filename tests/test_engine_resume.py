@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
 from contextlib import closing
 
 import pytest
-from helpers import animl_image, final_files, random_blobs, seed, wait_until, write_coco
+from helpers import animl_image, download_command, final_files, random_blobs, seed, wait_until, write_coco
 
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.store import Manifest
@@ -34,28 +32,7 @@ def dataset(s3, tmp_path_factory):
 
 
 def start(s3, coco, out, *extra: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCI_FETCH_", "AWS_PROFILE"))}
-    env.update(AWS_ACCESS_KEY_ID=s3.access_key, AWS_SECRET_ACCESS_KEY=s3.secret_key)
-    cmd = [
-        sys.executable,
-        "-m",
-        "sci_fetch",
-        "download",
-        str(coco),
-        "--output",
-        str(out),
-        "--bucket",
-        "test-bucket",
-        "--endpoint-url",
-        s3.endpoint_url,
-        "--profile",
-        "",
-        "--progress",
-        "off",
-        "--flush-interval",
-        "0.3",
-        *extra,
-    ]
+    cmd, env = download_command(s3, coco, out, "--flush-interval", "0.3", *extra)
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -14,7 +12,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from helpers import animl_image, random_blobs, seed, write_coco
+from helpers import animl_image, download_command, random_blobs, seed, write_coco
 
 from sci_fetch.cli import main
 from sci_fetch.manifest.models import State
@@ -36,27 +34,7 @@ def dataset(s3, tmp_path_factory):
 
 
 def command(s3, coco, out, *extra: str) -> tuple[list[str], dict]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCI_FETCH_", "AWS_PROFILE"))}
-    env.update(AWS_ACCESS_KEY_ID=s3.access_key, AWS_SECRET_ACCESS_KEY=s3.secret_key)
-    cmd = [
-        sys.executable,
-        "-m",
-        "sci_fetch",
-        "download",
-        str(coco),
-        "--output",
-        str(out),
-        "--bucket",
-        "test-bucket",
-        "--endpoint-url",
-        s3.endpoint_url,
-        "--profile",
-        "",
-        "--progress",
-        "off",
-        *extra,
-    ]
-    return cmd, env
+    return download_command(s3, coco, out, *extra)
 
 
 def free_port() -> int:
