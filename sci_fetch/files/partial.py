@@ -8,7 +8,6 @@ the next attempt on that key overwrites.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import os
 import threading
@@ -17,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+import aiofiles.os
 
 from sci_fetch.fs import atomic
 from sci_fetch.fs.atomic import create_new as _create
@@ -204,16 +205,12 @@ _wrapped: dict[Callable[..., Any], Callable[..., Awaitable[Any]]] = {}
 
 
 def _hop(func: Callable[P, R]) -> Callable[P, Awaitable[R]]:
-    """``func`` as a coroutine run in the default thread pool, wrapped once per function (a wrapper built per
-    call, as aiofiles' wrap() does, was 5% of the event loop's CPU when done per object). Looked up by the
-    function called, so a replaced helper is used."""
+    """``func`` as a coroutine run in the thread pool, wrapped once per function: aiofiles' wrap() builds a new
+    wrapper per call (functools.wraps, an iscoroutinefunction check), which was 5% of the event loop's CPU when
+    done per object. Looked up by the function called, so a replaced helper is used."""
     hop = _wrapped.get(func)
     if hop is None:
-
-        async def hop(*args: P.args, **kwargs: P.kwargs) -> R:
-            return await asyncio.get_running_loop().run_in_executor(None, functools.partial(func, *args, **kwargs))
-
-        _wrapped[func] = hop
+        hop = _wrapped[func] = aiofiles.os.wrap(func)
     return hop
 
 
