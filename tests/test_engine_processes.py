@@ -142,8 +142,10 @@ def test_a_signal_stops_every_process_and_status_reads_one_job(s3_env, dataset, 
         "2",
         "--concurrency",
         "4",
+        # The cap is run-wide (split between the processes): 240 images take 48 s or more, so the run is still
+        # going when the signal comes, however slow the `status` call below is on a loaded machine.
         "--max-requests-per-second",
-        "20",
+        "5",
         "--grace-seconds",
         "2",
         "--status-interval",
