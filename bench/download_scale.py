@@ -26,7 +26,7 @@ import sqlite3
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.fast_s3 import FastS3
@@ -187,30 +187,33 @@ def run_faithful(workdir: Path, n: int = 1000) -> bool:
     return same
 
 
+def run_all(sizes: str, workdir: Path, parts: str = "faithful,download,crash", repeats: int = 2,
+            keep: bool = False) -> dict[str, object]:  # fmt: skip
+    """Every part asked for, at every size; the figures as a dict (``python -m bench`` keeps it in its JSON)."""
+    from bench.crash_first_get import run_crash
+
+    asked, counts = set(parts.split(",")), sorted(int(s) for s in sizes.split(","))
+    workdir.mkdir(parents=True, exist_ok=True)
+    found: dict[str, object] = {}
+    if "faithful" in asked:
+        found["faithful"] = run_faithful(workdir)
+    if "download" in asked:
+        found["download"] = [asdict(p) for n in counts for p in run_download(workdir, n, keep)]
+    if "crash" in asked:
+        found["crash"] = [asdict(r) for n in counts for r in run_crash(workdir, n, repeats)]
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="faithful,download,crash", help="faithful, download, crash")
     parser.add_argument("--sizes", default="110320", help="comma-separated image counts (default: 110320)")
     parser.add_argument("--workdir", type=Path, required=True, help="jobs, servers' data and outputs go here")
-    parser.add_argument("--faithful-images", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=2, help="crash part: runs of each mode, alternated")
     parser.add_argument("--keep", action="store_true", help="keep each download's output folder")
     args = parser.parse_args(argv)
-    parts = set(args.parts.split(","))
-    sizes = sorted(int(s) for s in args.sizes.split(","))
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    ok = True
-    if "faithful" in parts:
-        ok = run_faithful(args.workdir, args.faithful_images)
-    if "download" in parts:
-        for n in sizes:
-            run_download(args.workdir, n, args.keep)
-    if "crash" in parts:
-        from bench.crash_first_get import run_crash
-
-        for n in sizes:
-            run_crash(args.workdir, n, args.repeats)
-    return 0 if ok else 1
+    found = run_all(args.sizes, args.workdir, args.parts, args.repeats, args.keep)
+    return 0 if found.get("faithful", True) else 1
 
 
 if __name__ == "__main__":
