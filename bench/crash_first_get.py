@@ -31,7 +31,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from bench.download_scale import credentials, download_cmd, upload
+from bench.proc import _hwm_mb
 from bench.scale import _job, crashed_on
 from bench.scale_data import MANIFEST, image
 from sci_fetch.demo.seaweed import SeaweedS3
@@ -62,6 +65,8 @@ class FirstGet:
     first_file: float | None
     first_row: float | None
     exit_code: int | None  # None: killed after its first image, as meant
+    rss_mb: float = 0.0  # the tree's peak RSS up to its first image done (VmHWM, read just before the kill)
+    cpu: float = 0.0  # CPU seconds of the tree up to then (killed about 0.2 s after its first image is recorded)
 
     def line(self) -> str:
         def fmt(value: float | None) -> str:
@@ -69,7 +74,7 @@ class FirstGet:
 
         return (
             f"  {self.mode}: first HEAD {fmt(self.first_head)}, first GET {fmt(self.first_get)}, first file done "
-            f"{fmt(self.first_file)} (in the manifest {fmt(self.first_row)})"
+            f"{fmt(self.first_file)} (in the manifest {fmt(self.first_row)}), peak RSS {self.rss_mb:.0f} MB, {self.cpu:.1f}s CPU in all"
             + (f", exit {self.exit_code} before any image was done" if self.exit_code is not None else "")
         )
 
@@ -124,6 +129,17 @@ def any_done(manifest: Path, from_rowid: int) -> bool:
         return False
 
 
+def tree_usage(pid: int) -> tuple[float, float]:
+    """(the kernel's RSS high-water mark in MB, CPU seconds) of ``pid`` and its children, summed."""
+    try:
+        procs = [psutil.Process(pid)]
+        procs += procs[0].children(recursive=True)
+        cpu = sum(sum(p.cpu_times()[:2]) for p in procs)
+    except psutil.Error:
+        return 0.0, 0.0
+    return sum(_hwm_mb(p.pid) or 0.0 for p in procs), cpu
+
+
 def logged(log: Path, offset: int, what: str) -> float | None:
     """The wall-clock time of the first glog line after ``offset`` naming ``what`` (``I1202 23:00:06.473876``)."""
     with open(log, "rb") as fh:
@@ -172,7 +188,7 @@ def once(weed: LoggingWeed, job: tuple[Path, Path], pristine: Path, n: int, mode
         while proc.poll() is None and not any_done(out / MANIFEST, rowid) and time.time() - started < LIMIT:
             time.sleep(0.2)
     finally:
-        exit_code = proc.poll()
+        (rss, cpu), exit_code = tree_usage(proc.pid), proc.poll()
         if exit_code is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -180,7 +196,7 @@ def once(weed: LoggingWeed, job: tuple[Path, Path], pristine: Path, n: int, mode
     time.sleep(1.0)  # glog's last lines reach the file
     marks = [logged(weed.log_path, offset, "HeadObjectHandler"), logged(weed.log_path, offset, "GetObjectHandler"),
              files_done(out, n), row_done(out / MANIFEST, rowid)]  # fmt: skip
-    result = FirstGet(mode, n, *[m - started if m is not None else None for m in marks], exit_code)
+    result = FirstGet(mode, n, *[m - started if m is not None else None for m in marks], exit_code, rss, cpu)
     print(result.line(), flush=True)
     return result
 
