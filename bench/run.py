@@ -64,7 +64,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--parts",
         default=",".join(PARTS),
         help=f"comma-separated subset of {','.join(PARTS)} (default: all), or scale (minutes per million images; "
-        "python -m bench.scale runs it alone)",
+        "python -m bench.scale runs it alone), or download_scale (a download of --scale-sizes images from a fast "
+        "local server, and a crashed job's first GET from SeaweedFS; python -m bench.download_scale runs it alone)",
     )
     p.add_argument("--objects", type=int, help="objects per download run (default 2000; quick 300)")
     p.add_argument("--small", action="store_true", help="~100 KB objects under medium/ keys (Animl's medium variant)")
@@ -147,7 +148,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if [x for x in args.regimes if x not in REGIMES]:
         p.error(f"unknown regime(s) {[x for x in args.regimes if x not in REGIMES]}; known: {','.join(REGIMES)}")
     args.crop_scaling = [int(x) for x in str(args.crop_scaling).split(",") if x]
-    bad = [x for x in args.parts if x not in PARTS + ["profile", "scale"]]
+    bad = [x for x in args.parts if x not in PARTS + ["profile", "scale", "download_scale"]]
     if bad:
         p.error(f"unknown part(s) {bad}")
     if "profile" in args.parts:
@@ -336,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench.scale import run_scale
 
             part("scale", lambda: run_scale(args.scale_sizes, workdir / "scale"))
+        if "download_scale" in args.parts:
+            from bench.download_scale import run_all
+
+            part("download_scale", lambda: run_all(args.scale_sizes, workdir / "download_scale"))
         if "crops" in args.parts:
             from bench.crops import run_crops_bench
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ PROJECTS = ("serengeti_s1", "nacti_part2", "caltech_ct")
 CAMERAS = 240
 DEPLOYMENTS = 12
 MANIFEST = Path(".sci-fetch") / "manifest.sqlite"
+_PAD = random.Random(20).randbytes(8192)  # the filler of sized bodies (fixed: jobs and servers agree)
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,20 @@ class Image:
     data: bytes
 
 
-def image(i: int) -> Image:
+def body(i: int, sized: bool = False) -> bytes:
+    """Image ``i``'s bytes: ``image {i}``, or (``sized``) that line padded to 1-4 KB, so a download of the job
+    moves real small objects (the line keeps every body, so every md5, distinct)."""
+    head = f"image {i}\n".encode()
+    if not sized:
+        return head[:-1]
+    size = 1024 + (i * 2654435761) % 3072
+    start = (i * 40503) % 4096
+    return head + _PAD[start : start + size - len(head)]
+
+
+def image(i: int, sized: bool = False) -> Image:
     """Image ``i`` of a job: deterministic names and bytes (its md5 is the id's, as in Animl)."""
-    data = f"image {i}".encode()
+    data = body(i, sized)
     md5 = hashlib.md5(data).hexdigest()
     project = PROJECTS[i % len(PROJECTS)]
     camera = f"{'X' if i % 2 else 'P'}{8100000 + (i // 7) % CAMERAS}"
@@ -58,15 +71,15 @@ def image(i: int) -> Image:
     )
 
 
-def images(n: int) -> Iterator[Image]:
-    return (image(i) for i in range(n))
+def images(n: int, sized: bool = False) -> Iterator[Image]:
+    return (image(i, sized) for i in range(n))
 
 
-def write_coco(path: Path, n: int) -> None:
+def write_coco(path: Path, n: int, sized: bool = False) -> None:
     """The COCO file, streamed record by record (a 1M-image file is ~400 MB; never held whole)."""
     with open(path, "w", encoding="utf-8") as fh:
         fh.write('{"images": [\n')
-        for im in images(n):
+        for im in images(n, sized):
             record = {
                 "id": im.image_id,
                 "file_name": im.file_name,
