@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -52,9 +53,61 @@ def _tasks(settings: Settings, population: Population) -> Iterator[Task]:
         claims.close()
 
 
+class _Seen:
+    """The ids and destinations met so far, in a private temporary database (SQLite spills it to a temporary
+    file as it grows, as plan's claim table of folded names does): a million of each cost a few MB of memory,
+    not the few hundred MB of two sets."""
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect("", isolation_level=None)
+        self._db.executescript(
+            "CREATE TABLE ids (v TEXT PRIMARY KEY) WITHOUT ROWID; CREATE TABLE dests (v TEXT PRIMARY KEY) WITHOUT ROWID;"
+        )
+
+    def _known(self, table: str, values: list[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(values), 900):  # under SQLite's bound-parameter limit on old builds
+            chunk = values[i : i + 900]
+            query = f"SELECT v FROM {table} WHERE v IN ({','.join('?' * len(chunk))})"
+            found.update(v for (v,) in self._db.execute(query, chunk))
+        return found
+
+    def fresh(self, tasks: list[Task]) -> list[bool]:
+        """For each task in order: whether neither its id nor its destination was met before (this batch's included)."""
+        ids = self._known("ids", [t.image_id for t in tasks])
+        dests = self._known("dests", [t.dest for t in tasks])
+        kept: list[bool] = []
+        for task in tasks:
+            kept.append(task.image_id not in ids and task.dest not in dests)
+            ids.add(task.image_id)
+            dests.add(task.dest)
+        fresh = [t for t, k in zip(tasks, kept, strict=True) if k]
+        self._db.execute("BEGIN")
+        self._db.executemany("INSERT INTO ids VALUES (?)", [(t.image_id,) for t in fresh])
+        self._db.executemany("INSERT INTO dests VALUES (?)", [(t.dest,) for t in fresh])
+        self._db.execute("COMMIT")
+        return kept
+
+    def close(self) -> None:
+        self._db.close()
+
+
 def _unique_tasks(settings: Settings, population: Population) -> Iterator[Task]:
-    seen_ids: set[str] = set()
-    seen_dests: set[str] = set()
+    """The mapped tasks, less the later records of an id or a destination met before (counted invalid)."""
+    seen = _Seen()
+    try:
+        mapped = _mapped_tasks(settings, population)
+        while batch := list(islice(mapped, 512)):
+            for task, fresh in zip(batch, seen.fresh(batch), strict=True):
+                if fresh:
+                    yield task
+                else:
+                    population.invalid += 1
+    finally:
+        seen.close()
+
+
+def _mapped_tasks(settings: Settings, population: Population) -> Iterator[Task]:
     assert settings.coco is not None  # a plan is made for a COCO file (checked before it starts)
     for item in islice(iter_images(settings.coco), settings.limit):
         if isinstance(item, RecordError):
@@ -63,16 +116,9 @@ def _unique_tasks(settings: Settings, population: Population) -> Iterator[Task]:
         if settings.shard_count > 1 and shard_of(item.id, settings.shard_count) != settings.shard_index:
             continue
         try:
-            task = make_task(item, settings.variant, settings.key_template, settings.verify_id_md5)
+            yield make_task(item, settings.variant, settings.key_template, settings.verify_id_md5)
         except (UnsafePathError, ValueError, KeyError, IndexError):
             population.invalid += 1
-            continue
-        if task.image_id in seen_ids or task.dest in seen_dests:
-            population.invalid += 1
-            continue
-        seen_ids.add(task.image_id)
-        seen_dests.add(task.dest)
-        yield task
 
 
 def sample_remaining(settings: Settings, size: int, rng: random.Random) -> Population:
