@@ -27,6 +27,8 @@ def records() -> list[dict]:
     images = [animl_image("pop", n.to_bytes(4, "big")) for n in range(N)]
     images[1100] = dict(images[5])  # the same id again, 1,095 records later
     images[1150] = dict(images[1150], file_name=images[7]["file_name"])  # another id, the same destination
+    images[1200] = dict(images[5], file_name="pop/new/name.jpg")  # the same id again, under a new destination...
+    images[1250] = dict(images[1250], file_name="pop/new/name.jpg")  # ...which a duplicate did not claim: kept
     return images
 
 
@@ -40,13 +42,17 @@ def test_the_coco_pass_counts_duplicates_and_settled_rows_across_batches(tmp_pat
         m.record([Outcome(image_id=r["id"], state=State.done, bytes=1, attempts=1) for r in images[600:900]])
         m.record([Outcome(image_id=r["id"], state=State.missing, attempts=1) for r in images[900:910]])
     population = sample_remaining(settings, 50, random.Random(3))
-    assert (population.images, population.invalid) == (N - 2, 2)
+    assert (population.images, population.invalid) == (N - 3, 3)
     assert (population.done, population.known_missing) == (300, 10)
-    assert population.remaining == N - 2 - 310 and len(population.sample) == 50
-    settled = {r["id"] for r in images[600:910]} | {images[1100]["id"], images[1150]["id"]}
-    assert not {t.image_id for t in population.sample} & settled
+    assert population.remaining == N - 3 - 310 and len(population.sample) == 50
+    assert not {t.image_id for t in population.sample} & {r["id"] for r in images[600:910]}
+    assert len({t.image_id for t in population.sample}) == len({t.dest for t in population.sample}) == 50
     retried = sample_remaining(settings.model_copy(update={"retry_missing": True}), 0, random.Random(3))
-    assert (retried.known_missing, retried.remaining) == (0, N - 2 - 300)
+    assert (retried.known_missing, retried.remaining) == (0, N - 3 - 300)
+    everything = sample_remaining(settings, N, random.Random(3)).sample
+    assert images[1250]["id"] in {t.image_id for t in everything} and images[1150]["id"] not in {
+        t.image_id for t in everything
+    }
 
 
 def test_a_crashed_jobs_population_comes_from_its_manifest(tmp_path):
