@@ -7,12 +7,14 @@ import asyncio
 import csv
 import hashlib
 import logging
+from collections import Counter
 from contextlib import closing
 from pathlib import Path
 
 import pytest
-from helpers import animl_image, last_summary, random_blobs, write_coco
+from helpers import animl_image, last_summary, random_blobs, wait_until, write_coco
 
+from sci_fetch.coco.source import iter_images
 from sci_fetch.commands.download import download
 from sci_fetch.engine.job import download_with
 from sci_fetch.engine.outcomes import FIRST_MISSES
@@ -334,3 +336,55 @@ async def test_the_plans_probe_stops_when_no_key_is_readable_naming_what_to_chec
     async with bucket(fake_settings(tmp_path / "c.json", tmp_path).storage_options()) as storage:
         with pytest.raises(FatalError, match="no sampled key was readable, so these credentials may not read"):
             await probe_sample(storage, tasks, concurrency=3)
+
+
+class Recording(FakeBucket):
+    """A FakeBucket that keeps the storages it made, so a test can count every child's GETs."""
+
+    def __init__(self, bucket: FakeBucket) -> None:
+        super().__init__(bucket.objects)
+        self.made: list[FakeStorage] = []
+
+    def __call__(self, options):  # type: ignore[no-untyped-def]
+        storage = super().__call__(options)
+        self.made.append(storage)
+        return storage
+
+
+async def test_every_childs_feed_fetches_what_a_crashed_run_left_once_before_any_planning(tmp_path, monkeypatch):
+    """--processes 2 after a crash: both children's feeds hand out the rows the dead run left (one page each
+    at most, claimed in one transaction), not one record of the COCO file is read until every such row is done
+    (so only the feeds can get there), and no row is fetched twice: a row one child fed is ``queued`` when
+    the other's COCO pass meets it in its share."""
+    from sci_fetch.engine import feed
+    from sci_fetch.engine.processes import ChildJob, _child_run
+
+    coco, images, blobs, bucket = dataset(tmp_path, n=30)
+    settings = fake_settings(coco, tmp_path / "out")
+    assert download(settings, bucket) == ExitCode.OK
+    left = [r for r in images[::3]]
+    for record in left:
+        (settings.output / record["file_name"]).unlink()
+    with closing(Manifest(settings.manifest_path)) as manifest:
+        manifest.mark_pending([r["id"] for r in left], "the run that fetched it died")
+        earlier = feed.earlier_runs(manifest, settings)
+        run_id = manifest.begin_run({})
+
+    def all_left_done() -> bool:
+        with closing(Manifest(settings.manifest_path, readonly=True)) as m:
+            return all(m.get(r["id"]).state is State.done for r in left)
+
+    def gated(path, *args, **kwargs):
+        wait_until(all_left_done, "every image left done before the COCO file is read")
+        yield from iter_images(path, *args, **kwargs)
+
+    monkeypatch.setattr("sci_fetch.engine.pipeline.iter_images", gated)
+    recording = Recording(bucket)
+    jobs = [ChildJob(settings, recording, run_id, k, 2, False, tuple(earlier)) for k in range(2)]
+    results = await asyncio.gather(*(_child_run(job, lambda stats: None) for job in jobs))
+    assert earlier and results == [(None, None), (None, None)]
+    gets = Counter(key for storage in recording.made for key in storage.gets)
+    assert gets == Counter({r["serving_bucket_key"]: 1 for r in left})
+    assert on_disk(settings.output, images) == {r["id"]: b for r, b in zip(images, blobs, strict=True)}
+    with closing(Manifest(settings.manifest_path, readonly=True)) as manifest:
+        assert manifest.counts(run_id)["done"] == len(images) and manifest.not_done(run_id) == 0

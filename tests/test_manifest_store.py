@@ -172,3 +172,41 @@ def test_every_paged_pass_reads_one_index_range_per_page_never_a_sort(tmp_path):
         plan = " | ".join(r[3] for r in m._db.execute("EXPLAIN QUERY PLAN " + statement))
         assert "USING INDEX images_state (state=? AND rowid>?)" in plan and "TEMP B-TREE" not in plan, (statement, plan)
     m.close()
+
+
+def test_the_space_checks_look_ups_use_an_index_and_the_sample_is_of_the_rows_left(tmp_path):
+    """A crashed job's sample: only rows the earlier runs left in the states asked for (their feed's claims
+    included), drawn over every such row; the COCO pass's batched look-up: one primary-key search per id.
+    Checked on SQLite's own plan of the statements sent, so the cost stays linear in the rows read."""
+    import random
+
+    m = Manifest(tmp_path / "m.sqlite")
+    old = m.begin_run({})
+    m.plan([task(n) for n in range(40)], old, tmp_path)
+    m.record([Outcome(image_id=f"p:{n}", state=State.done, bytes=1, attempts=1) for n in range(40) if n % 4])
+    m.record([Outcome(image_id="p:4", state=State.missing, attempts=1)])
+    other = m.begin_run({})
+    m.plan([task(8)], other, tmp_path)  # a row another run (another fingerprint) reached: not the feed's
+    m._db.execute("UPDATE images SET run_id = ? WHERE image_id = 'p:12'", (-old,))  # a claim cut short
+    sent: list[str] = []
+    m._db.set_trace_callback(sent.append)
+    left = {f"p:{n}" for n in range(0, 40, 4)} - {"p:4", "p:8"}
+    drawn: set[str] = set()
+    for seed in range(30):
+        rows, count = m.sample_left([old], [State.pending, State.failed], 3, random.Random(seed))
+        assert count == len(left) and len(rows) == 3 and {r.image_id for r in rows} <= left
+        drawn |= {r.image_id for r in rows}
+    assert drawn == left  # every row left can be drawn
+    assert m.sample_left([old], [State.pending], 50, random.Random(1))[0] != []
+    assert m.states_of(["p:1", "p:4", "p:0", "absent"]) == {
+        "p:1": State.done,
+        "p:4": State.missing,
+        "p:0": State.pending,
+    }
+    m._db.set_trace_callback(None)
+    for statement in {s for s in sent if s.startswith("SELECT")}:
+        plan = " | ".join(r[3] for r in m._db.execute("EXPLAIN QUERY PLAN " + statement))
+        assert "SCAN" not in plan and "TEMP B-TREE" not in plan, (statement, plan)
+        if "run_id IN" in statement:
+            assert "USING INDEX images_state (state=? AND rowid>?)" in plan, (statement, plan)
+    m.close()

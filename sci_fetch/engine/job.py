@@ -9,13 +9,14 @@ N processes. failures.csv is written from the manifest at the end.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sci_fetch.engine import quick
+from sci_fetch.engine import feed, quick
 from sci_fetch.engine.lock import JobLock
 from sci_fetch.engine.loop import run_coroutine
 from sci_fetch.engine.pipeline import Pipeline
@@ -28,6 +29,7 @@ from sci_fetch.fs.layout import STATE_DIR
 from sci_fetch.manifest.checks import check_state_folder
 from sci_fetch.manifest.store import Manifest
 from sci_fetch.observe.stats import Stats
+from sci_fetch.plan.population import Leftovers
 from sci_fetch.settings import Settings
 from sci_fetch.storage.base import Storage, StorageFactory
 from sci_fetch.storage.factory import s3_storage
@@ -169,11 +171,26 @@ def _space_matters(settings: Settings) -> bool:
         manifest.close()
 
 
+def _leftovers(settings: Settings) -> Leftovers | None:
+    """What the crash-resume feed will fetch first (engine.feed), when it applies: the space check then
+    samples it from the manifest and never parses the COCO file before the first GET."""
+    if not settings.manifest_path.exists():
+        return None
+    try:
+        manifest = Manifest(settings.manifest_path, readonly=True)
+    except SciFetchError:  # the run itself says what is wrong with it
+        return None
+    with closing(manifest):
+        runs = feed.earlier_runs(manifest, settings)
+    return Leftovers(tuple(runs), tuple(feed.fetchable(settings))) if runs else None
+
+
 async def _space_refusal(settings: Settings, storage: Storage) -> RunResult | None:
     from sci_fetch.plan.check import space_check
 
     try:
-        verdict = await space_check(settings, storage)
+        leftovers = await asyncio.to_thread(_leftovers, settings)
+        verdict = await space_check(settings, storage, leftovers=leftovers)
     except FatalError as exc:  # the check's HEADs met what the run would have: stop the same way (exit 3)
         return _refused(StopReason.fatal, f"stopping: {exc}")
     except DiskError as exc:

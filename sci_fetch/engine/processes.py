@@ -6,6 +6,13 @@ images whose ``process_of(id, N) == k``, under the parent's run id, and sends it
 second. The children share the run's one manifest (SQLite in WAL mode; each flush is one short transaction),
 so a job resumes correctly whatever the process count of the earlier run, and ``status`` sees one job.
 
+A crashed job's leftovers (engine/feed.py) are not split by share: every child's feed claims pages of them
+in turn, each page in one transaction (``Manifest.claim``, BEGIN IMMEDIATE: the write lock, so two children
+never read the same unclaimed page), so a child that finds its share planned helps with the rest. The
+children share the run id, so a row one child claimed is ``queued`` (never fetched again) when another
+child's COCO pass meets it in its share, and a row a COCO pass reached first is the run's and no feed's.
+A claim cut short by a crash keeps the run's id (negated), which the next run's feed hands out again.
+
 ``Processes`` is the parent's ``Work`` for the run owner (engine.run), which registers the run, counts the
 COCO file, shows one progress display, status.json and metrics endpoint, and computes the exit code. Here:
 start the children, merge their figures, forward a stop (each child then stops within the grace time),
@@ -53,6 +60,7 @@ class ChildJob:
     index: int
     count: int
     verbose: bool
+    feed_from: tuple[int, ...] = ()  # earlier runs whose leftovers the children fetch first (engine/feed.py)
 
 
 def _child(job: ChildJob, conn: Connection) -> None:
@@ -88,6 +96,7 @@ async def _child_run(job: ChildJob, send: Callable[[Stats], None]) -> Result:
     try:
         async with job.storage(job.settings.storage_options()) as storage:
             pipeline = Pipeline(job.settings, storage, manifest, stop, share=(job.index, job.count))
+            pipeline.feed_from = list(job.feed_from)
             reporter = start_supervised(stop, [("figures reporter", _report_loop(pipeline, send))])
             try:
                 with catch_signals(stop, pipeline.on_signal):
@@ -138,7 +147,7 @@ class Processes:
         self.verbose = verbose
         self.stats = Stats()
         self.extra: dict[str, Any] = {"processes": count}
-        self.feed_from: list[int] = []  # not fed across processes yet: each child plans its share from the file
+        self.feed_from: list[int] = []  # set by the run owner: every child's feed hands out from these runs' leftovers
         self._children: list[_Child] = []
         self._forwarded = False
 
@@ -166,7 +175,7 @@ class Processes:
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited loop, threads or locks
         for index in range(self.count):
             receive, send = ctx.Pipe(duplex=False)
-            job = ChildJob(self.settings, self.storage, run_id, index, self.count, self.verbose)
+            job = ChildJob(self.settings, self.storage, run_id, index, self.count, self.verbose, tuple(self.feed_from))
             process = ctx.Process(
                 target=_child, name=f"sci-fetch-{index + 1}-of-{self.count}", daemon=True, args=(job, send)
             )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -451,6 +452,49 @@ class Manifest:
                 if len(fetched) < page:
                     break
                 after = fetched[-1][0]
+
+    def sample_left(
+        self, runs: Sequence[int], states: Sequence[State], size: int, rng: random.Random
+    ) -> tuple[list[ManifestRow], int]:
+        """A uniform random sample of ``size`` of the rows ``runs`` left in ``states`` (their feeds' claims
+        included), and how many such rows there are: what a crashed job's space check HEADs.
+
+        Reservoir sampling (Algorithm R) over their rowids, read a page at a time along the (state, rowid)
+        index like every paged pass: time linear in the rows left (not the job), memory the sample's size."""
+        owners = [r for run in runs for r in (run, -run)]
+        where = f"state = ? AND run_id IN ({','.join('?' * len(owners))})"
+        chosen: list[int] = []
+        seen = 0
+        for state in states:
+            for (rowid,) in self._pages("rowid", where, (state.value, *owners), 5000):
+                seen += 1
+                if len(chosen) < size:
+                    chosen.append(rowid)
+                    continue
+                slot = rng.randrange(seen)  # the i-th row replaces a random slot with probability size/i
+                if slot < size:
+                    chosen[slot] = rowid
+        by_rowid = {r[0]: _row(r[1:]) for r in self._by_rowid(chosen)}
+        return [by_rowid[rowid] for rowid in chosen], seen
+
+    @_disk_errors
+    def _by_rowid(self, rowids: list[int]) -> list[Row]:
+        with self._lock:
+            return self._db.execute(
+                f"SELECT rowid, {self._columns} FROM images WHERE rowid IN ({','.join('?' * len(rowids))})", rowids
+            ).fetchall()
+
+    @_disk_errors
+    def states_of(self, image_ids: Sequence[str]) -> dict[str, State]:
+        """The state of each of these images the manifest holds: one primary-key look-up per id, in one query
+        per 900 ids (a planned batch's), so a pass over a COCO file never holds the whole manifest in memory."""
+        found: dict[str, State] = {}
+        with self._lock:
+            for i in range(0, len(image_ids), 900):  # under SQLite's bound-parameter limit on old builds
+                chunk = image_ids[i : i + 900]
+                query = f"SELECT image_id, state FROM images WHERE image_id IN ({','.join('?' * len(chunk))})"
+                found.update((image_id, State(state)) for image_id, state in self._db.execute(query, chunk))
+        return found
 
     @_disk_errors
     def images_in_coco(self) -> int | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from sci_fetch.errors import DiskError
 from sci_fetch.observe.units import human_bytes
 from sci_fetch.plan.estimate import Estimate, Fit, disk_verdict, estimate_total, eta_seconds, rate
-from sci_fetch.plan.population import Population, sample_remaining
+from sci_fetch.plan.population import Leftovers, Population, sample_leftovers, sample_remaining
 from sci_fetch.plan.probe import Probe, probe_sample
 from sci_fetch.settings import Settings
 from sci_fetch.storage.base import Storage
@@ -68,6 +68,13 @@ async def make_plan(
 ) -> Plan:
     """Sample the keys still to fetch, ask S3 about them, and put the figures together."""
     population = await asyncio.to_thread(sample_remaining, settings, sample, random.Random(seed))
+    return await plan_for(settings, storage, population, gets, confidence)
+
+
+async def plan_for(
+    settings: Settings, storage: Storage, population: Population, gets: int, confidence: float = 0.95
+) -> Plan:
+    """Ask S3 about a population's sample and put the figures together."""
     probe = await probe_sample(storage, population.sample, settings.concurrency, gets, settings.anonymous)
     estimate = estimate_total(population.remaining, probe.sizes, len(probe.missing), confidence)
     folder, free = free_space(settings.output)
@@ -75,6 +82,15 @@ async def make_plan(
     byte_rate = rate(probe.get_bytes, probe.get_seconds)
     eta = eta_seconds(estimate.objects, estimate.total, head_rate, byte_rate)
     return Plan(population, probe, estimate, folder, free, disk_verdict(estimate, free), head_rate, byte_rate, eta)
+
+
+def space_population(settings: Settings, size: int, rng: random.Random, leftovers: Leftovers | None) -> Population:
+    """A crashed job's from its manifest (no COCO parse: its first GET waits for no planning), else the COCO pass's."""
+    if leftovers is not None:
+        population = sample_leftovers(settings, leftovers, size, rng)
+        if population is not None:
+            return population
+    return sample_remaining(settings, size, rng)
 
 
 @dataclass(frozen=True)
@@ -95,15 +111,22 @@ class SpaceVerdict:
 
 
 async def space_check(
-    settings: Settings, storage: Storage, sample: int = SPACE_CHECK_SAMPLE, seed: int | None = None
+    settings: Settings,
+    storage: Storage,
+    sample: int = SPACE_CHECK_SAMPLE,
+    seed: int | None = None,
+    leftovers: Leftovers | None = None,
 ) -> SpaceVerdict:
     """HEAD a small random sample of the keys left; refuse when even the low end of the estimate exceeds the free space.
 
+    ``leftovers``: what a crashed job's feed resumes from (engine.feed); the sample and the count then come
+    from the manifest (plan.population.sample_leftovers) instead of a pass over the whole COCO file.
     Call it inside the run's ``async with storage``; a FatalError (credentials, bucket) propagates as from a download.
     """
     if not settings.space_check or settings.dry_run:
         return SpaceVerdict(None, "")
-    plan = await make_plan(settings, storage, sample=sample, gets=0, seed=seed)
+    population = await asyncio.to_thread(space_population, settings, sample, random.Random(seed), leftovers)
+    plan = await plan_for(settings, storage, population, gets=0)
     est = plan.estimate
     need = f"about {human_bytes(est.total)} (range {human_bytes(est.low)} to {human_bytes(est.high)}, from HEADs of {est.sampled} random keys left)"
     if plan.fit is Fit.exceeds:
