@@ -132,6 +132,7 @@ class Manifest:
         self.path = path
         self._lock = threading.Lock()
         self._columns = _COLUMNS
+        self._output: OutputRoot | None = None  # the planner's, kept across batches: its folder checks are cached
         check_state_folder(path)
         try:
             self._db = self._open_readonly() if readonly else self._open_writable()
@@ -264,8 +265,10 @@ class Manifest:
         destinations: a done row is trusted when its file has its recorded size.
         """
         now = time.time()
+        if self._output is None or self._output.root != root:
+            self._output = OutputRoot(root)
         with self._transaction() as db:
-            decisions = _Planner(db, tasks, run_id, str(root), retry_missing, now).run()
+            decisions = _Planner(db, tasks, run_id, self._output, retry_missing, now).run()
         return decisions
 
     @_disk_errors
@@ -493,17 +496,16 @@ class _Planner:
     """One batch of planning: rows and destination holders read up front, writes collected and applied at the end."""
 
     def __init__(
-        self, db: sqlite3.Connection, tasks: list[Task], run_id: int, root: str, retry_missing: bool, now: float
+        self,
+        db: sqlite3.Connection,
+        tasks: list[Task],
+        run_id: int,
+        output: OutputRoot,
+        retry_missing: bool,
+        now: float,
     ) -> None:
-        self.db, self.tasks, self.run_id, self.root, self.retry_missing, self.now = (
-            db,
-            tasks,
-            run_id,
-            root,
-            retry_missing,
-            now,
-        )
-        self.output = OutputRoot(Path(root))
+        self.db, self.tasks, self.run_id, self.retry_missing, self.now = db, tasks, run_id, retry_missing, now
+        self.output, self.root = output, str(output.root)
         ids = list({t.image_id for t in tasks})
         found = self._select(
             "SELECT image_id, key, dest, state, bytes, run_id, rowid FROM images WHERE image_id IN ({})", ids
