@@ -23,7 +23,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sci_fetch.errors import DiskError, UsageError
 from sci_fetch.fs.root import OutputRoot
-from sci_fetch.keys.collisions import Collision
+from sci_fetch.keys.collisions import Collision, FoldCheck, Reject
 from sci_fetch.keys.mapping import Task
 from sci_fetch.manifest import folds
 from sci_fetch.manifest.checks import check_integrity, check_state_folder, check_version, damaged
@@ -265,11 +265,27 @@ class Manifest:
         destinations: a done row is trusted when its file has its recorded size.
         """
         now = time.time()
+        with self._transaction() as db:
+            decisions = _Planner(db, tasks, run_id, self._output_root(root), retry_missing, now).run()
+        return decisions
+
+    def _output_root(self, root: Path) -> OutputRoot:
         if self._output is None or self._output.root != root:
             self._output = OutputRoot(root)
+        return self._output
+
+    @_disk_errors
+    def plan_checked(
+        self, tasks: list[Task], run_id: int, root: Path, retry_missing: bool, check: FoldCheck
+    ) -> tuple[list[Decision], list[Reject]]:
+        """``plan``, with the batch's folded destinations claimed first (keys.collisions) in the same
+        transaction: a resume then rewrites none of the claims its images already hold, and another process
+        of the run sees an image's claim and its row's run id together (folds.claim, ``planned``)."""
+        now = time.time()
         with self._transaction() as db:
-            decisions = _Planner(db, tasks, run_id, self._output, retry_missing, now).run()
-        return decisions
+            kept, rejects = check.apply(tasks, functools.partial(folds.claim, db, run_id, planned=True))
+            decisions = _Planner(db, kept, run_id, self._output_root(root), retry_missing, now).run()
+        return decisions, rejects
 
     @_disk_errors
     def claim_folds(self, run_id: int, pairs: Sequence[tuple[str, str]]) -> list[Collision]:
