@@ -135,6 +135,7 @@ class Pipeline:
             while not self.stop.is_set():
                 batch = await loop.run_in_executor(self._planner, next, batches, None)
                 if batch is None:
+                    self.stats.read_all = not self.stop.is_set()  # a stop ends the pass early too
                     break
                 await self._hand_out(*batch)
         except InputError as exc:
