@@ -140,3 +140,28 @@ def test_plan_warns_and_counts_them_as_left_out(s3_env, colliding, tmp_path, cap
     folded = settings_for(s3_env, coco, tmp_path / "out", case_insensitive_names=True)
     population = sample_remaining(folded, 10, random.Random(1))
     assert population.images == 3 and population.invalid == 3
+
+
+def test_a_resume_keeps_the_claims_it_holds_and_still_finds_collisions(tmp_path):
+    """Planned with the claims (Manifest.plan_checked): a resume writes none of the names its images already
+    hold, yet a new image colliding with a kept claim is found, and a name last run's image no longer
+    holds goes to the new image without a collision."""
+    m = Manifest(tmp_path / "m.sqlite")
+    out = tmp_path / "out"
+    first = tasks(["Cat.jpg", "dog.jpg"])
+    run = m.begin_run({})
+    m.plan_checked(first, run, out, False, FoldCheck(TempFolds().claim))
+    claims = m._db.execute("SELECT fold, image_id, dest, run_id FROM folded ORDER BY fold").fetchall()
+    run2 = m.begin_run({})
+    check = FoldCheck(TempFolds().claim, as_duplicates=True)
+    decisions, rejects = m.plan_checked(first[:1], run2, out, False, check)  # dog.jpg's image is gone
+    assert [d.task.image_id for d in decisions] == ["p:0"] and rejects == []
+    assert m._db.execute("SELECT fold, image_id, dest, run_id FROM folded ORDER BY fold").fetchall() == claims
+    later = [Task("q:1", "k/q1", "d/CAT.jpg"), Task("q:2", "k/q2", "d/DOG.jpg")]
+    decisions, rejects = m.plan_checked(later, run2, out, False, check)
+    assert [d.task.image_id for d in decisions] == ["q:2"]
+    assert [(r[2], r[4]) for r in rejects] == [("q:1", "d/CAT.jpg")] and "same file as d/Cat.jpg (of p:0)" in rejects[
+        0
+    ][5]
+    assert check.found == 1
+    m.close()

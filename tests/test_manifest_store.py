@@ -209,4 +209,41 @@ def test_the_space_checks_look_ups_use_an_index_and_the_sample_is_of_the_rows_le
         assert "SCAN" not in plan and "TEMP B-TREE" not in plan, (statement, plan)
         if "run_id IN" in statement:
             assert "USING INDEX images_state (state=? AND rowid>?)" in plan, (statement, plan)
+
+
+def test_the_rows_read_ahead_are_the_rows_of_the_batch_whatever_the_order(tmp_path):
+    """The planner reads a batch's rows ahead in rowid order (manifest.store._RowFinder): whatever order the
+    next file lists its records in (the same, shuffled, new ones between, some gone, one process's share),
+    each batch gets exactly the rows its ids have, as the id index would give them."""
+    import random
+
+    from sci_fetch.manifest.store import _ROW, _RowFinder
+
+    m = Manifest(tmp_path / "m.sqlite")
+    run = m.begin_run({})
+    ids = list(range(3000))
+    for start in range(0, len(ids), 512):
+        m.plan([task(n) for n in ids[start : start + 512]], run, tmp_path)
+    rng = random.Random(7)
+    middle = ids[1000:1600]
+    rng.shuffle(middle)
+    orders = {
+        "same": ids,
+        "shuffled": rng.sample(ids, len(ids)),
+        "a shuffled stretch": ids[:1000] + middle + ids[1600:],
+        "new records between, some gone": [n for i in ids if i % 7 for n in ((i,) if i % 5 else (i, 10_000 + i))],
+        "one process's share": ids[::2],
+    }
+    for name, order in orders.items():
+        finder = _RowFinder()
+        for start in range(0, len(order), 512):
+            batch = [task(n) for n in order[start : start + 512]]
+            found = finder.find(m._db, batch)
+            marks = ",".join("?" * len(batch))
+            indexed = m._db.execute(
+                f"SELECT {_ROW} FROM images WHERE image_id IN ({marks})", [t.image_id for t in batch]
+            ).fetchall()
+            assert sorted(found) == sorted(indexed), (name, start)
+            if name == "same":  # read ahead: the next batch's rows are expected after this one's
+                assert finder.after == max(r[6] for r in found)
     m.close()

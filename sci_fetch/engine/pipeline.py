@@ -135,6 +135,7 @@ class Pipeline:
             while not self.stop.is_set():
                 batch = await loop.run_in_executor(self._planner, next, batches, None)
                 if batch is None:
+                    self.stats.read_all = not self.stop.is_set()  # a stop ends the pass early too
                     break
                 await self._hand_out(*batch)
         except InputError as exc:
@@ -207,9 +208,11 @@ class Pipeline:
                 tasks.append(make_task(item, settings.variant, settings.key_template, settings.verify_id_md5))
             except (UnsafePathError, ValueError, KeyError, IndexError) as exc:
                 rejects.append(("invalid", f"images[{index}]", item.id, None, item.file_name, str(exc)))
-        tasks, folded = folds.apply(tasks)  # drops the later names of a group when they count as duplicates
+        # folds drops the later names of a group when they count as duplicates
+        decisions, folded = self.manifest.plan_checked(
+            tasks, self.run_id, settings.output, settings.retry_missing, folds
+        )
         rejects += folded
-        decisions = self.manifest.plan(tasks, self.run_id, settings.output, settings.retry_missing)
         rejects += duplicates(decisions)
         self.manifest.add_rejects(self.run_id, rejects)
         return decisions, rejects

@@ -15,8 +15,8 @@ import asyncio
 import json
 import os
 import sqlite3
-from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 from sci_fetch.manifest.models import State
 from sci_fetch.manifest.store import Manifest
@@ -92,14 +92,17 @@ def _all_done_on_disk(manifest: Manifest, output: Path, run_id: int) -> int | No
     return done
 
 
-def _saved(settings: Settings) -> str | None:
-    """The fingerprint the last finished run left, read without the integrity check a writable open makes
-    (seconds per million rows): a run that is no quick resume (a crashed job's) pays that check once, not twice."""
+def _saved(path: Path) -> dict[str, Any] | None:
+    """What the last finished run noted, read through a read-only open: a writable open first checks the
+    whole manifest's pages (quick_check, seconds per million rows), and the full path opens it again."""
+    manifest = Manifest(path, readonly=True)
     try:
-        with closing(Manifest(settings.manifest_path, readonly=True)) as manifest:
-            return manifest.meta(META)
-    except sqlite3.OperationalError:  # a file a killed run left before it made its tables: the full path says
+        saved = manifest.meta(META)
+    except sqlite3.OperationalError:  # no tables yet: a run killed before it made them
         return None
+    finally:
+        manifest.close()
+    return json.loads(saved) if saved else None
 
 
 async def quick_resume(settings: Settings) -> tuple[int, Stats, dict[str, int]] | None:
@@ -107,12 +110,12 @@ async def quick_resume(settings: Settings) -> tuple[int, Stats, dict[str, int]] 
     if settings.dry_run or not settings.manifest_path.is_file():
         return None
     current = fingerprint(settings)
-    saved = _saved(settings)
-    if current is None or saved is None or json.loads(saved).get("fingerprint") != current:
+    saved = _saved(settings.manifest_path) if current is not None else None
+    if saved is None or saved.get("fingerprint") != current:
         return None
     manifest = Manifest(settings.manifest_path)
     try:
-        done = await asyncio.to_thread(_all_done_on_disk, manifest, settings.output, json.loads(saved)["run_id"])
+        done = await asyncio.to_thread(_all_done_on_disk, manifest, settings.output, saved["run_id"])
         if done is None:
             return None
         stats = Stats(total=done, planned=done, skipped_done=done)

@@ -30,6 +30,8 @@ from sci_fetch.settings import Settings
 log = logging.getLogger("sci_fetch")
 
 COUNT_AFTER = 2.0  # seconds before the COCO file is counted for the ETA (see RunOwner._count_total)
+REAL_DOWNLOAD = 512  # images handed to the workers that make a run worth counting its COCO file for
+WATCH_EVERY = 0.25  # seconds between two looks at the run's figures while the total is not known
 
 
 @dataclass
@@ -46,7 +48,7 @@ class Work(Protocol):
     """What a run owner runs: the pipeline, or the processes that each run one."""
 
     extra: dict[str, Any]  # added to status.json and the run's summary ({"processes": N})
-    feed_from: list[int]  # earlier runs whose leftovers to fetch first (engine/feed.py; one process only)
+    feed_from: list[int]  # earlier runs whose leftovers to fetch first (engine/feed.py; every process claims pages of them)
 
     def live_stats(self) -> Stats: ...
 
@@ -66,6 +68,7 @@ class RunOwner:
         self.work = work
         self.stop = stop
         self.shard = f"{settings.shard_index}/{settings.shard_count}"
+        self._exact = False  # whether the live total is the exact count (else none, or an earlier run's)
 
     async def run(self) -> RunResult:
         settings = self.settings
@@ -125,13 +128,50 @@ class RunOwner:
         )
 
     async def _count_total(self) -> None:
-        """The ETA's total, counted only when the run lasts: a short run (a resume of a finished job) ends
-        before the delay and takes its total from its own tally instead of parsing the file twice."""
-        try:
-            await asyncio.wait_for(self.stop.wait(), timeout=COUNT_AFTER)
-        except TimeoutError:
-            pass
-        self.work.live_stats().total = await count_total(self.settings, self.manifest)
+        """The ETA's total, without a second parse of the COCO file when the run's own pass gives it.
+
+        Until it is known the total is the manifest's count from an earlier run (provisional: the file may
+        have changed). The pass's tally is exact once it reads the last record, and a pass that runs free
+        over skips (a resume of done images) gets there within seconds. Only a real download holds its pass
+        back behind the workers, for hours perhaps: once it has handed ``REAL_DOWNLOAD`` images to them
+        (and ``COUNT_AFTER`` seconds have passed) the file is counted beside it. A stop before the last
+        record counts it too: the images never read are pending in the run's counts."""
+        stats = self.work.live_stats()
+        stats.total = await asyncio.to_thread(self._provisional)
+        started = asyncio.get_running_loop().time()
+        while not self.stop.is_set():
+            stats = self.work.live_stats()
+            if stats.read_all:
+                await self._take_tally(stats)
+                return
+            late = asyncio.get_running_loop().time() - started >= COUNT_AFTER
+            if late and stats.to_fetch >= REAL_DOWNLOAD:
+                break
+            try:
+                await asyncio.wait_for(self.stop.wait(), timeout=WATCH_EVERY)
+            except TimeoutError:
+                pass
+        stats = self.work.live_stats()
+        if stats.read_all:
+            await self._take_tally(stats)
+            return
+        stats.total = await count_total(self.settings, self.manifest)
+        self._exact = True
+
+    def _provisional(self) -> int | None:
+        """The total an earlier run counted (its shard's share), at most ``limit``; None on a first run."""
+        settings = self.settings
+        value = self.manifest.meta(f"images_in_coco{settings.shard_suffix}")
+        if value is None or not value.isdigit():
+            return None
+        return min(int(value), settings.limit) if settings.limit else int(value)
+
+    async def _take_tally(self, stats: Stats) -> None:
+        """Every record was read: the tally is the exact count, kept in the manifest for ``status``."""
+        stats.total = stats.planned + stats.invalid + stats.duplicates
+        self._exact = True
+        key = f"images_in_coco{self.settings.shard_suffix}"
+        await asyncio.to_thread(self.manifest.set_meta, key, str(stats.total))
 
     async def _settle_total(self, counting: asyncio.Task[None]) -> None:
         """Every record was read: the tally is the exact count, no second pass. Stopped early: the images
@@ -140,11 +180,8 @@ class RunOwner:
             await asyncio.gather(counting, return_exceptions=True)
             return
         await cancel_all([counting])
-        stats = self.work.live_stats()
-        if stats.total is None:
-            stats.total = stats.planned + stats.invalid + stats.duplicates
-            key = f"images_in_coco{self.settings.shard_suffix}"
-            await asyncio.to_thread(self.manifest.set_meta, key, str(stats.total))
+        if not self._exact:
+            await self._take_tally(self.work.live_stats())
 
 
 async def count_total(settings: Settings, manifest: Manifest) -> int | None:

@@ -56,8 +56,9 @@ class FoldCheck:
     examples: list[Collision] = field(default_factory=list)
     warned: bool = False
 
-    def apply(self, tasks: list[Task]) -> tuple[list[Task], list[Reject]]:
-        collisions = self.claim([(t.image_id, t.dest) for t in tasks])
+    def apply(self, tasks: list[Task], claim: Claim | None = None) -> tuple[list[Task], list[Reject]]:
+        """``claim``: instead of the check's own (the manifest's, inside the transaction that plans the batch)."""
+        collisions = (claim or self.claim)([(t.image_id, t.dest) for t in tasks])
         if not collisions:
             return tasks, []
         self.found += len(collisions)

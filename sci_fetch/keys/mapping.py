@@ -106,15 +106,15 @@ def safe_relative_path(file_name: str) -> str:
         raise UnsafePathError("file_name contains a backslash")
     if file_name.startswith("/"):
         raise UnsafePathError("file_name is an absolute path")
-    if re.match(r"^[A-Za-z]:", file_name):
+    if file_name[1:2] == ":" and file_name[0].isascii() and file_name[0].isalpha():  # C:, as ^[A-Za-z]:
         raise UnsafePathError("file_name starts with a drive letter")
     if _CONTROL.search(file_name):
         raise UnsafePathError("file_name contains a control character")
     if len(file_name.encode()) > MAX_PATH_BYTES:
         raise UnsafePathError(f"file_name is longer than {MAX_PATH_BYTES} bytes, the longest path a file system takes")
     parts = file_name.split("/")
-    for part in parts:
-        if len(part.encode()) > MAX_NAME_BYTES:
+    for part in parts:  # a part of at most 63 characters is at most 252 UTF-8 bytes: no encode for it
+        if len(part) > MAX_NAME_BYTES // 4 and len(part.encode()) > MAX_NAME_BYTES:
             raise UnsafePathError(
                 f"file_name has a part longer than {MAX_NAME_BYTES} bytes, the longest name a file system takes"
             )

@@ -24,28 +24,62 @@ CREATE TABLE IF NOT EXISTS folded (
 """
 
 
-def claim(db: sqlite3.Connection, run_id: int, pairs: Sequence[tuple[str, str]]) -> list[Collision]:
+def claim(
+    db: sqlite3.Connection, run_id: int, pairs: Sequence[tuple[str, str]], planned: bool = False
+) -> list[Collision]:
     """Claim each (image_id, dest) for ``run_id``; returns those whose folded name another image of this run
     holds under another spelling. An exactly equal destination is not reported here: the planner's
-    duplicate-destination check names it. Call inside the caller's transaction (or autocommit)."""
+    duplicate-destination check names it. Call inside the caller's transaction (or autocommit).
+
+    ``planned``: the caller plans the same images into the manifest's ``images`` table in this transaction
+    (Manifest.plan_checked). Then a name an image already holds from an earlier run, with the same spelling,
+    is not written again (on a resume: none of a million names is), and a holder from an earlier run counts
+    as this run's when its image's row says this run met it with that destination."""
     keyed = [(fold(dest), image_id, dest) for image_id, dest in pairs]
-    held: dict[str, tuple[str, str, int]] = {}
-    for i in range(0, len(keyed), 900):
-        chunk = [k for k, _i, _d in keyed[i : i + 900]]
-        query = f"SELECT fold, image_id, dest, run_id FROM folded WHERE fold IN ({','.join('?' * len(chunk))})"
-        held.update({r[0]: (r[1], r[2], r[3]) for r in db.execute(query, chunk)})
+    held = _held(db, [k for k, _i, _d in keyed])
+    met = _met_in_run(db, run_id, keyed, held) if planned else set()
     found: list[Collision] = []
     writes: list[tuple[str, str, str, int]] = []
     for key, image_id, dest in keyed:
         holder = held.get(key)
-        if holder is not None and holder[2] == run_id and holder[0] != image_id:
+        if holder is not None and holder[0] != image_id and (holder[2] == run_id or (holder[0], holder[1]) in met):
             if holder[1] != dest:
                 found.append(Collision(holder[0], holder[1], image_id, dest))
             continue
         held[key] = (image_id, dest, run_id)
-        writes.append((key, image_id, dest, run_id))
+        if not (planned and holder is not None and holder[:2] == (image_id, dest)):
+            writes.append((key, image_id, dest, run_id))
     db.executemany("INSERT OR REPLACE INTO folded VALUES (?, ?, ?, ?)", writes)
     return found
+
+
+def _held(db: sqlite3.Connection, keys: list[str]) -> dict[str, tuple[str, str, int]]:
+    held: dict[str, tuple[str, str, int]] = {}
+    for i in range(0, len(keys), 900):  # stay under SQLite's bound-parameter limit on old builds
+        chunk = keys[i : i + 900]
+        query = f"SELECT fold, image_id, dest, run_id FROM folded WHERE fold IN ({','.join('?' * len(chunk))})"
+        held.update({r[0]: (r[1], r[2], r[3]) for r in db.execute(query, chunk)})
+    return held
+
+
+def _met_in_run(
+    db: sqlite3.Connection, run_id: int, keyed: list[tuple[str, str, str]], held: dict[str, tuple[str, str, int]]
+) -> set[tuple[str, str]]:
+    """(image_id, dest) of the holders from earlier runs, held for another image, that this run has planned
+    already (their claim was kept, not rewritten): read from ``images``. Only collisions and stale names ask."""
+    asked = {
+        holder[:2]
+        for key, image_id, _dest in keyed
+        if (holder := held.get(key)) is not None and holder[0] != image_id and holder[2] != run_id
+    }
+    met: set[tuple[str, str]] = set()
+    for image_id, dest in asked:
+        row = db.execute(
+            "SELECT 1 FROM images WHERE image_id = ? AND dest = ? AND run_id = ?", (image_id, dest, run_id)
+        )
+        if row.fetchone() is not None:
+            met.add((image_id, dest))
+    return met
 
 
 class TempFolds:

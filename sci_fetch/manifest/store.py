@@ -24,7 +24,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sci_fetch.errors import DiskError, UsageError
 from sci_fetch.fs.root import OutputRoot
-from sci_fetch.keys.collisions import Collision
+from sci_fetch.keys.collisions import Collision, FoldCheck, Reject
 from sci_fetch.keys.mapping import Task
 from sci_fetch.manifest import folds
 from sci_fetch.manifest.checks import check_integrity, check_state_folder, check_version, damaged
@@ -133,6 +133,8 @@ class Manifest:
         self.path = path
         self._lock = threading.Lock()
         self._columns = _COLUMNS
+        self._output: OutputRoot | None = None  # the planner's, kept across batches: its folder checks are cached
+        self._rows = _RowFinder()  # where the planner's next rows are expected
         check_state_folder(path)
         try:
             self._db = self._open_readonly() if readonly else self._open_writable()
@@ -264,10 +266,28 @@ class Manifest:
         of 110,000 images must cost seconds, not a query per image. Touches the disk only to stat
         destinations: a done row is trusted when its file has its recorded size.
         """
-        now = time.time()
         with self._transaction() as db:
-            decisions = _Planner(db, tasks, run_id, str(root), retry_missing, now).run()
+            found = self._rows.find(db, tasks)
+            decisions = _Planner(db, tasks, found, run_id, self._output_root(root), retry_missing).run()
         return decisions
+
+    def _output_root(self, root: Path) -> OutputRoot:
+        if self._output is None or self._output.root != root:
+            self._output = OutputRoot(root)
+        return self._output
+
+    @_disk_errors
+    def plan_checked(
+        self, tasks: list[Task], run_id: int, root: Path, retry_missing: bool, check: FoldCheck
+    ) -> tuple[list[Decision], list[Reject]]:
+        """``plan``, with the batch's folded destinations claimed first (keys.collisions) in the same
+        transaction: a resume then rewrites none of the claims its images already hold, and another process
+        of the run sees an image's claim and its row's run id together (folds.claim, ``planned``)."""
+        with self._transaction() as db:
+            kept, rejects = check.apply(tasks, functools.partial(folds.claim, db, run_id, planned=True))
+            found = self._rows.find(db, kept)
+            decisions = _Planner(db, kept, found, run_id, self._output_root(root), retry_missing).run()
+        return decisions, rejects
 
     @_disk_errors
     def claim_folds(self, run_id: int, pairs: Sequence[tuple[str, str]]) -> list[Collision]:
@@ -533,25 +553,71 @@ def _state_where(state: State, run_id: int | None) -> tuple[str, Row]:
     return "state = ? AND run_id IN (?, ?)", (state.value, run_id, -run_id)  # -run_id: claimed by its feed
 
 
+_ROW = "image_id, key, dest, state, bytes, run_id, rowid"  # what the planner reads of a row
+
+
+def _select(db: sqlite3.Connection, query: str, values: list[str]) -> list[Row]:
+    out: list[Row] = []
+    for i in range(0, len(values), 900):  # stay under SQLite's bound-parameter limit on old builds
+        chunk = values[i : i + 900]
+        out.extend(db.execute(query.format(",".join("?" * len(chunk))), chunk).fetchall())
+    return out
+
+
+class _RowFinder:
+    """The rows of a batch's image ids, read ahead in rowid order where the last batch's rows ended.
+
+    A job's rows entered the manifest in its COCO file's order, and a resume reads that file in the same
+    order: the next batch's rows are usually the next rows of the table, read as a few neighbouring pages.
+    Ids not among them are looked up through the id index (a random page each: at a million rows, more
+    than SQLite's cache holds). Any row found is the row of its id, so where the guess is wrong (a new
+    export, a fresh download) only the cost changes, and a batch whose rows were few or scattered stops
+    the reading ahead until a batch's rows sit together again."""
+
+    SLACK = 16  # rows read beyond the batch's size: records new to the manifest do not move the window
+
+    def __init__(self) -> None:
+        self.after: int | None = 0  # the rowid the next batch's rows are expected after; None: not guessing
+
+    def find(self, db: sqlite3.Connection, tasks: list[Task]) -> list[Row]:
+        wanted = {t.image_id for t in tasks}
+        found: dict[str, Row] = {}
+        if self.after is not None:
+            ahead = db.execute(
+                f"SELECT {_ROW} FROM images WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                (self.after, len(wanted) + self.SLACK),
+            ).fetchall()
+            found = {r[0]: r for r in ahead if r[0] in wanted}
+        rest = [i for i in wanted if i not in found]
+        found.update((r[0], r) for r in _select(db, f"SELECT {_ROW} FROM images WHERE image_id IN ({{}})", rest))
+        self.after = self._next(tasks, found)
+        return list(found.values())
+
+    def _next(self, tasks: list[Task], found: dict[str, Row]) -> int | None:
+        """Where to read the next batch's rows: after this batch's last row, when most of its rows were
+        found and sit together (not a fresh download, not one process's share of interleaved rows)."""
+        rowids = [r[6] for r in found.values()]
+        span = 2 * (len(tasks) + self.SLACK)
+        if not rowids or len(rowids) * 2 < len(tasks) or max(rowids) - min(rowids) > span:
+            return None
+        return int(next(found[t.image_id][6] for t in reversed(tasks) if t.image_id in found))
+
+
 class _Planner:
     """One batch of planning: rows and destination holders read up front, writes collected and applied at the end."""
 
     def __init__(
-        self, db: sqlite3.Connection, tasks: list[Task], run_id: int, root: str, retry_missing: bool, now: float
+        self,
+        db: sqlite3.Connection,
+        tasks: list[Task],
+        found: list[Row],
+        run_id: int,
+        output: OutputRoot,
+        retry_missing: bool,
     ) -> None:
-        self.db, self.tasks, self.run_id, self.root, self.retry_missing, self.now = (
-            db,
-            tasks,
-            run_id,
-            root,
-            retry_missing,
-            now,
-        )
-        self.output = OutputRoot(Path(root))
-        ids = list({t.image_id for t in tasks})
-        found = self._select(
-            "SELECT image_id, key, dest, state, bytes, run_id, rowid FROM images WHERE image_id IN ({})", ids
-        )
+        self.db, self.tasks, self.run_id, self.retry_missing = db, tasks, run_id, retry_missing
+        self.now = time.time()
+        self.output, self.root = output, str(output.root)
         self.rows = {r[0]: r for r in found}
         # dest is unique: a row found by id holds its own dest, so only the other dests need a look-up (on a
         # resume, none: one index search per image instead of two, each a random page of a large index).
@@ -560,19 +626,12 @@ class _Planner:
         self.holders.update(
             {
                 r[1]: (r[0], r[2])
-                for r in self._select("SELECT image_id, dest, run_id FROM images WHERE dest IN ({})", dests)
+                for r in _select(db, "SELECT image_id, dest, run_id FROM images WHERE dest IN ({})", dests)
             }
         )
         self.inserts: list[Row] = []
         self.touched: list[Row] = []
         self.reset: list[Row] = []
-
-    def _select(self, query: str, values: list[str]) -> list[Row]:
-        out: list[Row] = []
-        for i in range(0, len(values), 900):  # stay under SQLite's bound-parameter limit on old builds
-            chunk = values[i : i + 900]
-            out.extend(self.db.execute(query.format(",".join("?" * len(chunk))), chunk).fetchall())
-        return out
 
     def run(self) -> list[Decision]:
         decisions = [self._one(task) for task in self.tasks]

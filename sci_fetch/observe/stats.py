@@ -36,6 +36,7 @@ class Stats:
     unreachable_since: float | None = None  # wall-clock start of the current outage, while there is one
     request_rate: float | None = None  # the run's adaptive request rate (storage.rate), req/s; None: not limited
     slowdowns: int = 0  # throttle answers (SlowDown, 503, 429) this run got
+    read_all: bool = False  # the COCO pass read its last record: planned + invalid + duplicates is the total
 
     def absorb(self, parts: list[Stats]) -> None:
         """Become the sum of several processes' figures (engine.processes); start time and total stay ours."""
@@ -60,6 +61,7 @@ class Stats:
         outages = [p.unreachable_since for p in parts if p.unreachable_since is not None]
         self.unreachable_since = min(outages) if outages else None
         self.slowdowns = sum(p.slowdowns for p in parts)
+        self.read_all = bool(parts) and all(p.read_all for p in parts)
         rates = [p.request_rate for p in parts if p.request_rate is not None]
         self.request_rate = max(rates) if rates else None  # one run-wide rate, shared: every process sees it
 
