@@ -48,7 +48,7 @@ class Work(Protocol):
     """What a run owner runs: the pipeline, or the processes that each run one."""
 
     extra: dict[str, Any]  # added to status.json and the run's summary ({"processes": N})
-    feed_from: list[int]  # earlier runs whose leftovers to fetch first (engine/feed.py; every process claims pages of them)
+    feed_from: list[int]  # earlier runs whose leftovers to fetch first (engine/feed.py; each process claims pages)
 
     def live_stats(self) -> Stats: ...
 
