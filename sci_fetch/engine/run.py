@@ -102,6 +102,7 @@ class RunOwner:
     async def _end(self, run_id: int) -> RunResult:
         """The exit code from the manifest; the last status.json; the run ended in the manifest."""
         settings, stop = self.settings, self.stop
+        await asyncio.to_thread(self.manifest.confirm_intact)  # damage found by its check: exit 2, one line
         stats = self.work.live_stats()
         counts = stats.with_unread(await asyncio.to_thread(self.manifest.counts, run_id))
         code = exit_code_for(stop.reason, counts, stats.invalid, settings.dry_run)

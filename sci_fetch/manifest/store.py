@@ -27,7 +27,7 @@ from sci_fetch.fs.root import OutputRoot
 from sci_fetch.keys.collisions import Collision, FoldCheck, Reject
 from sci_fetch.keys.mapping import Task
 from sci_fetch.manifest import folds
-from sci_fetch.manifest.checks import check_integrity, check_state_folder, check_version, damaged
+from sci_fetch.manifest.checks import IntegrityCheck, check_state_folder, check_version, damaged
 from sci_fetch.manifest.models import Action, Decision, ManifestRow, Outcome, State
 
 P = ParamSpec("P")
@@ -129,15 +129,18 @@ def _row(values: tuple[Any, ...]) -> ManifestRow:
 class Manifest:
     """Thread-safe (one lock) so the engine can call it from worker threads with asyncio.to_thread."""
 
-    def __init__(self, path: Path, readonly: bool = False) -> None:
+    def __init__(self, path: Path, readonly: bool = False, check: bool = True) -> None:
+        """``check=False``: a writable open whose integrity another open of the same run checks (the
+        processes of a ``--processes`` run, failures.csv after a run); every other writable open checks."""
         self.path = path
+        self._integrity: IntegrityCheck | None = None
         self._lock = threading.Lock()
         self._columns = _COLUMNS
         self._output: OutputRoot | None = None  # the planner's, kept across batches: its folder checks are cached
         self._rows = _RowFinder()  # where the planner's next rows are expected
         check_state_folder(path)
         try:
-            self._db = self._open_readonly() if readonly else self._open_writable()
+            self._db = self._open_readonly() if readonly else self._open_writable(check)
         except sqlite3.DatabaseError as exc:
             raise (
                 damaged(path, exc) or _disk_error(path, exc) or UsageError(f"manifest {path} cannot be opened: {exc}")
@@ -155,29 +158,45 @@ class Manifest:
             self._columns = _COLUMNS.replace(", checks", ", NULL AS checks")
         return self._db
 
-    def _open_writable(self) -> sqlite3.Connection:
-        """Checked before anything is written: damaged pages, a newer schema; then made current."""
+    def _open_writable(self, check: bool) -> sqlite3.Connection:
+        """Checked before anything is written: a newer schema; damaged pages by a quick_check in a thread
+        that runs beside the run (IntegrityCheck), waited for before a v1 manifest is rebuilt and before a run
+        ends; then made current."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        existed = self.path.is_file() and self.path.stat().st_size > 0  # a new file has nothing to check
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
-        check_integrity(self._db, self.path)
         check_version(self._version(), SCHEMA_VERSION, self.path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA + folds.SCHEMA)
         self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        if check and existed:  # after the switch to WAL: a reader beside the writer
+            self._integrity = IntegrityCheck(self.path)
         if self.meta("schema_version") == "1":
+            self.confirm_intact()  # a damaged table is not copied into the new one
             self._db.executescript("BEGIN IMMEDIATE;" + _MIGRATE_1_TO_2 + "COMMIT;")
         return self._db
 
+    @_disk_errors
+    def confirm_intact(self) -> None:
+        """Wait for this open's integrity check: the damaged-manifest line (UsageError) if it found damage.
+        The run calls it before it reports how it ended."""
+        if self._integrity is not None:
+            self._integrity.wait()
+
     def close(self) -> None:
+        """Closes the connection, then waits for the integrity check and raises what it found."""
         with self._lock:
             self._db.close()
+        self.confirm_intact()
 
     @contextmanager
     def _transaction(self, heartbeat: bool = True) -> Iterator[sqlite3.Connection]:
         """The one way to write several statements: under the lock, BEGIN IMMEDIATE (the write lock at
         once, so no deadlock between two writers upgrading), the heartbeat with it, COMMIT or ROLLBACK."""
         with self._lock:
+            if self._integrity is not None:
+                self._integrity.raise_if_damaged()  # damage found while the run goes: no write after it
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -230,6 +249,7 @@ class Manifest:
 
     @_disk_errors
     def end_run(self, run_id: int, exit_code: int, summary: dict[str, Any]) -> None:
+        self.confirm_intact()  # a run on a damaged manifest does not end as if it were sound
         with self._lock:
             self._db.execute(
                 "UPDATE runs SET ended_at = ?, exit_code = ?, summary = ? WHERE run_id = ?",
