@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import random
 import sqlite3
 import threading
@@ -188,6 +187,8 @@ class Manifest:
         """Closes the connection, then waits for the integrity check and raises what it found."""
         with self._lock:
             self._db.close()
+            if self._output is not None:
+                self._output.close()
         self.confirm_intact()
 
     @contextmanager
@@ -293,6 +294,8 @@ class Manifest:
 
     def _output_root(self, root: Path) -> OutputRoot:
         if self._output is None or self._output.root != root:
+            if self._output is not None:
+                self._output.close()
             self._output = OutputRoot(root)
         return self._output
 
@@ -637,7 +640,7 @@ class _Planner:
     ) -> None:
         self.db, self.tasks, self.run_id, self.retry_missing = db, tasks, run_id, retry_missing
         self.now = time.time()
-        self.output, self.root = output, str(output.root)
+        self.output = output
         self.rows = {r[0]: r for r in found}
         # dest is unique: a row found by id holds its own dest, so only the other dests need a look-up (on a
         # resume, none: one index search per image instead of two, each a random page of a large index).
@@ -674,14 +677,6 @@ class _Planner:
         self.holders[task.dest] = (task.image_id, self.run_id)
         return Decision(task=task, action=Action.queued)
 
-    def _size_on_disk(self, dest: str) -> int | None:
-        if not self.output.contains(dest):  # a folder that leads out of the output: nothing there is ours
-            return None
-        try:
-            return os.stat(self.root + "/" + dest).st_size
-        except OSError:
-            return None
-
     def _one(self, task: Task) -> Decision:
         image_id, run_id = task.image_id, self.run_id
         row = self.rows.get(image_id)
@@ -695,7 +690,7 @@ class _Planner:
                 return Decision(task=task, action=Action.duplicate_dest, other=holder[0])
             self.db.execute("DELETE FROM images WHERE image_id = ?", (holder[0],))  # a stale row from an older export
             self.rows.pop(holder[0], None)
-        size_on_disk = self._size_on_disk(task.dest)
+        size_on_disk = self.output.size_of(task.dest)  # None: absent, or its folder leads outside
         found = Action.adopt if size_on_disk is not None else Action.fetch
         self.holders[task.dest] = (image_id, run_id)
         if row is None:
