@@ -173,7 +173,8 @@ def test_damage_the_check_finds_after_the_run_started_stops_it_with_the_one_line
     assert runs_of(path) == [(1, 0), (2, None)]
     monkeypatch.undo()
     m = Manifest(path, readonly=True)
-    assert m.meta("finished_fingerprint") is None and m.counts()["done"] == 300  # nothing lost either
+    assert m.meta("finished_fingerprint") is None and sum(m.counts().values()) == 300
+    assert sorted(p.read_bytes() for p in (out / "d").iterdir()) == [b"abc"] * 300  # nothing lost either
     m.close()
 
 
@@ -196,22 +197,22 @@ def test_a_damaged_index_the_run_never_reads_is_still_refused(tmp_path, capsys):
     assert runs_of(path)[0] == (1, 0) and all(code is None for _run, code in runs_of(path)[1:])
 
 
-def test_a_writable_open_cannot_be_closed_past_its_check(tmp_path, monkeypatch):
-    """Whatever the caller does, the check's finding is said: a write after it is refused (and not made),
-    and closing waits for the check and raises its line."""
+def test_a_writable_open_cannot_end_a_run_or_close_past_its_check(tmp_path, monkeypatch):
+    """Whatever the caller does, the check's finding is said: an outcome recorded meanwhile is kept (its file
+    is on disk), but the run cannot be ended as if the manifest were sound, and closing raises the line."""
     from sci_fetch.manifest import checks
-    from tests.helpers import wait_until
 
     _coco, _out, path = make_job(tmp_path)
     monkeypatch.setattr(checks, "_quick_check", lambda db: ("row 5 missing from index images_state",))
     m = Manifest(path)
-    assert m._integrity is not None
-    wait_until(lambda: not m._integrity._thread.is_alive(), "the check has ended")
+    run = m.begin_run({})
+    m.record([Outcome(image_id="p:1", state=State.failed, attempts=1, error="x")])
     with pytest.raises(UsageError, match="is damaged \\(row 5 missing from index images_state\\)"):
-        m.record([Outcome(image_id="p:1", state=State.failed, attempts=1, error="x")])
+        m.end_run(run, 0, {})
     with pytest.raises(UsageError, match="is damaged"):
         m.close()
     monkeypatch.undo()
+    assert runs_of(path) == [(1, 0), (2, None)]
     m = Manifest(path, readonly=True)
-    assert m.counts()["done"] == 300
+    assert m.counts()["done"] == 299 and m.counts()["failed"] == 1
     m.close()

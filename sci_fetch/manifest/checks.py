@@ -51,9 +51,9 @@ class IntegrityCheck:
     """``check_integrity`` off the critical path: quick_check on its own read-only connection, in a thread,
     while the run plans (a million rows take seconds; the run's own work need not wait for them).
 
-    The run asks ``raise_if_damaged`` before each write (a damage found stops it at the next batch) and
-    ``wait`` before it reports how it ended; the manifest's ``close`` waits too, so an open for writing
-    is never closed with its check unfinished or its finding unsaid."""
+    The run waits for it beside its work and stops with its line when it finds damage (the outcomes
+    recorded meanwhile stay: their files are on disk), and waits again before it reports how it ended; the
+    manifest's ``close`` waits too, so an open for writing never ends with its check unfinished or unsaid."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -71,11 +71,6 @@ class IntegrityCheck:
                 db.close()
         except BaseException as exc:  # handed to the thread that waits: it maps what it knows, re-raises the rest
             self._error = exc
-
-    def raise_if_damaged(self) -> None:
-        """Without waiting: raise what the check found, if it has ended."""
-        if not self._thread.is_alive():
-            self.wait()
 
     def wait(self) -> None:
         """Until the check has ended; the damaged-manifest line (UsageError) if it found damage."""

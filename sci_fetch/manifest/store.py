@@ -179,7 +179,7 @@ class Manifest:
     @_disk_errors
     def confirm_intact(self) -> None:
         """Wait for this open's integrity check: the damaged-manifest line (UsageError) if it found damage.
-        The run calls it before it reports how it ended."""
+        The run waits on it beside its work (a finding stops it) and again before it reports how it ended."""
         if self._integrity is not None:
             self._integrity.wait()
 
@@ -196,8 +196,6 @@ class Manifest:
         """The one way to write several statements: under the lock, BEGIN IMMEDIATE (the write lock at
         once, so no deadlock between two writers upgrading), the heartbeat with it, COMMIT or ROLLBACK."""
         with self._lock:
-            if self._integrity is not None:
-                self._integrity.raise_if_damaged()  # damage found while the run goes: no write after it
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
