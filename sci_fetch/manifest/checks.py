@@ -48,7 +48,7 @@ def _problem(path: Path, found: tuple[str] | None) -> UsageError | None:
 
 
 class IntegrityCheck:
-    """``check_integrity`` off the critical path: quick_check on its own read-only connection, in a thread,
+    """SQLite's quick_check off the critical path: on its own read-only connection, in a thread,
     while the run plans (a million rows take seconds; the run's own work need not wait for them).
 
     The run waits for it beside its work and stops with its line when it finds damage (the outcomes
