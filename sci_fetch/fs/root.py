@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sci_fetch.errors import DiskError, PermanentError
 
-CHECKED_FOLDERS = 65_536  # folders whose containment is remembered (a COCO file lists a folder's images together)
+CHECKED_FOLDERS = 65_536  # folders remembered as checked or made (a COCO file lists a folder's images together)
 _FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EMFILE})
 
 
@@ -50,10 +50,13 @@ class OutputRoot:
         return inside
 
     def path_for(self, rel: str) -> Path:
-        """The absolute destination for a checked relative path; creates its folder."""
+        """The absolute destination for a checked relative path; creates its folder (once per folder while it is
+        remembered: bounded like ``contains``, so a job with a folder per image does not keep every name)."""
         dest = self.root / rel
         parent = str(dest.parent)
         if parent not in self._made:
+            if len(self._made) >= CHECKED_FOLDERS:
+                self._made.clear()
             try:
                 os.makedirs(parent, exist_ok=True)
             except OSError as exc:
