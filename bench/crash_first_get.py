@@ -172,14 +172,19 @@ def row_done(manifest: Path, from_rowid: int) -> float | None:
         db.close()
 
 
-def once(weed: LoggingWeed, job: tuple[Path, Path], pristine: Path, n: int, mode: str) -> FirstGet:
-    """One resume of the crashed job, killed when its first image is done."""
+def once(weed: LoggingWeed, job: tuple[Path, Path], pristine: Path, n: int, mode: str, tree: str = "") -> FirstGet:
+    """One resume of the crashed job, killed when its first image is done. ``tree``: ``name=launcher``, a
+    script that runs another tree's sci_fetch with this venv (``python LAUNCHER download ...``), for pairs
+    of an older tree and this one in the same session; empty: this tree."""
     coco, out = job
     assert weed.endpoint_url is not None
     restore(out, pristine, n)
     crashed_on(coco, out, weed.endpoint_url)
     rowid, offset = first_pending_rowid(pristine), weed.log_path.stat().st_size
     cmd = download_cmd(coco, out, weed.endpoint_url, *MODES[mode])
+    name, _, launcher = tree.partition("=")
+    if launcher:
+        cmd = [cmd[0], launcher, *cmd[3:]]  # instead of "-m sci_fetch"
     log = open(out.parent / f"bench-crash-{len(MODES[mode])}.out", "wb")  # noqa: SIM115 - closed below
     started = time.time()
     proc = subprocess.Popen(cmd, env=credentials(weed.access_key, weed.secret_key), cwd=out.parent, stdout=log,
@@ -196,13 +201,15 @@ def once(weed: LoggingWeed, job: tuple[Path, Path], pristine: Path, n: int, mode
     time.sleep(1.0)  # glog's last lines reach the file
     marks = [logged(weed.log_path, offset, "HeadObjectHandler"), logged(weed.log_path, offset, "GetObjectHandler"),
              files_done(out, n), row_done(out / MANIFEST, rowid)]  # fmt: skip
-    result = FirstGet(mode, n, *[m - started if m is not None else None for m in marks], exit_code, rss, cpu)
+    label = f"{name}: {mode}" if name else mode
+    result = FirstGet(label, n, *[m - started if m is not None else None for m in marks], exit_code, rss, cpu)
     print(result.line(), flush=True)
     return result
 
 
-def run_crash(workdir: Path, n: int, repeats: int) -> list[FirstGet]:
-    """Both modes, alternated, ``repeats`` times, on the crashed job of ``n`` images."""
+def run_crash(workdir: Path, n: int, repeats: int, trees: list[str] | None = None) -> list[FirstGet]:
+    """Both modes, alternated, ``repeats`` times, on the crashed job of ``n`` images; with ``trees``
+    (``name=launcher`` or ``name=`` for this one) each tree in turn inside each repeat: interleaved pairs."""
     print(f"crashed job of {n:,} images, the last {len(pending_images(n)):,} pending, served by SeaweedFS", flush=True)
     job = _job(workdir, n, crashed=True)
     pristine = job[1].parent / "manifest.pristine"
@@ -213,6 +220,6 @@ def run_crash(workdir: Path, n: int, repeats: int) -> list[FirstGet]:
     results = []
     with LoggingWeed(weed_dir, verbose=True) as weed:
         for _ in range(repeats):
-            results += [once(weed, job, pristine, n, mode) for mode in MODES]
+            results += [once(weed, job, pristine, n, mode, tree) for tree in trees or [""] for mode in MODES]
     restore(job[1], pristine, n)
     return results

@@ -188,7 +188,7 @@ def run_faithful(workdir: Path, n: int = 1000) -> bool:
 
 
 def run_all(sizes: str, workdir: Path, parts: str = "faithful,download,crash", repeats: int = 2,
-            keep: bool = False) -> dict[str, object]:  # fmt: skip
+            keep: bool = False, trees: str = "") -> dict[str, object]:  # fmt: skip
     """Every part asked for, at every size; the figures as a dict (``python -m bench`` keeps it in its JSON)."""
     from bench.crash_first_get import run_crash
 
@@ -200,7 +200,8 @@ def run_all(sizes: str, workdir: Path, parts: str = "faithful,download,crash", r
     if "download" in asked:
         found["download"] = [asdict(p) for n in counts for p in run_download(workdir, n, keep)]
     if "crash" in asked:
-        found["crash"] = [asdict(r) for n in counts for r in run_crash(workdir, n, repeats)]
+        paired = trees.split(",") if trees else None
+        found["crash"] = [asdict(r) for n in counts for r in run_crash(workdir, n, repeats, paired)]
     return found
 
 
@@ -211,8 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, required=True, help="jobs, servers' data and outputs go here")
     parser.add_argument("--repeats", type=int, default=2, help="crash part: runs of each mode, alternated")
     parser.add_argument("--keep", action="store_true", help="keep each download's output folder")
+    parser.add_argument("--trees", default="", help="crash part: name=LAUNCHER,name= (this tree), interleaved")
     args = parser.parse_args(argv)
-    found = run_all(args.sizes, args.workdir, args.parts, args.repeats, args.keep)
+    found = run_all(args.sizes, args.workdir, args.parts, args.repeats, args.keep, args.trees)
     return 0 if found.get("faithful", True) else 1
 
 

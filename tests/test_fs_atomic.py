@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from sci_fetch.errors import PermanentError
 from sci_fetch.fs import layout
+from sci_fetch.fs import root as root_module
 from sci_fetch.fs.atomic import AtomicFile, temp_path, write_atomic
 from sci_fetch.fs.root import OutputRoot
 from sci_fetch.keys.mapping import Task
@@ -110,6 +112,24 @@ def test_output_root_contains_only_what_stays_inside(tmp_path):
     output = OutputRoot(root)
     assert output.contains("cam/a.jpg") and output.contains("new/folder/a.jpg") and output.contains("a.jpg")
     assert not output.contains("link/a.jpg")
+
+
+def test_the_folders_made_are_remembered_up_to_a_bound_and_checked_again_after(tmp_path, monkeypatch):
+    """A job with one folder per image must not keep every folder's name for the whole run (7.1M images,
+    ~150 bytes each); a folder forgotten is made and checked again, so a link put there since is still refused."""
+    monkeypatch.setattr(root_module, "CHECKED_FOLDERS", 8)
+    root = tmp_path / "out"
+    root.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    output = OutputRoot(root)
+    for i in range(20):
+        assert output.path_for(f"f{i:02d}/a.jpg") == root / f"f{i:02d}" / "a.jpg"
+    assert len(output._made) <= 8  # noqa: SLF001 - the structure whose size is the point
+    assert sorted(p.name for p in root.iterdir()) == [f"f{i:02d}" for i in range(20)]
+    (root / "f00").rmdir()
+    (root / "f00").symlink_to(tmp_path / "elsewhere")  # f00 was made first: forgotten by now
+    with pytest.raises(PermanentError, match="leads outside the output dir"):
+        output.path_for("f00/a.jpg")
 
 
 def test_the_planner_does_not_trust_a_file_behind_a_folder_that_leads_out(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sci_fetch.errors import DiskError, PermanentError
 
-CHECKED_FOLDERS = 65_536  # folders whose containment is remembered (a COCO file lists a folder's images together)
+CHECKED_FOLDERS = 65_536  # folders remembered as checked or made (a COCO file lists a folder's images together)
 OPEN_FOLDERS = 16  # folder descriptors ``size_of`` keeps open (the least recently opened one is closed first)
 _BY_DESCRIPTOR = os.stat in os.supports_dir_fd
 _FOLDER_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -102,10 +102,13 @@ class OutputRoot:
         return inside
 
     def path_for(self, rel: str) -> Path:
-        """The absolute destination for a checked relative path; creates its folder."""
+        """The absolute destination for a checked relative path; creates its folder (once per folder while it is
+        remembered: bounded like ``contains``, so a job with a folder per image does not keep every name)."""
         dest = self.root / rel
         parent = str(dest.parent)
         if parent not in self._made:
+            if len(self._made) >= CHECKED_FOLDERS:
+                self._made.clear()
             try:
                 os.makedirs(parent, exist_ok=True)
             except OSError as exc:
