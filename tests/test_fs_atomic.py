@@ -147,3 +147,60 @@ def test_the_planner_does_not_trust_a_file_behind_a_folder_that_leads_out(tmp_pa
     tasks = [Task(image_id="p:1", key="k1", dest="p/1.jpg"), Task(image_id="p:2", key="k2", dest="q/2.jpg")]
     assert [d.action for d in m.plan(tasks, run, out)] == [Action.fetch, Action.adopt]
     m.close()
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc")
+def test_size_of_asks_through_folder_descriptors_and_keeps_the_containment_rule(tmp_path):
+    """size_of (the planner's stat of every done image): the size of what is there, fresh each time (a file
+    changed or deleted is seen), None behind a folder that leads out of the output (even one that became a
+    link after its descriptor was opened), at most OPEN_FOLDERS descriptors held, none after close."""
+    from sci_fetch.fs.root import OPEN_FOLDERS
+
+    root, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    (root / "cam").mkdir(parents=True)
+    elsewhere.mkdir()
+    (elsewhere / "a.jpg").write_bytes(b"12345")
+    (root / "link").symlink_to(elsewhere)
+    (root / "inner").symlink_to(root / "cam")  # a link that stays inside is fine
+    (root / "cam" / "a.jpg").write_bytes(b"123")
+    (root / "top.jpg").write_bytes(b"1")
+    before = open_descriptors()
+    output = OutputRoot(root)
+    assert [output.size_of(r) for r in ("cam/a.jpg", "inner/a.jpg", "link/a.jpg", "top.jpg")] == [3, 3, None, 1]
+    assert output.size_of("cam/b.jpg") is None and output.size_of("new/a.jpg") is None
+    (root / "cam" / "a.jpg").write_bytes(b"1234")
+    assert output.size_of("cam/a.jpg") == 4
+    (root / "cam" / "a.jpg").unlink()
+    assert output.size_of("cam/a.jpg") is None
+    (root / "new").mkdir()
+    (root / "new" / "a.jpg").write_bytes(b"12")
+    assert output.size_of("new/a.jpg") == 2  # a folder that was not there is looked for again
+    (root / "cam").rename(root / "cam-old")
+    (root / "cam").symlink_to(elsewhere)
+    assert output.size_of("cam/a.jpg") is None  # the folder it opened, never the link now in its place
+    for i in range(3 * OPEN_FOLDERS):
+        (root / f"f{i}").mkdir()
+        (root / f"f{i}" / "x.jpg").write_bytes(b"1" * i)
+        assert output.size_of(f"f{i}/x.jpg") == i
+        assert open_descriptors() - before <= OPEN_FOLDERS
+    output.close()
+    assert open_descriptors() == before
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc")
+def test_the_manifest_closes_the_planners_folder_descriptors(tmp_path):
+    out = tmp_path / "out"
+    for i in range(5):
+        (out / f"f{i}").mkdir(parents=True)
+        (out / f"f{i}" / "x.jpg").write_bytes(b"1")
+    before = open_descriptors()
+    m = Manifest(tmp_path / "m.sqlite")
+    run = m.begin_run({})
+    tasks = [Task(image_id=f"p:{i}", key=f"k{i}", dest=f"f{i}/x.jpg") for i in range(5)]
+    assert {d.action for d in m.plan(tasks, run, out)} == {Action.adopt}
+    m.close()
+    assert open_descriptors() == before

@@ -135,3 +135,84 @@ def test_a_schema_version_that_is_no_number_is_damaged(tmp_path):
     db.close()
     with pytest.raises(UsageError, match="schema version 'two', which no sci-fetch writes"):
         Manifest(path)
+
+
+def files_on_disk(out: Path) -> None:
+    """The 300 images of make_job on disk with their recorded size: a run over them sends no request."""
+    (out / "d").mkdir(parents=True, exist_ok=True)
+    for i in range(300):
+        (out / "d" / f"{i:04d}.jpg").write_bytes(b"abc")
+
+
+def runs_of(path: Path) -> list[tuple[int, int | None]]:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT run_id, exit_code FROM runs ORDER BY run_id").fetchall()
+    finally:
+        db.close()
+
+
+def test_damage_the_check_finds_after_the_run_started_stops_it_with_the_one_line(tmp_path, capsys, monkeypatch):
+    """The quick_check runs beside the run (manifest.checks.IntegrityCheck): here it reports a damaged page
+    only once the run has begun (its runs row is committed); the run still ends with exit 2 and the one
+    line, never as a success: no exit code in its runs row, no fingerprint for a quick check next time."""
+    from sci_fetch.manifest import checks
+    from tests.helpers import wait_until
+
+    coco, out, path = make_job(tmp_path)
+    files_on_disk(out)
+
+    def late_damage(db: sqlite3.Connection) -> tuple[str]:
+        wait_until(lambda: db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 2, "the run has begun")
+        return ("*** in database main ***\nPage 7: btree page has a bad cell",)
+
+    monkeypatch.setattr(checks, "_quick_check", late_damage)
+    assert main(commands(coco, out)["download"]) == 2
+    line = one_error_line(capsys)
+    assert f"manifest {path} is damaged (Page 7: btree page has a bad cell)" in line and "mv " in line
+    assert runs_of(path) == [(1, 0), (2, None)]
+    monkeypatch.undo()
+    m = Manifest(path, readonly=True)
+    assert m.meta("finished_fingerprint") is None and sum(m.counts().values()) == 300
+    assert sorted(p.read_bytes() for p in (out / "d").iterdir()) == [b"abc"] * 300  # nothing lost either
+    m.close()
+
+
+def test_a_damaged_index_the_run_never_reads_is_still_refused(tmp_path, capsys):
+    """Real damage where a resume of finished images does not look (the updated_at index): only the
+    quick_check finds it, and the run is refused all the same."""
+    coco, out, path = make_job(tmp_path)
+    files_on_disk(out)
+    db = sqlite3.connect(path)
+    root = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'images_updated'").fetchone()[0]
+    size = db.execute("PRAGMA page_size").fetchone()[0]
+    db.close()
+    data = bytearray(path.read_bytes())
+    for i in range((root - 1) * size + 8, root * size):
+        data[i] = (i * 131 + 7) & 0xFF
+    path.write_bytes(bytes(data))
+    assert main(commands(coco, out)["download"]) == 2
+    line = one_error_line(capsys)
+    assert f"manifest {path} is damaged" in line and "adopts them" in line
+    assert runs_of(path)[0] == (1, 0) and all(code is None for _run, code in runs_of(path)[1:])
+
+
+def test_a_writable_open_cannot_end_a_run_or_close_past_its_check(tmp_path, monkeypatch):
+    """Whatever the caller does, the check's finding is said: an outcome recorded meanwhile is kept (its file
+    is on disk), but the run cannot be ended as if the manifest were sound, and closing raises the line."""
+    from sci_fetch.manifest import checks
+
+    _coco, _out, path = make_job(tmp_path)
+    monkeypatch.setattr(checks, "_quick_check", lambda db: ("row 5 missing from index images_state",))
+    m = Manifest(path)
+    run = m.begin_run({})
+    m.record([Outcome(image_id="p:1", state=State.failed, attempts=1, error="x")])
+    with pytest.raises(UsageError, match="is damaged \\(row 5 missing from index images_state\\)"):
+        m.end_run(run, 0, {})
+    with pytest.raises(UsageError, match="is damaged"):
+        m.close()
+    monkeypatch.undo()
+    assert runs_of(path) == [(1, 0), (2, None)]
+    m = Manifest(path, readonly=True)
+    assert m.counts()["done"] == 299 and m.counts()["failed"] == 1
+    m.close()

@@ -72,7 +72,7 @@ def download_with(settings: Settings, storage_factory: StorageFactory | None = N
     with JobLock(lock_path(settings), settings.output):
         result = run_coroutine(lambda: run_download(settings, factory))
         failures_path = settings.state_file("failures", "csv")
-        manifest = Manifest(settings.manifest_path)
+        manifest = Manifest(settings.manifest_path, check=False)  # only read: the run has checked it
         try:
             failures_count = write_failures(manifest, result.run_id, failures_path)
         finally:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from sci_fetch.coco.source import count_images
 from sci_fetch.engine import feed, quick
 from sci_fetch.engine.stop import Stop, cancel_all, catch_signals, start_supervised, supervised
-from sci_fetch.errors import DiskError
+from sci_fetch.errors import DiskError, UsageError
 from sci_fetch.exits import ExitCode, StopReason, exit_code_for
 from sci_fetch.keys.shard import in_shard
 from sci_fetch.manifest.store import Manifest
@@ -97,11 +97,23 @@ class RunOwner:
         return [
             ("status file writer", self._status_loop()),
             ("progress display", report(stats, choose_mode(settings.progress), settings.log_interval)),
+            ("manifest check", self._watch_manifest()),
         ]
+
+    async def _watch_manifest(self) -> None:
+        """The manifest's quick_check runs beside the run (manifest.checks.IntegrityCheck): damage it finds
+        stops the run with its one line (exit 2), as a damaged manifest refused at the start would."""
+        try:
+            await asyncio.to_thread(self.manifest.confirm_intact)
+        except UsageError as exc:
+            self.stop.request(StopReason.usage, str(exc))
+        except DiskError as exc:
+            self.stop.request(StopReason.disk, f"stopping: {exc}")
 
     async def _end(self, run_id: int) -> RunResult:
         """The exit code from the manifest; the last status.json; the run ended in the manifest."""
         settings, stop = self.settings, self.stop
+        await asyncio.to_thread(self.manifest.confirm_intact)  # damage found by its check: exit 2, one line
         stats = self.work.live_stats()
         counts = stats.with_unread(await asyncio.to_thread(self.manifest.counts, run_id))
         code = exit_code_for(stop.reason, counts, stats.invalid, settings.dry_run)

@@ -13,6 +13,9 @@ from pathlib import Path
 from sci_fetch.errors import DiskError, PermanentError
 
 CHECKED_FOLDERS = 65_536  # folders remembered as checked or made (a COCO file lists a folder's images together)
+OPEN_FOLDERS = 16  # folder descriptors ``size_of`` keeps open (the least recently opened one is closed first)
+_BY_DESCRIPTOR = os.stat in os.supports_dir_fd
+_FOLDER_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 _FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EMFILE})
 
 
@@ -35,6 +38,55 @@ class OutputRoot:
         self.real = Path(os.path.realpath(root))
         self._made: set[str] = set()
         self._checked: dict[str, bool] = {}
+        self._open: dict[str, int] = {}  # folder (relative, checked inside) -> its descriptor, oldest first
+        self._root: int | None = None  # the output dir's descriptor, once size_of has asked
+        self._last: str | None = None  # the folder size_of was last asked about
+
+    def size_of(self, rel: str) -> int | None:
+        """The size of the file at ``rel`` when its folder is inside the output dir (``contains``); None when
+        the folder leads out of it or the file is not there. What the planner asks of every done image.
+
+        Asked relative to a descriptor, not by a walk of the whole path: the output dir's (the folders below
+        it only), or, once two images of one folder come in a row, that folder's, kept while its images pass
+        (at most OPEN_FOLDERS; a job whose folders interleave never opens one). A descriptor holds the folder
+        that was checked when it was opened, so a link put in its place later is not followed either."""
+        folder, _, name = rel.rpartition("/")
+        fd = self._open.get(folder)
+        if fd is None:
+            if not self.contains(rel):
+                return None
+            fd, name = (self._open_folder(folder), name) if folder == self._last else (self._root_fd(), rel)
+            self._last = folder
+            if fd is None:  # no descriptor to ask through (or no dir_fd on this system): the whole path
+                return _size(os.path.join(self.root, rel))
+        return _size(name, fd)
+
+    def _root_fd(self) -> int | None:
+        if self._root is None and _BY_DESCRIPTOR:
+            self._root = _open_dir(str(self.root))
+        return self._root
+
+    def _open_folder(self, folder: str) -> int | None:
+        if not _BY_DESCRIPTOR:
+            return None
+        if len(self._open) >= OPEN_FOLDERS:
+            self._close_one(next(iter(self._open)))
+        fd = _open_dir(os.path.join(self.root, folder))
+        if fd is not None:  # not there (yet): asked again next time, as a worker may make it meanwhile
+            self._open[folder] = fd
+        return fd
+
+    def _close_one(self, folder: str) -> None:
+        os.close(self._open.pop(folder))
+
+    def close(self) -> None:
+        """Closes the descriptors ``size_of`` keeps."""
+        while self._open:
+            self._close_one(next(iter(self._open)))
+        if self._root is not None:
+            os.close(self._root)
+            self._root = None
+        self._last = None
 
     def contains(self, rel: str) -> bool:
         """Whether ``rel``'s folder, as it is on disk, is inside the output dir (creates nothing): what the
@@ -72,6 +124,21 @@ class OutputRoot:
                 )
             self._made.add(parent)
         return dest
+
+
+def _open_dir(path: str) -> int | None:
+    try:
+        return os.open(path, _FOLDER_FLAGS)
+    except OSError:
+        return None
+
+
+def _size(path: str, dir_fd: int | None = None) -> int | None:
+    """None when the file is not there (or cannot be asked about): it is fetched again."""
+    try:
+        return os.stat(path, dir_fd=dir_fd).st_size
+    except OSError:
+        return None
 
 
 def _within(real: str, real_root: str) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import random
 import sqlite3
 import threading
@@ -27,7 +26,7 @@ from sci_fetch.fs.root import OutputRoot
 from sci_fetch.keys.collisions import Collision, FoldCheck, Reject
 from sci_fetch.keys.mapping import Task
 from sci_fetch.manifest import folds
-from sci_fetch.manifest.checks import check_integrity, check_state_folder, check_version, damaged
+from sci_fetch.manifest.checks import IntegrityCheck, check_state_folder, check_version, damaged
 from sci_fetch.manifest.models import Action, Decision, ManifestRow, Outcome, State
 
 P = ParamSpec("P")
@@ -129,15 +128,18 @@ def _row(values: tuple[Any, ...]) -> ManifestRow:
 class Manifest:
     """Thread-safe (one lock) so the engine can call it from worker threads with asyncio.to_thread."""
 
-    def __init__(self, path: Path, readonly: bool = False) -> None:
+    def __init__(self, path: Path, readonly: bool = False, check: bool = True) -> None:
+        """``check=False``: a writable open whose integrity another open of the same run checks (the
+        processes of a ``--processes`` run, failures.csv after a run); every other writable open checks."""
         self.path = path
+        self._integrity: IntegrityCheck | None = None
         self._lock = threading.Lock()
         self._columns = _COLUMNS
         self._output: OutputRoot | None = None  # the planner's, kept across batches: its folder checks are cached
         self._rows = _RowFinder()  # where the planner's next rows are expected
         check_state_folder(path)
         try:
-            self._db = self._open_readonly() if readonly else self._open_writable()
+            self._db = self._open_readonly() if readonly else self._open_writable(check)
         except sqlite3.DatabaseError as exc:
             raise (
                 damaged(path, exc) or _disk_error(path, exc) or UsageError(f"manifest {path} cannot be opened: {exc}")
@@ -155,23 +157,39 @@ class Manifest:
             self._columns = _COLUMNS.replace(", checks", ", NULL AS checks")
         return self._db
 
-    def _open_writable(self) -> sqlite3.Connection:
-        """Checked before anything is written: damaged pages, a newer schema; then made current."""
+    def _open_writable(self, check: bool) -> sqlite3.Connection:
+        """Checked before anything is written: a newer schema; damaged pages by a quick_check in a thread
+        that runs beside the run (IntegrityCheck), waited for before a v1 manifest is rebuilt and before a run
+        ends; then made current."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        existed = self.path.is_file() and self.path.stat().st_size > 0  # a new file has nothing to check
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
-        check_integrity(self._db, self.path)
         check_version(self._version(), SCHEMA_VERSION, self.path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA + folds.SCHEMA)
         self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        if check and existed:  # after the switch to WAL: a reader beside the writer
+            self._integrity = IntegrityCheck(self.path)
         if self.meta("schema_version") == "1":
+            self.confirm_intact()  # a damaged table is not copied into the new one
             self._db.executescript("BEGIN IMMEDIATE;" + _MIGRATE_1_TO_2 + "COMMIT;")
         return self._db
 
+    @_disk_errors
+    def confirm_intact(self) -> None:
+        """Wait for this open's integrity check: the damaged-manifest line (UsageError) if it found damage.
+        The run waits on it beside its work (a finding stops it) and again before it reports how it ended."""
+        if self._integrity is not None:
+            self._integrity.wait()
+
     def close(self) -> None:
+        """Closes the connection, then waits for the integrity check and raises what it found."""
         with self._lock:
             self._db.close()
+            if self._output is not None:
+                self._output.close()
+        self.confirm_intact()
 
     @contextmanager
     def _transaction(self, heartbeat: bool = True) -> Iterator[sqlite3.Connection]:
@@ -230,6 +248,7 @@ class Manifest:
 
     @_disk_errors
     def end_run(self, run_id: int, exit_code: int, summary: dict[str, Any]) -> None:
+        self.confirm_intact()  # a run on a damaged manifest does not end as if it were sound
         with self._lock:
             self._db.execute(
                 "UPDATE runs SET ended_at = ?, exit_code = ?, summary = ? WHERE run_id = ?",
@@ -273,6 +292,8 @@ class Manifest:
 
     def _output_root(self, root: Path) -> OutputRoot:
         if self._output is None or self._output.root != root:
+            if self._output is not None:
+                self._output.close()
             self._output = OutputRoot(root)
         return self._output
 
@@ -617,7 +638,7 @@ class _Planner:
     ) -> None:
         self.db, self.tasks, self.run_id, self.retry_missing = db, tasks, run_id, retry_missing
         self.now = time.time()
-        self.output, self.root = output, str(output.root)
+        self.output = output
         self.rows = {r[0]: r for r in found}
         # dest is unique: a row found by id holds its own dest, so only the other dests need a look-up (on a
         # resume, none: one index search per image instead of two, each a random page of a large index).
@@ -654,14 +675,6 @@ class _Planner:
         self.holders[task.dest] = (task.image_id, self.run_id)
         return Decision(task=task, action=Action.queued)
 
-    def _size_on_disk(self, dest: str) -> int | None:
-        if not self.output.contains(dest):  # a folder that leads out of the output: nothing there is ours
-            return None
-        try:
-            return os.stat(self.root + "/" + dest).st_size
-        except OSError:
-            return None
-
     def _one(self, task: Task) -> Decision:
         image_id, run_id = task.image_id, self.run_id
         row = self.rows.get(image_id)
@@ -675,7 +688,7 @@ class _Planner:
                 return Decision(task=task, action=Action.duplicate_dest, other=holder[0])
             self.db.execute("DELETE FROM images WHERE image_id = ?", (holder[0],))  # a stale row from an older export
             self.rows.pop(holder[0], None)
-        size_on_disk = self._size_on_disk(task.dest)
+        size_on_disk = self.output.size_of(task.dest)  # None: absent, or its folder leads outside
         found = Action.adopt if size_on_disk is not None else Action.fetch
         self.holders[task.dest] = (image_id, run_id)
         if row is None:
