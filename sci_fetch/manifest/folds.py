@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from sci_fetch.keys.collisions import Collision, fold
+from sci_fetch.manifest.sql import select_in
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS folded (
@@ -54,12 +55,8 @@ def claim(
 
 
 def _held(db: sqlite3.Connection, keys: list[str]) -> dict[str, tuple[str, str, int]]:
-    held: dict[str, tuple[str, str, int]] = {}
-    for i in range(0, len(keys), 900):  # stay under SQLite's bound-parameter limit on old builds
-        chunk = keys[i : i + 900]
-        query = f"SELECT fold, image_id, dest, run_id FROM folded WHERE fold IN ({','.join('?' * len(chunk))})"
-        held.update({r[0]: (r[1], r[2], r[3]) for r in db.execute(query, chunk)})
-    return held
+    rows = select_in(db, "SELECT fold, image_id, dest, run_id FROM folded WHERE fold IN ({})", keys)
+    return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
 
 def _met_in_run(

@@ -28,6 +28,7 @@ from sci_fetch.keys.mapping import Task
 from sci_fetch.manifest import folds
 from sci_fetch.manifest.checks import IntegrityCheck, check_state_folder, check_version, damaged
 from sci_fetch.manifest.models import Action, Decision, ManifestRow, Outcome, State
+from sci_fetch.manifest.sql import select_in
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -521,21 +522,15 @@ class Manifest:
     @_disk_errors
     def _by_rowid(self, rowids: list[int]) -> list[Row]:
         with self._lock:
-            return self._db.execute(
-                f"SELECT rowid, {self._columns} FROM images WHERE rowid IN ({','.join('?' * len(rowids))})", rowids
-            ).fetchall()
+            return select_in(self._db, f"SELECT rowid, {self._columns} FROM images WHERE rowid IN ({{}})", rowids)
 
     @_disk_errors
     def states_of(self, image_ids: Sequence[str]) -> dict[str, State]:
         """The state of each of these images the manifest holds: one primary-key look-up per id, in one query
-        per 900 ids (a planned batch's), so a pass over a COCO file never holds the whole manifest in memory."""
-        found: dict[str, State] = {}
+        per IN_LIST ids (a planned batch's), so a pass over a COCO file never holds the whole manifest in memory."""
         with self._lock:
-            for i in range(0, len(image_ids), 900):  # under SQLite's bound-parameter limit on old builds
-                chunk = image_ids[i : i + 900]
-                query = f"SELECT image_id, state FROM images WHERE image_id IN ({','.join('?' * len(chunk))})"
-                found.update((image_id, State(state)) for image_id, state in self._db.execute(query, chunk))
-        return found
+            rows = select_in(self._db, "SELECT image_id, state FROM images WHERE image_id IN ({})", image_ids)
+        return {image_id: State(state) for image_id, state in rows}
 
     @_disk_errors
     def images_in_coco(self) -> int | None:
@@ -577,14 +572,6 @@ def _state_where(state: State, run_id: int | None) -> tuple[str, Row]:
 _ROW = "image_id, key, dest, state, bytes, run_id, rowid"  # what the planner reads of a row
 
 
-def _select(db: sqlite3.Connection, query: str, values: list[str]) -> list[Row]:
-    out: list[Row] = []
-    for i in range(0, len(values), 900):  # stay under SQLite's bound-parameter limit on old builds
-        chunk = values[i : i + 900]
-        out.extend(db.execute(query.format(",".join("?" * len(chunk))), chunk).fetchall())
-    return out
-
-
 class _RowFinder:
     """The rows of a batch's image ids, read ahead in rowid order where the last batch's rows ended.
 
@@ -610,7 +597,7 @@ class _RowFinder:
             ).fetchall()
             found = {r[0]: r for r in ahead if r[0] in wanted}
         rest = [i for i in wanted if i not in found]
-        found.update((r[0], r) for r in _select(db, f"SELECT {_ROW} FROM images WHERE image_id IN ({{}})", rest))
+        found.update((r[0], r) for r in select_in(db, f"SELECT {_ROW} FROM images WHERE image_id IN ({{}})", rest))
         self.after = self._next(tasks, found)
         return list(found.values())
 
@@ -647,7 +634,7 @@ class _Planner:
         self.holders.update(
             {
                 r[1]: (r[0], r[2])
-                for r in _select(db, "SELECT image_id, dest, run_id FROM images WHERE dest IN ({})", dests)
+                for r in select_in(db, "SELECT image_id, dest, run_id FROM images WHERE dest IN ({})", dests)
             }
         )
         self.inserts: list[Row] = []

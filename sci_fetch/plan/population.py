@@ -22,6 +22,7 @@ from sci_fetch.keys.mapping import Task, UnsafePathError, make_task
 from sci_fetch.keys.shard import shard_of
 from sci_fetch.manifest.folds import TempFolds
 from sci_fetch.manifest.models import State
+from sci_fetch.manifest.sql import select_in
 from sci_fetch.manifest.store import Manifest
 from sci_fetch.settings import Settings
 
@@ -68,12 +69,7 @@ class _Seen:
         )
 
     def _known(self, hashes: list[int]) -> set[int]:
-        found: set[int] = set()
-        for i in range(0, len(hashes), 900):  # under SQLite's bound-parameter limit on old builds
-            chunk = hashes[i : i + 900]
-            query = f"SELECT h FROM seen WHERE h IN ({','.join('?' * len(chunk))})"
-            found.update(h for (h,) in self._db.execute(query, chunk))
-        return found
+        return {h for (h,) in select_in(self._db, "SELECT h FROM seen WHERE h IN ({})", hashes)}
 
     def fresh(self, tasks: list[Task]) -> list[bool]:
         """For each task in order: whether neither its id nor its destination was met before (this batch's included)."""
