@@ -6,7 +6,7 @@ path (coco/source.py, keys/mapping.py), and prints for each: records, CPU and wa
 µs per record, and the µs the step adds over the stage before it:
 
 - ``ijson``: ``ijson.items(file, "images.item")`` on the yajl2_c backend, nothing else;
-- ``guard``: the same through ``coco.guard.GuardedReader`` (the depth and long-value checks);
+- ``guard``: the same through the ``coco.guard.GuardedReader`` coco/source.py opens (depth, long values);
 - ``validate``: ``coco.source.iter_images`` (guard + ``CocoImage`` validation, what the engine reads);
 - ``task``: ``keys.mapping.make_task`` over ``iter_images`` (the planner's whole record path).
 
@@ -34,10 +34,10 @@ def _ijson(path: Path) -> Iterator[Any]:
 
 
 def _guard(path: Path) -> Iterator[Any]:
-    from sci_fetch.coco.guard import GuardedReader
+    from sci_fetch.coco.source import _guarded  # the reader coco/source.py opens, old and new alike
 
-    with open(path, "rb") as fh:
-        yield from ijson.items(GuardedReader(fh, path), "images.item", use_float=True)
+    with _guarded(path) as fh:
+        yield from ijson.items(fh, "images.item", use_float=True)
 
 
 def _validate(path: Path) -> Iterator[Any]:
