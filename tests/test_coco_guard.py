@@ -32,22 +32,24 @@ class Opener:
             yield fh
 
 
-def read_all(path: Path, size: int, screened: bool) -> list[object]:
-    """Every chunk the reader hands out, then how it ended: ("end",), or the error's type and message."""
+def read_all(path: Path, size: int, screened: bool, first: int | None = None) -> list[object]:
+    """Every chunk the reader hands out (the first of ``first`` bytes when given, then of ``size``), then
+    how it ended: ("end",), or the error's type and message."""
     out: list[object] = []
     with open(path, "rb") as fh:
         reader = GuardedReader(fh, path, reopen=Opener(path) if screened else None)
         try:
-            while chunk := reader.read(size):
+            while chunk := reader.read(first or size):
                 out.append(chunk)
+                first = None
             out.append(("end",))
         except (InputError, ijson.JSONError) as exc:
             out.append((type(exc).__name__, str(exc)))
     return out
 
 
-def same_reads(path: Path, size: int) -> None:
-    mirror, screen = read_all(path, size, screened=False), read_all(path, size, screened=True)
+def same_reads(path: Path, size: int, first: int | None = None) -> None:
+    mirror, screen = read_all(path, size, False, first), read_all(path, size, True, first)
     if mirror and isinstance(mirror[-1], tuple) and mirror[-1][0] not in ("end", "InputError", "Oversized"):
         # The mirror met malformed JSON: the screen hands that chunk on and the real parser refuses it.
         assert screen[: len(mirror) - 1] == mirror[:-1]
@@ -79,12 +81,13 @@ _VALUES = st.recursive(
     st.booleans(),
     st.booleans(),
     st.sampled_from([1, 2, 3, 5, 16, 64, 511, 4096]),
+    st.none() | st.integers(1, 300),
 )
-def test_the_screen_hands_out_and_refuses_what_the_mirror_does(tmp_path, images, ascii_only, bom, size):
+def test_the_screen_hands_out_and_refuses_what_the_mirror_does(tmp_path, images, ascii_only, bom, size, first):
     path = tmp_path / "coco.json"
     text = json.dumps({"info": {"a": "[{"}, "images": images}, ensure_ascii=ascii_only)
     path.write_bytes((BOM if bom else b"") + text.encode())
-    same_reads(path, size)
+    same_reads(path, size, first)
 
 
 @pytest.mark.parametrize(
@@ -97,6 +100,7 @@ def test_the_screen_hands_out_and_refuses_what_the_mirror_does(tmp_path, images,
         '{"images": [{"id": "a"}' + " " * (MAX_VALUE + 70_000) + "]}",
         '{"images": [{"id": "a"}, ' + "[" * 5000,
         '{"images": [{"id": "a"}, {"id": NaN}]}',
+        '{"images": [{"c": "]]]]]]"}, {"x": ' + "[" * (MAX_DEPTH - 2) + "]" * (MAX_DEPTH - 2) + "}]}",  # 65
         '{"images": [{"id": "a"}, {"x": ' + "[" * (MAX_DEPTH - 3) + "]" * (MAX_DEPTH - 3) + "}]}",  # 64 deep
         '{"images": [{"id": "a"}, {"x": ' + "[" * (MAX_DEPTH - 2) + "]" * (MAX_DEPTH - 2) + "}]}",  # 65
         '{"images": [' + ", ".join(['{"id": "a"}'] * 9000) + ', {"x": ' + "[" * (MAX_DEPTH - 2) + "]]}]}",
@@ -119,6 +123,7 @@ def test_a_usual_coco_file_never_wakes_the_mirror(tmp_path):
             "serving_bucket_key": f"original/proj:{i:032x}-original.jpg",
             "location": 'é \\/ \\u00e9 \\\\ \\" \\\\\\"',
             "original_file_name": f"C:\\DCIM\\{i}.JPG",
+            "comment": "[blurry] {x}" if i % 100 == 0 else "",
             "width": 2048,
             "bbox": [1.5, 2, None, 4],
         }
@@ -143,3 +148,16 @@ def test_a_refusal_past_the_first_chunks_replays_them_and_names_the_record(tmp_p
         list(ijson.items(GuardedReader(fh, path, reopen=opener), "images.item"))
     assert opener.calls == 1
     assert "nested more than 64 levels deep (in images[2000], bytes " in str(info.value)
+
+
+@pytest.mark.parametrize("payload", ['"', "\\", "u00e9", "n"])
+def test_an_escape_cut_by_the_chunk_end_is_followed(tmp_path, payload):
+    """The chunk ends on the backslash of an escape inside a string; the next chunk's first byte is what it
+    escapes (a quote among them), and a nest past MAX_DEPTH after the string is still seen."""
+    head = '{"images": [{"a": "x\\'
+    deep = "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1)
+    for after in (f'{payload}", "b": {deep}, "c": "]]"}}]}}', f'{payload}", "b": [[1]]}}]}}'):
+        path = tmp_path / "coco.json"
+        path.write_text(head + after)
+        json.loads(path.read_text())  # the file is valid JSON
+        same_reads(path, 4096, first=len(head.encode()))

@@ -7,9 +7,8 @@ that holds no complete value in ``MAX_VALUE`` bytes (one string of megabytes) ne
 Two checks decide it. The screen (``_Screen``) clears a usual chunk with a few C-level passes over its
 bytes: escapes out, quotes and brackets kept, strings paired off; what is left is the chunk's brackets,
 whose running depth it tallies. It knows only the depth and whether a string is open, so whenever it
-cannot be sure (a bracket inside a string, an escape cut by the chunk's end, no bracket at all, a depth
-near ``MAX_DEPTH``) it hands over to the mirror (``_Mirror``): a second, event-only parser (``basic_parse``,
-flat memory) that replays the file from its start up to that chunk, decides exactly, and names the record
+cannot be sure (no bracket at all, a depth past ``MAX_DEPTH``) it hands over to the mirror (``_Mirror``):
+a second, event-only parser (``basic_parse``, flat memory) that replays the file from its start up to that chunk, decides exactly, and names the record
 in its refusal. From then on the mirror checks every chunk. A usual COCO file is never handed over.
 """
 
@@ -50,6 +49,7 @@ BOM = b"\xef\xbb\xbf"  # what Windows editors put before UTF-8 text; JSON parser
 _DELTA = {"start_map": 1, "start_array": 1, "end_map": -1, "end_array": -1}
 _MARKS = b'"[]{}'
 _NOT_MARKS = bytes(sorted(set(range(256)) - set(_MARKS)))
+_STRINGS = re.compile(rb'"[^"]*"')
 _STEP = [0] * 256  # a bracket's change to the depth, by byte value
 _STEP[ord("{")] = _STEP[ord("[")] = 1
 _STEP[ord("}")] = _STEP[ord("]")] = -1
@@ -112,12 +112,15 @@ class _Screen:
     def __init__(self) -> None:
         self._depth = 0
         self._in_string = False
+        self._escaped = False  # the last chunk ended with a backslash that escapes this one's first byte
 
     def clears(self, data: bytes) -> bool:
+        escaped = False
+        if self._escaped:
+            data = data[1:]
         if b"\\" in data:  # escaped backslashes out, then escaped quotes: every quote left opens or closes
             data = data.replace(b"\\\\", b"")
-            if data.endswith(b"\\"):
-                return False  # the escape goes on in the next chunk
+            escaped = data.endswith(b"\\")
             data = data.replace(b'\\"', b"")
         marks = data.translate(None, _NOT_MARKS)
         if self._in_string:
@@ -125,14 +128,17 @@ class _Screen:
         ends_in_string = marks.count(b'"') % 2 == 1
         if ends_in_string:
             marks += b'"'
-        # Strings pair off as adjacent quotes only when none holds a bracket: a quote left over means one does.
+        # Strings pair off as adjacent quotes when none holds a bracket; a quote left over means one does, and
+        # then each string is taken out from its opening quote to the next (no escaped quote is left).
         brackets = marks.replace(b'""', b"")
-        if not brackets or b'"' in brackets:
+        if b'"' in brackets:
+            brackets = _STRINGS.sub(b"", marks)
+        if not brackets:
             return False
         depths = list(accumulate(map(_STEP.__getitem__, brackets), initial=self._depth))
         if max(depths) > MAX_DEPTH:
             return False
-        self._depth, self._in_string = depths[-1], ends_in_string
+        self._depth, self._in_string, self._escaped = depths[-1], ends_in_string, escaped
         return True
 
 
