@@ -133,6 +133,7 @@ def iter_raw(path: Path, name: str, model: type[M]) -> Iterator[tuple[Any, M | R
 
 
 def _records(path: Path, name: str, model: type[M], filtered: bool) -> Iterator[tuple[Any, M | RecordError]]:
+    validate = model.__pydantic_validator__.validate_python  # model_validate minus its Python wrapper
     try:
         with _guarded(path, filtered) as fh:
             for index, raw in enumerate(ijson.items(fh, f"{name}.item", use_float=True)):
@@ -140,7 +141,7 @@ def _records(path: Path, name: str, model: type[M], filtered: bool) -> Iterator[
                     yield raw, RecordError(index, f"not an object but {type(raw).__name__}", None, name)
                     continue
                 try:
-                    yield raw, model.model_validate(raw)
+                    yield raw, validate(raw)
                 except ValidationError as exc:
                     raw_id = raw.get("id")
                     yield raw, RecordError(index, _describe(exc), shorten(raw_id) if raw_id is not None else None, name)
