@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -153,3 +155,16 @@ def test_the_fast_path_accepts_and_refuses_as_every_check_in_turn(name):
 )
 def test_names_near_each_rule_get_the_same_verdict_both_ways(name):
     assert _outcome(safe_relative_path, name) == _outcome(_checked_relative_path, name)
+
+
+_REFERENCE_ANIML_ID = re.compile(r"^[^:/]+:([0-9a-f]{32})$")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.lists(st.sampled_from(["p", ":", "/", "\n", MD5, MD5[:31], MD5.upper(), "g", "0"]), max_size=5).map("".join)
+    | st.text(max_size=40)
+)
+def test_animl_md5_finds_what_the_pattern_finds(image_id):
+    match = _REFERENCE_ANIML_ID.match(image_id)
+    assert animl_md5(image_id) == (match.group(1) if match else None)

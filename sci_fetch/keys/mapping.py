@@ -21,6 +21,7 @@ MAX_PATH_BYTES = 4096  # PATH_MAX on Linux
 MAX_KEY_BYTES = 1024  # S3's limit on an object key
 
 _ANIML_ID = re.compile(r"^[^:/]+:([0-9a-f]{32})$")
+_HEX = "0123456789abcdef"
 _CONTROL = re.compile(r"[\x00-\x1f]")
 _FOLDERS_KEPT = 1 << 15  # a LILA-sized job has ~17,000 folders; the cache stays bounded whatever the file
 _TEMPLATE_FIELDS = frozenset({"id", "id_dash", "file_name", "stem", "ext", "variant"})
@@ -106,17 +107,18 @@ def safe_relative_path(file_name: str) -> str:
     problem. ``isprintable`` is False for every control character (NUL among them) and for some harmless
     ones too, which then only take the longer way.
     """
-    if _plain(file_name) and len(file_name) <= MAX_PATH_BYTES // 4:
-        folder, slash, name = file_name.rpartition("/")
-        if _good_part(name) and (_good_folder(folder) if slash else name != STATE_DIR):
-            if not name.endswith(PARTIAL_SUFFIX):
-                return file_name
+    folder, slash, name = file_name.rpartition("/")
+    if (
+        file_name.isprintable()  # no control character
+        and "\\" not in file_name
+        and file_name[1:2] != ":"  # no drive letter (C:); a leading / makes an empty first part
+        and len(file_name) <= MAX_PATH_BYTES // 4
+        and _good_part(name)
+        and not name.endswith(PARTIAL_SUFFIX)
+        and (_good_folder(folder) if slash else name != STATE_DIR)
+    ):
+        return file_name
     return _checked_relative_path(file_name)
-
-
-def _plain(file_name: str) -> bool:
-    """No control character, backslash, leading slash or drive letter (C:) in ``file_name``."""
-    return file_name.isprintable() and "\\" not in file_name and file_name[1:2] != ":" and file_name[:1] != "/"
 
 
 def _good_part(part: str) -> bool:
@@ -166,6 +168,9 @@ def _checked_relative_path(file_name: str) -> str:
 
 def animl_md5(image_id: str) -> str | None:
     """The md5 Animl puts in an image id (``<project>:<md5>``): the md5 of the original file's bytes."""
+    project, _, md5 = image_id.partition(":")
+    if len(md5) == 32 and project and "/" not in project and not md5.strip(_HEX):
+        return md5  # what the pattern below matches, found without it for the usual id
     match = _ANIML_ID.match(image_id)
     return match.group(1) if match else None
 
