@@ -1,9 +1,14 @@
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sci_fetch.coco.models import CocoImage
 from sci_fetch.keys.mapping import (
     UnsafePathError,
     Variant,
+    _checked_relative_path,
     animl_md5,
     check_template,
     make_task,
@@ -110,3 +115,56 @@ def test_key_longer_than_s3_takes_is_unsafe():
     image = CocoImage(id="p:1", file_name="a.jpg")
     with pytest.raises(UnsafePathError, match="longer than 1024 bytes"):
         object_key(image, template="x" * 1020 + "/{file_name}")
+
+
+# ---- the fast path of safe_relative_path (issue 20: a cheaper record path) ---------------------------
+
+_NAME_CHARS = st.sampled_from(list("ab/.:\\\x00\n\x1fé C") + [".sci-fetch", ".partial", "..", "//", "x" * 70])
+
+
+def _outcome(check, name: str) -> tuple[str, str]:
+    try:
+        return ("ok", check(name))
+    except UnsafePathError as exc:
+        return ("refused", str(exc))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(_NAME_CHARS, max_size=12).map("".join) | st.text(max_size=40))
+def test_the_fast_path_accepts_and_refuses_as_every_check_in_turn(name):
+    """The one-search path with its folder cache says exactly what the full sequence of checks says: the same
+    name back, or the same first problem."""
+    assert _outcome(safe_relative_path, name) == _outcome(_checked_relative_path, name)
+    assert _outcome(safe_relative_path, name) == _outcome(_checked_relative_path, name)  # now from the cache
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        ".sci-fetch",
+        ".sci-fetch/a.jpg",
+        "a/.sci-fetch/b.jpg",
+        "a/b.partial/c.jpg",
+        "d/" + "é" * 128 + "/x.jpg",
+        "d/" + "é" * 127 + "/x.jpg",
+        "z:/x.jpg",
+        "1:/x.jpg",
+        "a/b\\c.jpg",
+        "/".join(["d" * 200] * 6),
+    ],
+)
+def test_names_near_each_rule_get_the_same_verdict_both_ways(name):
+    assert _outcome(safe_relative_path, name) == _outcome(_checked_relative_path, name)
+
+
+_REFERENCE_ANIML_ID = re.compile(r"^[^:/]+:([0-9a-f]{32})$")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.lists(st.sampled_from(["p", ":", "/", "\n", MD5, MD5[:31], MD5.upper(), "g", "0"]), max_size=5).map("".join)
+    | st.text(max_size=40)
+)
+def test_animl_md5_finds_what_the_pattern_finds(image_id):
+    match = _REFERENCE_ANIML_ID.match(image_id)
+    assert animl_md5(image_id) == (match.group(1) if match else None)

@@ -1,16 +1,23 @@
 """A COCO file as ijson reads it, checked chunk by chunk before the parser sees a byte of it.
 
 ijson's ``parse`` and ``items`` keep a prefix string per open level, so memory grows with the square of
-the nesting depth: 200 KB of ``[[[[…`` takes gigabytes. Every chunk is therefore first fed to a second,
-event-only parser (``basic_parse``, flat memory) whose events are tallied with C-level iteration; a
-chunk that nests deeper than ``MAX_DEPTH`` or that holds no complete value in ``MAX_VALUE`` bytes (one
-string of megabytes) never reaches the real parser. The check costs one more C parse of each chunk.
+the nesting depth: 200 KB of ``[[[[…`` takes gigabytes. A chunk that nests deeper than ``MAX_DEPTH`` or
+that holds no complete value in ``MAX_VALUE`` bytes (one string of megabytes) never reaches the real parser.
+
+Two checks decide it. The screen (``_Screen``) clears a usual chunk with a few C-level passes over its
+bytes: escapes out, quotes and brackets kept, strings paired off; what is left is the chunk's brackets,
+whose running depth it tallies. It knows only the depth and whether a string is open, so whenever it
+cannot be sure (no bracket at all, a depth past ``MAX_DEPTH``) it hands over to the mirror (``_Mirror``):
+a second, event-only parser (``basic_parse``, flat memory) that replays the file from its start up to that chunk, decides exactly, and names the record
+in its refusal. From then on the mirror checks every chunk. A usual COCO file is never handed over.
 """
 
 from __future__ import annotations
 
 import operator
 import re
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from itertools import accumulate, compress, repeat
 from pathlib import Path
 from types import SimpleNamespace
@@ -40,34 +47,121 @@ MAX_VALUE = 1 << 20  # bytes one JSON value (a string, a number) may take; a COC
 BOM = b"\xef\xbb\xbf"  # what Windows editors put before UTF-8 text; JSON parsers refuse it, so it is skipped
 
 _DELTA = {"start_map": 1, "start_array": 1, "end_map": -1, "end_array": -1}
+_MARKS = b'"[]{}'
+_NOT_MARKS = bytes(sorted(set(range(256)) - set(_MARKS)))
+_STRINGS = re.compile(rb'"[^"]*"')
+_STEP = [0] * 256  # a bracket's change to the depth, by byte value
+_STEP[ord("{")] = _STEP[ord("[")] = 1
+_STEP[ord("}")] = _STEP[ord("]")] = -1
+
+Reopen = Callable[[], AbstractContextManager[Readable]]
 
 
 class GuardedReader:
     """A binary file for ijson whose ``read`` raises InputError instead of handing out a hostile chunk.
 
-    It also follows where the parse is (the top-level key and the index of the element under it), so a
-    refusal names the record: ``images[12]``.
+    ``reopen`` gives the same bytes again from the start (for the mirror's replay); without it every
+    chunk goes through the mirror. A refusal names the record: ``images[12]``.
     """
 
-    def __init__(self, fh: Readable, path: Path) -> None:
+    def __init__(self, fh: Readable, path: Path, reopen: Reopen | None = None) -> None:
         self._fh = fh
         self._path = path
+        self._reopen = reopen
+        self._screen: _Screen | None = _Screen() if reopen is not None else None
+        self._mirror: _Mirror | None = None if reopen is not None else _Mirror(path)
+        self._reads: list[list[int]] = []  # [size, times] of every read that gave bytes, for the replay
+
+    def read(self, size: int = -1) -> bytes:
+        data = _skip_bom(self._fh.read(size), first=not self._reads)
+        if not data:
+            return data
+        if self._mirror is not None:
+            self._mirror.check(data)
+        elif self._screen is None or not self._screen.clears(data):
+            self._screen = None
+            self._mirror = self._replay()
+            self._mirror.check(data)
+        if self._reads and self._reads[-1][0] == size:
+            self._reads[-1][1] += 1
+        else:
+            self._reads.append([size, 1])
+        return data
+
+    def _replay(self) -> _Mirror:
+        """A mirror that has checked every chunk handed out so far, read again with the same sizes."""
+        mirror = _Mirror(self._path)
+        assert self._reopen is not None
+        with self._reopen() as fh:
+            first = True
+            for size, times in self._reads:
+                for _ in range(times):
+                    mirror.check(_skip_bom(fh.read(size), first))
+                    first = False
+        return mirror
+
+
+def _skip_bom(data: bytes, first: bool) -> bytes:
+    return data[len(BOM) :] if first and data.startswith(BOM) else data
+
+
+class _Screen:
+    """Clears a chunk that cannot nest past MAX_DEPTH and holds a bracket (so a complete value) by C-level
+    passes over its bytes; keeps the depth and whether the chunk ended inside a string."""
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._in_string = False
+        self._escaped = False  # the last chunk ended with a backslash that escapes this one's first byte
+
+    def clears(self, data: bytes) -> bool:
+        escaped = False
+        if self._escaped:
+            data = data[1:]
+        if b"\\" in data:  # escaped backslashes out, then escaped quotes: every quote left opens or closes
+            data = data.replace(b"\\\\", b"")
+            escaped = data.endswith(b"\\")
+            data = data.replace(b'\\"', b"")
+        marks = data.translate(None, _NOT_MARKS)
+        if self._in_string:
+            marks = b'"' + marks
+        ends_in_string = marks.count(b'"') % 2 == 1
+        if ends_in_string:
+            marks += b'"'
+        # Strings pair off as adjacent quotes when none holds a bracket; a quote left over means one does, and
+        # then each string is taken out from its opening quote to the next (no escaped quote is left).
+        brackets = marks.replace(b'""', b"")
+        if b'"' in brackets:
+            brackets = _STRINGS.sub(b"", marks)
+        if not brackets:
+            return False
+        depths = list(accumulate(map(_STEP.__getitem__, brackets), initial=self._depth))
+        if max(depths) > MAX_DEPTH:
+            return False
+        self._depth, self._in_string, self._escaped = depths[-1], ends_in_string, escaped
+        return True
+
+
+class _Mirror:
+    """The exact check: an event-only parser over every chunk, tallied with C-level iteration.
+
+    It also follows where the parse is (the top-level key and the index of the element under it), so a
+    refusal names the record.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
         self._events: list[tuple[str, Any]] = []
-        self._mirror = yajl2_c.basic_parse_basecoro(SimpleNamespace(send=self._events.append), use_float=True)
+        self._parser = yajl2_c.basic_parse_basecoro(SimpleNamespace(send=self._events.append), use_float=True)
         self._depth = 0
         self._key: str | None = None  # the top-level key whose value is being read
         self._items = 0  # elements of that value started so far
         self._quiet = 0  # bytes read since the last complete value
         self._offset = 0
 
-    def read(self, size: int = -1) -> bytes:
-        data = self._fh.read(size)
-        if not data:
-            return data
-        if self._offset == 0 and data.startswith(BOM):
-            data = data[len(BOM) :]
+    def check(self, data: bytes) -> None:
         start, self._offset = self._offset, self._offset + len(data)
-        self._mirror.send(data)  # malformed JSON raises ijson's own error here, as the real parser would
+        self._parser.send(data)  # malformed JSON raises ijson's own error here, as the real parser would
         events, self._events[:] = list(self._events), []
         if events:
             self._quiet = 0
@@ -80,7 +174,6 @@ class GuardedReader:
                     f"bytes {start - self._quiet + len(data)}-{self._offset}); no field of a COCO file is that "
                     "long: the file is damaged or not a COCO file"
                 )
-        return data
 
     def _check_depth(self, events: list[tuple[str, Any]], start: int) -> None:
         """Depth before each event, by C-level iteration: Python steps only for the few events at the top."""

@@ -7,14 +7,13 @@ record written back out (``sci-fetch filter``) loses nothing.
 from __future__ import annotations
 
 import math
-import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, field_validator, model_validator
+from pydantic_core import core_schema
 
 from sci_fetch.coco.guard import LEFT_OUT
 
-_CONTROL = re.compile(r"[\x00-\x1f]")
 _RECORD = ConfigDict(extra="allow", coerce_numbers_to_str=True, str_strip_whitespace=False)
 
 # Bounds on every string field, so a hostile record cannot carry megabytes into the manifest and the CSVs.
@@ -36,6 +35,21 @@ def _nothing_left_out(data: Any) -> Any:
     return data
 
 
+class _NoControlChars:
+    """A string with no control character (NUL, newline, ...): never legitimate in a key or a path, it breaks
+    logs and CSVs. Checked by pydantic-core (a Rust regex after the type and length checks), not by a Python
+    call per field and record; the refusal reads as a field validator's ``ValueError`` would."""
+
+    _CHECK = core_schema.custom_error_schema(
+        core_schema.str_schema(pattern=r"^[^\x00-\x1f]*$"),
+        custom_error_type="control_character",
+        custom_error_message="Value error, contains a control character (NUL, newline, ...)",
+    )
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.chain_schema([handler(source), self._CHECK])
+
+
 class _Record(BaseModel):
     """What every COCO record shares: unknown fields kept, numbers as strings, no string of megabytes."""
 
@@ -50,22 +64,14 @@ class _Record(BaseModel):
 class CocoImage(_Record):
     """One ``images[]`` entry; ``id`` may be an int in some LILA sets, so numbers become strings."""
 
-    id: str = Field(min_length=1, max_length=MAX_ID)
-    file_name: str = Field(min_length=1, max_length=MAX_PATH)
-    serving_bucket_key: str | None = Field(None, max_length=MAX_KEY)
+    id: Annotated[str, Field(min_length=1, max_length=MAX_ID), _NoControlChars()]
+    file_name: Annotated[str, Field(min_length=1, max_length=MAX_PATH), _NoControlChars()]
+    serving_bucket_key: Annotated[str, Field(max_length=MAX_KEY), _NoControlChars()] | None = None
     original_file_name: str | None = Field(None, max_length=MAX_PATH)
     datetime: str | None = Field(None, max_length=MAX_TEXT)
     location: str | None = Field(None, max_length=MAX_TEXT)
     width: int | None = Field(default=None, gt=0)
     height: int | None = Field(default=None, gt=0)
-
-    @field_validator("id", "file_name", "serving_bucket_key")
-    @classmethod
-    def _no_control_chars(cls, value: str | None) -> str | None:
-        # A NUL or newline in a key or path is never legitimate and breaks logs and CSVs.
-        if value is not None and _CONTROL.search(value):
-            raise ValueError("contains a control character (NUL, newline, ...)")
-        return value
 
 
 class CocoAnnotation(_Record):

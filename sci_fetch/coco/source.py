@@ -10,13 +10,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import ijson
 from pydantic import BaseModel, ValidationError
 
-from sci_fetch.coco.guard import GuardedReader, LongStringFilter, Oversized
+from sci_fetch.coco.guard import GuardedReader, LongStringFilter, Oversized, Readable
 from sci_fetch.coco.models import CocoAnnotation, CocoCategory, CocoImage
 from sci_fetch.errors import InputError, RecordError
 
@@ -68,9 +69,15 @@ def _broken(path: Path, exc: Exception, inside: str) -> InputError:
 
 
 @contextmanager
+def _opened(path: Path, filtered: bool) -> Iterator[Readable]:
+    with open(path, "rb") as fh:
+        yield LongStringFilter(fh) if filtered else fh
+
+
+@contextmanager
 def _guarded(path: Path, filtered: bool = False) -> Iterator[GuardedReader]:
-    with open(path, "rb") as fh:  # the mirror parser is dropped, not closed: closing it parses an end of file
-        yield GuardedReader(LongStringFilter(fh) if filtered else fh, path)
+    with _opened(path, filtered) as fh:  # the mirror parser is dropped, not closed: closing it parses an end of file
+        yield GuardedReader(fh, path, reopen=partial(_opened, path, filtered))
 
 
 def _check_array(path: Path, name: str) -> None:
@@ -126,6 +133,7 @@ def iter_raw(path: Path, name: str, model: type[M]) -> Iterator[tuple[Any, M | R
 
 
 def _records(path: Path, name: str, model: type[M], filtered: bool) -> Iterator[tuple[Any, M | RecordError]]:
+    validate = model.__pydantic_validator__.validate_python  # model_validate minus its Python wrapper
     try:
         with _guarded(path, filtered) as fh:
             for index, raw in enumerate(ijson.items(fh, f"{name}.item", use_float=True)):
@@ -133,7 +141,7 @@ def _records(path: Path, name: str, model: type[M], filtered: bool) -> Iterator[
                     yield raw, RecordError(index, f"not an object but {type(raw).__name__}", None, name)
                     continue
                 try:
-                    yield raw, model.model_validate(raw)
+                    yield raw, validate(raw)
                 except ValidationError as exc:
                     raw_id = raw.get("id")
                     yield raw, RecordError(index, _describe(exc), shorten(raw_id) if raw_id is not None else None, name)

@@ -6,6 +6,7 @@ safety rule that matters most lives here too: no ``file_name`` may ever resolve 
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from dataclasses import dataclass
@@ -20,7 +21,9 @@ MAX_PATH_BYTES = 4096  # PATH_MAX on Linux
 MAX_KEY_BYTES = 1024  # S3's limit on an object key
 
 _ANIML_ID = re.compile(r"^[^:/]+:([0-9a-f]{32})$")
+_HEX = "0123456789abcdef"
 _CONTROL = re.compile(r"[\x00-\x1f]")
+_FOLDERS_KEPT = 1 << 15  # a LILA-sized job has ~17,000 folders; the cache stays bounded whatever the file
 _TEMPLATE_FIELDS = frozenset({"id", "id_dash", "file_name", "stem", "ext", "variant"})
 
 
@@ -90,7 +93,7 @@ def object_key(image: CocoImage, variant: Variant = Variant.original, template: 
         key = f"{variant.value}/{image.id}-{variant.value}.{extension(image)}"
     if not key or key.startswith("/"):
         raise UnsafePathError(f"key {key!r} is empty or absolute")
-    if len(key.encode()) > MAX_KEY_BYTES:
+    if len(key) > MAX_KEY_BYTES // 4 and len(key.encode()) > MAX_KEY_BYTES:  # 256 characters fit in any case
         raise UnsafePathError(f"key is longer than {MAX_KEY_BYTES} bytes, the longest S3 takes")
     return key
 
@@ -99,7 +102,41 @@ def safe_relative_path(file_name: str) -> str:
     """``file_name`` as a normalised relative POSIX path, or UnsafePathError saying what is wrong.
 
     Rejects rather than repairs: a silently rewritten path would not be where the user's notebooks look.
+    The common name is cleared by a few C-level scans and its folder's cached verdict (a job has a few
+    folders per hundred images); anything else goes through every check in turn, which names the first
+    problem. ``isprintable`` is False for every control character (NUL among them) and for some harmless
+    ones too, which then only take the longer way.
     """
+    folder, slash, name = file_name.rpartition("/")
+    if (
+        file_name.isprintable()  # no control character
+        and "\\" not in file_name
+        and file_name[1:2] != ":"  # no drive letter (C:); a leading / makes an empty first part
+        and len(file_name) <= MAX_PATH_BYTES // 4
+        and _good_part(name)
+        and not name.endswith(PARTIAL_SUFFIX)
+        and (_good_folder(folder) if slash else name != STATE_DIR)
+    ):
+        return file_name
+    return _checked_relative_path(file_name)
+
+
+def _good_part(part: str) -> bool:
+    """A name part a file system takes; a part of at most 63 characters is at most 252 UTF-8 bytes."""
+    if part in ("", ".", ".."):
+        return False
+    return len(part) <= MAX_NAME_BYTES // 4 or len(part.encode()) <= MAX_NAME_BYTES
+
+
+@functools.lru_cache(maxsize=_FOLDERS_KEPT)
+def _good_folder(folder: str) -> bool:
+    """Every part of a folder path is a name a file system takes, and it is not sci_fetch's state folder."""
+    parts = folder.split("/")
+    return parts[0] != STATE_DIR and all(map(_good_part, parts))
+
+
+def _checked_relative_path(file_name: str) -> str:
+    """Every check of safe_relative_path in turn, so the message names the first problem found."""
     if "\x00" in file_name:
         raise UnsafePathError("file_name contains a NUL byte")
     if "\\" in file_name:
@@ -131,6 +168,9 @@ def safe_relative_path(file_name: str) -> str:
 
 def animl_md5(image_id: str) -> str | None:
     """The md5 Animl puts in an image id (``<project>:<md5>``): the md5 of the original file's bytes."""
+    project, _, md5 = image_id.partition(":")
+    if len(md5) == 32 and project and "/" not in project and not md5.strip(_HEX):
+        return md5  # what the pattern below matches, found without it for the usual id
     match = _ANIML_ID.match(image_id)
     return match.group(1) if match else None
 
