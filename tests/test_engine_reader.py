@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -65,7 +66,7 @@ class Spawned:
 
         monkeypatch.setattr(reader.ChildReader, "__init__", init)
 
-    def processes(self) -> list[multiprocessing.process.BaseProcess]:
+    def processes(self) -> list[subprocess.Popen[bytes]]:
         return [child._process for child in self.made]
 
 
@@ -99,7 +100,6 @@ def both_paths(monkeypatch, tmp_path: Path, coco: Path, bucket: FakeBucket, **ov
             assert len(spawned.made) == (name == "child")
             assert all(map(gone, spawned.processes()))
             results.append(outcome(result, settings))
-    assert multiprocessing.active_children() == []
     return results
 
 
@@ -168,9 +168,9 @@ def spec_of(coco: Path, **fields: object) -> ReadSpec:
     return ReadSpec(coco, verify_id_md5=True, **values)  # type: ignore[arg-type]
 
 
-def gone(process: multiprocessing.process.BaseProcess) -> bool:
-    """Ended and reaped: no orphan, no zombie."""
-    return not process.is_alive() and process.exitcode is not None and process not in multiprocessing.active_children()
+def gone(process: subprocess.Popen[bytes]) -> bool:
+    """Ended and reaped (its exit status taken, its /proc entry gone): no orphan, no zombie."""
+    return process.returncode is not None and not Path(f"/proc/{process.pid}").exists()
 
 
 def test_the_child_is_reaped_on_every_way_out(monkeypatch, tmp_path):
@@ -269,7 +269,7 @@ def test_a_run_whose_reader_dies_stops_with_its_line_and_keeps_what_it_planned(m
             wait_until(held.is_set, "the planner at its second batch")
             process = spawned.processes()[0]
             process.kill()
-            wait_until(lambda: not process.is_alive(), "the reader dead")
+            wait_until(lambda: process.poll() is not None, "the reader dead")
         finally:
             release.set()
 
@@ -297,3 +297,21 @@ def test_the_child_is_used_only_where_it_pays(monkeypatch, tmp_path):
     assert not reader.uses_child(spec_of(coco), dry_run=True)
     monkeypatch.setattr(reader, "CHILD_FROM_BYTES", coco.stat().st_size + 1)
     assert not reader.uses_child(spec_of(coco), dry_run=False)
+
+
+def test_a_script_without_a_main_guard_is_not_run_again_in_the_child(tmp_path):
+    """A spawned child would import the caller's main script again; a script with no ``if __name__ ==
+    "__main__":`` would then run twice (and stop at multiprocessing's bootstrapping check)."""
+    coco = write_records(tmp_path / "coco.json", hostile_records()[0])
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        "from sci_fetch.engine import reader\n"
+        "from sci_fetch.keys.mapping import Variant\n"
+        "reader.CHILD_FROM_BYTES = 0\n"
+        f"spec = reader.ReadSpec(Path({str(coco)!r}), None, Variant.original, None, True)\n"
+        "with reader.batches(spec, lambda: False) as batches:\n"
+        "    print('images', sum(len(tasks) for tasks, _rejects in batches))\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"images {N - 4}\n", "")

@@ -7,29 +7,33 @@ SQLite), while the second core idles. For a big file one child process reads, va
 decisions, so the two halves run on two cores. ``plan_chunk`` is the one implementation of a batch: the
 planning thread calls it for a small file, the child for a big one, so both paths decide the same.
 
-The child is spawned (the parent has threads and an event loop: never fork), ignores SIGINT and SIGTERM (the
-parent's Stop owns signals; a terminal's Ctrl-C reaches the whole process group) and is killed and joined on
-every exit of the batches' ``with`` block: the end, a stop, an error, a generator closed early. It dies with
-a broken pipe when the parent is gone. Like ``--processes``, a script that calls ``sci_fetch.download``
-must guard its entry point with ``if __name__ == "__main__":`` (Python's rule for spawned processes).
+The child is a fresh interpreter (the parent has threads and an event loop: never fork), started as
+multiprocessing's spawn does but without its re-import of the parent's main module: a script that calls
+``sci_fetch.download`` without ``if __name__ == "__main__":`` would run again in a spawned child (found
+while measuring: the run stopped with a bootstrapping traceback), and the ``sci-fetch`` command's own script
+would import the whole CLI there. Batches go up a pipe framed by multiprocessing's ``Connection``. The child
+ignores SIGINT and SIGTERM (the parent's Stop owns signals; a terminal's Ctrl-C reaches the whole process
+group), is killed and reaped on every exit of the batches' ``with`` block (the end, a stop, an error, a
+generator closed early), and ends on a broken pipe when the parent is gone.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import gc
-import logging
-import multiprocessing
 import os
-import signal
+import pickle
+import subprocess
+import sys
 import traceback
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sci_fetch.coco.models import CocoImage
 from sci_fetch.coco.source import iter_images
@@ -37,16 +41,19 @@ from sci_fetch.errors import InputError, RecordError, SciFetchError
 from sci_fetch.keys.collisions import Reject
 from sci_fetch.keys.mapping import Task, UnsafePathError, Variant, make_task
 from sci_fetch.keys.shard import process_of, shard_of
-from sci_fetch.settings import Settings
 
-log = logging.getLogger("sci_fetch")
+if TYPE_CHECKING:  # not imported at run time: the child starts faster without pydantic-settings
+    from sci_fetch.settings import Settings
+
 
 BATCH = 512  # records per batch: one manifest transaction in the planner
 CHILD_FROM_BYTES = 32 * 2**20
-"""A COCO file at least this big is read in a child process. Spawning it costs about 0.3 s of wall time (a
-fresh interpreter importing ijson and pydantic) and the parent ~3 µs per image to take the batches in; the
-parse it moves off the planning thread is ~25 µs per image, so it pays from tens of thousands of images,
-i.e. ~10 MB of Animl JSON (~390 bytes per image); below that, a small job should not start a process."""
+"""A COCO file at least this big (~85,000 Animl images at ~390 bytes each) is read in a child process.
+Measured (bench/results/2026-12-03-reader.md): the child's first batch comes 0.41-0.51 s after its start (a
+fresh interpreter importing ijson, pydantic and the COCO models; ~0.35 s of CPU), while the planning thread
+has nothing to plan; after that each image costs the parent ~3 µs (unpickle, Task) instead of the ~28 µs of
+reading it. So it pays from about 20,000 images (~8 MB); the threshold is a few times that, so that a small
+job never waits on a process start and the SCI export (110,320 images, 43 MB) already gets the child."""
 PIPE_BYTES = 2**20  # the pipe's kernel buffer: ~8 batches (~130 KB pickled each) read ahead, memory flat
 POLL_SECONDS = 0.2  # how often a planner waiting for a batch asks whether the run was stopped
 
@@ -174,14 +181,22 @@ class ChildReader:
     """The parent's end of the reading child: its batches as Tasks; its error, death or bug as one exception."""
 
     def __init__(self, spec: ReadSpec, stopped: Callable[[], bool]) -> None:
-        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited loop, threads or locks
         self._stopped = stopped
-        self._conn, send = ctx.Pipe(duplex=False)
-        _widen(self._conn)
-        self._process = ctx.Process(target=child_main, name="sci-fetch-reader", daemon=True, args=(spec, send))
-        self._process.start()
-        send.close()  # the child holds the only write end: its death is an EOF here
         self._images = 0
+        receive, send = os.pipe()
+        self._conn = Connection(receive, writable=False)
+        _widen(receive)
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", _CHILD_CODE, str(send), base64.b64encode(pickle.dumps(spec)).decode()],
+                pass_fds=(send,),
+                stdin=subprocess.DEVNULL,
+            )
+        except OSError:
+            self._conn.close()
+            raise
+        finally:
+            os.close(send)  # the child holds the only write end: its death is an EOF here
 
     def __iter__(self) -> Iterator[Batch]:
         while (message := self._receive()) is not None:
@@ -211,8 +226,10 @@ class ChildReader:
         return message
 
     def _died(self) -> ReaderDied:
-        self._process.join(5)
-        code = self._process.exitcode
+        try:
+            code: int | None = self._process.wait(5)
+        except subprocess.TimeoutExpired:  # it closed its end but lives on: close() kills it
+            code = None
         how = "still running" if code is None else f"signal {-code}" if code < 0 else f"exit {code}"
         return ReaderDied(
             f"stopping: the COCO reader process (pid {self._process.pid}) died ({how}) after {self._images:,} "
@@ -221,24 +238,37 @@ class ChildReader:
 
     def close(self) -> None:
         """Kill (it ignores SIGTERM) and reap the child, whatever state it is in; idempotent."""
-        if self._process.is_alive():
+        if self._process.poll() is None:
             self._process.kill()
-        self._process.join()
+        self._process.wait()
         self._conn.close()
 
 
-def _widen(conn: Connection) -> None:
+def _widen(fd: int) -> None:
     """A bigger pipe lets the child read a few batches ahead of the planner (Linux; elsewhere the default)."""
     setsize = getattr(fcntl, "F_SETPIPE_SZ", None)
     if setsize is not None:
         with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size for this user: the default is fine
-            fcntl.fcntl(conn.fileno(), setsize, PIPE_BYTES)
+            fcntl.fcntl(fd, setsize, PIPE_BYTES)
+
+
+# The child's whole program: signals ignored first (a terminal's Ctrl-C reaches the process group; the parent's
+# Stop owns signals and kills this process), then sci_fetch from where the parent found it.
+_CHILD_CODE = (
+    "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})\n"
+    "from sci_fetch.engine.reader import child_entry; child_entry(sys.argv[1:])"
+)
+
+
+def child_entry(argv: list[str]) -> None:
+    """The child's entry: the pipe's write end and the pickled ReadSpec, from its command line."""
+    spec = pickle.loads(base64.b64decode(argv[1]))
+    child_main(spec, Connection(int(argv[0]), readable=False))
 
 
 def child_main(spec: ReadSpec, conn: Connection) -> None:
     """The child: every batch up the pipe, then ``end``, or the InputError's line, or a bug's traceback."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent's Stop owns signals and ends this process
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     gc.set_threshold(50_000, 20, 100)  # many short-lived records, no cycles: as the parent's quiet_gc
     last: tuple[Any, ...]
     try:
