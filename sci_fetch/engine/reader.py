@@ -23,6 +23,7 @@ import base64
 import contextlib
 import fcntl
 import gc
+import json
 import os
 import pickle
 import subprocess
@@ -188,7 +189,7 @@ class ChildReader:
         _widen(receive)
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-c", _CHILD_CODE, str(send), base64.b64encode(pickle.dumps(spec)).decode()],
+                _child_argv(spec, send),
                 pass_fds=(send,),
                 stdin=subprocess.DEVNULL,
             )
@@ -253,17 +254,23 @@ def _widen(fd: int) -> None:
 
 
 # The child's whole program: signals ignored first (a terminal's Ctrl-C reaches the process group; the parent's
-# Stop owns signals and kills this process), then sci_fetch from where the parent found it.
+# Stop owns signals and kills this process), then the parent's sys.path (as spawn gives it), so the child
+# imports the sci_fetch the parent runs.
 _CHILD_CODE = (
     "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-    f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})\n"
+    "import json, sys; sys.path[:] = json.loads(sys.argv[2])\n"
     "from sci_fetch.engine.reader import child_entry; child_entry(sys.argv[1:])"
 )
 
 
+def _child_argv(spec: ReadSpec, send: int) -> list[str]:
+    payload = base64.b64encode(pickle.dumps(spec)).decode()
+    return [sys.executable, "-c", _CHILD_CODE, str(send), json.dumps(sys.path), payload]
+
+
 def child_entry(argv: list[str]) -> None:
-    """The child's entry: the pipe's write end and the pickled ReadSpec, from its command line."""
-    spec = pickle.loads(base64.b64decode(argv[1]))
+    """The child's entry: the pipe's write end, (sys.path,) and the pickled ReadSpec, from its command line."""
+    spec = pickle.loads(base64.b64decode(argv[2]))
     child_main(spec, Connection(int(argv[0]), readable=False))
 
 
