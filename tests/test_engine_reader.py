@@ -4,6 +4,7 @@ its batches: the end, a stop, an input error, a bug, a pass closed early or the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -315,3 +316,49 @@ def test_a_script_without_a_main_guard_is_not_run_again_in_the_child(tmp_path):
     )
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert (done.returncode, done.stdout, done.stderr) == (0, f"images {N - 4}\n", "")
+
+
+def test_ctrl_c_during_a_run_read_by_a_child_stops_it_and_leaves_no_process(tmp_path):
+    """SIGINT to the parent while the child reads: the run stops as always (exit 130, rows kept), and the
+    reader is killed and reaped by the parent before it exits (its pid is gone, not an orphan of init's)."""
+    images, objects = hostile_records(3000)
+    coco = write_records(tmp_path / "coco.json", images)
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from test_engine_pipeline import fake_settings\n"
+        "from sci_fetch.engine import reader\n"
+        "from sci_fetch.engine.job import download_with\n"
+        "from sci_fetch.storage.fake import FakeBucket\n"
+        "reader.CHILD_FROM_BYTES = 0\n"
+        f"objects = {objects!r}\n"
+        "bucket = FakeBucket(objects, faults={k: ['slow'] for k in objects}, slow_seconds=0.2)\n"
+        f"settings = fake_settings(Path({str(coco)!r}), Path({str(tmp_path / 'out')!r}), concurrency=2)\n"
+        "sys.exit(download_with(settings, bucket).exit_code)\n"
+    )
+    tests = str(Path(__file__).resolve().parent)
+    run = subprocess.Popen([sys.executable, str(script), tests], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        manifest = tmp_path / "out" / ".sci-fetch" / "manifest.sqlite"
+        wait_until(lambda: manifest.exists() and reader_of(run.pid), "the run reading in its child", proc=run)
+        child = reader_of(run.pid)
+        os.kill(run.pid, signal.SIGINT)
+        output = run.communicate(timeout=300)[0].decode()
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == ExitCode.SIGINT, output
+    assert "Traceback" not in output and not Path(f"/proc/{child}").exists()
+
+
+def reader_of(pid: int) -> int | None:
+    """The pid of the reader child of ``pid`` (the only child running sci_fetch.engine.reader), if any."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):
+                if b"child_entry" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    return int(child)
+    return None
