@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 from helpers import animl_image, failures, random_blobs, wait_until
 from test_engine_pipeline import fake_settings
 
-from sci_fetch.engine import reader
+from sci_fetch.engine import feed, reader
 from sci_fetch.engine.job import DownloadResult, download_with
 from sci_fetch.engine.reader import ReaderBug, ReaderDied, ReadSpec
 from sci_fetch.errors import InputError
@@ -364,3 +365,24 @@ def reader_of(pid: int) -> int | None:
                 if b"child_entry" in Path(f"/proc/{child}/cmdline").read_bytes():
                     return int(child)
     return None
+
+
+def test_a_crashed_job_read_by_a_child_feeds_its_left_images_and_fetches_each_once(monkeypatch, tmp_path):
+    """The feed's pages still go out in turn with the planned batches (Pipeline._batches), now the child's."""
+    from test_engine_feed import TAIL, crash
+    from test_engine_pipeline import Recording
+
+    images, objects = hostile_records()
+    coco = write_records(tmp_path / "coco.json", images)
+    settings = fake_settings(coco, tmp_path / "out")
+    assert download_with(settings, FakeBucket(objects)).exit_code == ExitCode.INCOMPLETE  # the invalid records
+    crash(settings, images)
+    with closing(Manifest(settings.manifest_path, readonly=True)) as manifest:
+        assert feed.earlier_runs(manifest, settings)  # so the next run feeds the rows the crash left
+    spawned = Spawned(monkeypatch, 0)
+    recording = Recording(FakeBucket(objects))
+    result = download_with(settings, recording)
+    assert len(spawned.made) == 1 and gone(spawned.processes()[0])
+    gets = Counter(key for storage in recording.made for key in storage.gets)
+    assert gets == Counter({r["serving_bucket_key"]: 1 for r in images[-TAIL:]})  # type: ignore[index]
+    assert result.counts["pending"] == 0 and result.stats["fetched"] == TAIL
