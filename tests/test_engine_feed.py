@@ -57,7 +57,7 @@ def test_a_crashed_job_fetches_its_pending_images_before_planning_and_each_once(
         wait_until(lambda: tail_done(settings, images), "a pending image fetched before the COCO file is read")
         yield from iter_images(path, *args, **kwargs)
 
-    monkeypatch.setattr("sci_fetch.engine.pipeline.iter_images", gated)
+    monkeypatch.setattr("sci_fetch.engine.reader.iter_images", gated)
     capsys.readouterr()
     assert download(settings) == 0
     printed = capsys.readouterr().out

@@ -378,7 +378,7 @@ async def test_every_childs_feed_fetches_what_a_crashed_run_left_once_before_any
         wait_until(all_left_done, "every image left done before the COCO file is read")
         yield from iter_images(path, *args, **kwargs)
 
-    monkeypatch.setattr("sci_fetch.engine.pipeline.iter_images", gated)
+    monkeypatch.setattr("sci_fetch.engine.reader.iter_images", gated)
     recording = Recording(bucket)
     jobs = [ChildJob(settings, recording, run_id, k, 2, False, tuple(earlier)) for k in range(2)]
     results = await asyncio.gather(*(_child_run(job, lambda stats: None) for job in jobs))

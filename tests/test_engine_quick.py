@@ -23,7 +23,7 @@ def no_parse(monkeypatch):
     def refuse(*_args, **_kwargs):
         raise AssertionError("the COCO file was read")
 
-    monkeypatch.setattr("sci_fetch.engine.pipeline.iter_images", refuse)
+    monkeypatch.setattr("sci_fetch.engine.reader.iter_images", refuse)
 
 
 def test_a_finished_unchanged_job_is_resumed_without_reading_or_requests(

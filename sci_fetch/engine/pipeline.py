@@ -14,24 +14,21 @@ import asyncio
 import gc
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from sci_fetch.coco.models import CocoImage
-from sci_fetch.coco.source import iter_images
-from sci_fetch.engine import feed
+from sci_fetch.engine import feed, reader
 from sci_fetch.engine.outcomes import Flusher, Settler
+from sci_fetch.engine.reader import BATCH, ReaderDied, ReadSpec
 from sci_fetch.engine.stop import Stop, cancel_all, start_supervised
 from sci_fetch.engine.worker import Fetcher
-from sci_fetch.errors import DiskError, InputError, RecordError, SciFetchError
+from sci_fetch.errors import DiskError, InputError, SciFetchError
 from sci_fetch.exits import GRACEFUL, StopReason
-from sci_fetch.keys.collisions import FoldCheck
-from sci_fetch.keys.mapping import Task, UnsafePathError, make_task
-from sci_fetch.keys.shard import process_of, shard_of
+from sci_fetch.keys.collisions import FoldCheck, Reject
+from sci_fetch.keys.mapping import Task
 from sci_fetch.manifest.models import Action, Decision
 from sci_fetch.manifest.store import Manifest
 from sci_fetch.observe.stats import Stats
@@ -40,10 +37,7 @@ from sci_fetch.storage.base import Storage
 
 log = logging.getLogger("sci_fetch")
 
-BATCH = 512  # records planned per manifest transaction
 PREVIEW = 5  # key -> destination pairs a dry run shows
-
-Reject = tuple[str, str, str | None, str | None, str | None, str]
 
 
 class Pipeline:
@@ -129,7 +123,8 @@ class Pipeline:
 
     # ---- producer ---------------------------------------------------------------------------
     async def _produce(self) -> None:
-        batches = self._batches()
+        planned = self._planned()
+        batches = self._batches(planned)
         loop = asyncio.get_running_loop()
         try:
             while not self.stop.is_set():
@@ -140,6 +135,8 @@ class Pipeline:
                 await self._hand_out(*batch)
         except InputError as exc:
             self.stop.request(StopReason.input, str(exc))
+        except ReaderDied as exc:  # killed or out of memory: what it did not read stays unplanned, the counts decide
+            self.stop.request(StopReason.died, str(exc))
         except DiskError as exc:  # the manifest cannot be written while planning (disk full)
             self.stop.request(StopReason.disk, f"stopping: {exc}")
         except SciFetchError as exc:
@@ -149,6 +146,9 @@ class Pipeline:
             message = f"stopping: internal error while planning: {type(exc).__name__}: {exc}"
             self.stop.request(StopReason.internal, message)
         finally:
+            # In the planning thread, after its last step: the COCO reader (and its child process) ends here
+            # at the latest, however the pass ended (engine/reader.py).
+            await loop.run_in_executor(self._planner, planned.close)
             if not self.stop.is_set():  # on a stop the workers are cancelled instead
                 for _ in range(self.settings.concurrency):
                     await self._queue.put(None)
@@ -167,47 +167,33 @@ class Pipeline:
             if self.stop.is_set():
                 return
 
-    def _batches(self) -> Iterator[tuple[list[Decision], list[Reject]]]:
+    def _batches(
+        self, planned: Iterator[tuple[list[Decision], list[Reject]]]
+    ) -> Iterator[tuple[list[Decision], list[Reject]]]:
         """Runs in a thread: the feed's pages (what earlier runs over the same file left: engine/feed.py) in turn
         with the COCO file's planned batches, so a crashed job's first GET waits for no planning."""
-        planned = self._planned()
         if not self.feed_from:
             return planned
         pages = feed.decisions(self.manifest, self.settings, self.run_id, self.feed_from)
         fed: Iterator[tuple[list[Decision], list[Reject]]] = ((page, []) for page in pages)
         return feed.interleave(fed, planned)
 
-    def _planned(self) -> Iterator[tuple[list[Decision], list[Reject]]]:
-        """Read, validate, map and plan one batch at a time."""
-        assert self.settings.coco is not None  # checked before a run starts (engine.job)
-        images = numbered(iter_images(self.settings.coco), self.settings.limit)
+    def _planned(self) -> Generator[tuple[list[Decision], list[Reject]], None, None]:
+        """Plan the COCO file's batches of tasks (engine/reader.py: read here or in a child process) one at a
+        time; the stat and the manifest's work stay in this thread."""
+        spec = ReadSpec.of(self.settings, self.share)
         # Destinations that are one file on macOS/Windows (case, Unicode form): claimed in the manifest, warned once.
         folds = FoldCheck(partial(self.manifest.claim_folds, self.run_id), self.settings.case_insensitive_names)
-        while not self.stop.is_set():  # the planning thread stops with the run
-            chunk = list(islice(images, BATCH))
-            if not chunk:
-                folds.warn(log)
-                return
-            yield self._plan(chunk, folds)
+        with reader.batches(spec, self.stop.is_set, self.settings.dry_run) as batches:
+            for tasks, rejects in batches:
+                if self.stop.is_set():  # the planning thread stops with the run
+                    return
+                yield self._plan(tasks, rejects, folds)
+        if not self.stop.is_set():
+            folds.warn(log)
 
-    def _plan(
-        self, chunk: list[tuple[int, CocoImage | RecordError]], folds: FoldCheck
-    ) -> tuple[list[Decision], list[Reject]]:
+    def _plan(self, tasks: list[Task], rejects: list[Reject], folds: FoldCheck) -> tuple[list[Decision], list[Reject]]:
         settings = self.settings
-        tasks: list[Task] = []
-        rejects: list[Reject] = []
-        reports_invalid = settings.shard_index == 0 and self.share[0] == 0  # once, not by every shard/process
-        for index, item in chunk:
-            if isinstance(item, RecordError):
-                if reports_invalid:
-                    rejects.append(("invalid", f"images[{item.index}]", item.record_id, None, None, item.reason))
-                continue
-            if not self._mine(item.id):
-                continue
-            try:
-                tasks.append(make_task(item, settings.variant, settings.key_template, settings.verify_id_md5))
-            except (UnsafePathError, ValueError, KeyError, IndexError) as exc:
-                rejects.append(("invalid", f"images[{index}]", item.id, None, item.file_name, str(exc)))
         # folds drops the later names of a group when they count as duplicates
         decisions, folded = self.manifest.plan_checked(
             tasks, self.run_id, settings.output, settings.retry_missing, folds
@@ -216,13 +202,6 @@ class Pipeline:
         rejects += duplicates(decisions)
         self.manifest.add_rejects(self.run_id, rejects)
         return decisions, rejects
-
-    def _mine(self, image_id: str) -> bool:
-        """Whether this shard and this process take the image."""
-        settings, (process, processes) = self.settings, self.share
-        if settings.shard_count > 1 and shard_of(image_id, settings.shard_count) != settings.shard_index:
-            return False
-        return processes <= 1 or process_of(image_id, processes) == process
 
     def _preview(self, decision: Decision) -> None:
         """A dry run shows the first few resolved keys, so a wrong bucket, variant or template shows before a real run."""
@@ -264,19 +243,6 @@ def duplicates(decisions: list[Decision]) -> list[Reject]:
                 ("duplicate", "images[]", d.task.image_id, d.task.key, d.task.dest, f"duplicate {what}; fetched once")
             )
     return rows
-
-
-def numbered(
-    records: Iterator[CocoImage | RecordError], limit: int | None
-) -> Iterator[tuple[int, CocoImage | RecordError]]:
-    """Number the records and stop after ``limit`` valid ones (invalid ones are still reported)."""
-    valid = 0
-    for index, record in enumerate(records):
-        if limit is not None and valid >= limit:
-            return
-        if not isinstance(record, RecordError):
-            valid += 1
-        yield index, record
 
 
 def quiet_gc() -> Callable[[], None]:
