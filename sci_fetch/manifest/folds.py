@@ -5,6 +5,10 @@ few hundred MB on disk and nothing in memory. The key is the folded name itself,
 the names of one folder sit on neighbouring pages and a batch dirties few of them (3.6x faster to commit
 than random 16-byte keys). The manifest keeps the table (so the processes of one run share it);
 ``plan``, which writes no manifest, uses a private temporary database.
+
+In the manifest, a row of ``images`` whose ``fold_claimed`` is 1 holds its own dest's name here, so a
+resume asks this table nothing for it (claim_planned): a look-up per image is a random page of a b-tree
+larger than SQLite's cache, and on a resume its answer is always "this image holds its name".
 """
 
 from __future__ import annotations
@@ -102,7 +106,7 @@ def _settle(
     holding: Set[Pair] = frozenset(),
 ) -> list[Collision]:
     """The claims in the batch's order against ``held`` (updated to what ``folded`` holds after them), then
-    the names that changed hands written in one statement."""
+    the names claimed anew (new, respelled or taken over) written in one statement."""
     met = _met_in_run(db, run_id, keyed, held) if planned else set()
     found: list[Collision] = []
     writes: list[tuple[str, str, str, int]] = []
