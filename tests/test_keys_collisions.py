@@ -4,12 +4,15 @@ case_insensitive_names treated as duplicates, in plan, --dry-run and download, i
 from __future__ import annotations
 
 import logging
+import os
 import random
+import sqlite3
 import unicodedata
 import uuid
 
 import pytest
 from helpers import animl_image, failures, random_blobs, seed, settings_for, write_coco
+from test_manifest_folds import broken_flags
 
 from sci_fetch.commands.download import download
 from sci_fetch.keys.collisions import FoldCheck, fold
@@ -127,6 +130,52 @@ def test_case_insensitive_names_fetches_one_of_each(s3_env, colliding, tmp_path,
     assert sorted(r["destination"].rsplit("/", 1)[1] for r in rows) == sorted(["cat.jpg", "CAT.JPG", NFD])
     assert all("same file as" in r["reason"] for r in rows)
     assert "left out as a duplicate" in fold_warnings(caplog)[0]
+
+
+def manifest_flags(settings) -> tuple[list, dict[str, int]]:
+    """The broken flags (none, if the invariant holds) and each row's flag, read beside the manifest."""
+    db = sqlite3.connect(f"file:{settings.manifest_path}?mode=ro", uri=True)
+    try:
+        return broken_flags(db), dict(db.execute("SELECT dest, fold_claimed FROM images").fetchall())
+    finally:
+        db.close()
+
+
+def test_a_resume_of_colliding_names_keeps_its_decisions_and_flags(s3_env, colliding, tmp_path, capsys):
+    """The second run asks no name its images hold (their flags), and leaves out the same later names."""
+    coco, images = colliding
+    settings = settings_for(s3_env, coco, tmp_path / "out", case_insensitive_names=True)
+    assert download(settings) == 0
+    first = failures(settings)
+    broken, flagged = manifest_flags(settings)
+    project = images[0]["file_name"].split("/")[0]
+    kept = {f"{project}/{n}" for n in ["Cat.jpg", NFC, "dog.jpg"]}
+    assert broken == [] and flagged == dict.fromkeys(kept, 1)
+    capsys.readouterr()
+    later = coco.stat().st_mtime + 10
+    os.utime(coco, (later, later))  # the COCO file seems changed: the whole file is planned again, no quick check
+    assert download(settings) == 0
+    assert "already done 3" in capsys.readouterr().out
+    assert failures(settings) == first and manifest_flags(settings) == ([], flagged)
+
+
+def test_case_insensitive_names_in_two_processes(s3_env, colliding, tmp_path):
+    """Two processes claim in one manifest: one image of each group is fetched, whichever process planned
+    first, the others left out; a resume in two processes again keeps one of each and the flags true."""
+    coco, images = colliding
+    settings = settings_for(s3_env, coco, tmp_path / "out", case_insensitive_names=True, processes="2")
+    for run in range(2):
+        later = coco.stat().st_mtime + 10 * run
+        os.utime(coco, (later, later))  # a second run plans the whole file again, no quick check
+        assert download(settings) == 0
+        on_disk = [p.name for p in (tmp_path / "out").rglob("*") if p.is_file() and ".sci-fetch" not in p.parts]
+        assert sorted({fold(n) for n in on_disk}) == sorted({fold(n) for n in NAMES + ["dog.jpg"]})
+        left_out = [r["destination"].rsplit("/", 1)[1] for r in failures(settings)]
+        assert len(left_out) == 3 and all("same file as" in r["reason"] for r in failures(settings))
+        broken, flagged = manifest_flags(settings)
+        assert broken == [] and sorted(d.rsplit("/", 1)[1] for d, f in flagged.items() if f) == sorted(
+            set(NAMES + ["dog.jpg"]) - set(left_out)
+        )
 
 
 def test_plan_warns_and_counts_them_as_left_out(s3_env, colliding, tmp_path, caplog):

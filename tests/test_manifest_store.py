@@ -143,7 +143,8 @@ def test_a_version_1_manifest_is_upgraded_in_place_and_keeps_its_rows(tmp_path):
     assert [(r.image_id, r.state, r.checks) for r in old.rows()] == [("p:1", State.done, None)]
     old.close()
     m = Manifest(path)
-    assert m.meta("schema_version") == "2"
+    assert m.meta("schema_version") == "3"  # rebuilt in the current shape: fold_claimed with it, 0 (unknown)
+    assert m._db.execute("SELECT fold_claimed FROM images").fetchall() == [(0,)]
     m.record([Outcome(image_id="p:1", state=State.forbidden, error="missing, or no permission", checks=None)])
     (row,) = list(m.rows())
     assert row.state is State.forbidden and row.bytes == 10 and row.md5 == "abc"

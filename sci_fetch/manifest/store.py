@@ -34,7 +34,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 Row = tuple[Any, ...]
 
-SCHEMA_VERSION = 2  # 2: state "forbidden", column "checks"
+SCHEMA_VERSION = 3  # 2: state "forbidden", column "checks"; 3: column "fold_claimed"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS images (
     run_id      INTEGER,
     created_at  REAL NOT NULL,
     updated_at  REAL NOT NULL,
-    checks      TEXT
+    checks      TEXT,
+    fold_claimed INTEGER NOT NULL DEFAULT 0  -- 1: this image holds its dest's folded name (folds.FLAG_TRIGGER)
 );
 CREATE INDEX IF NOT EXISTS images_state ON images (state);
 CREATE INDEX IF NOT EXISTS images_updated ON images (updated_at);
@@ -78,8 +79,9 @@ CREATE INDEX IF NOT EXISTS rejects_run ON rejects (run_id);
 _COLUMNS = "image_id, key, dest, state, bytes, md5, etag, attempts, last_error, created_at, updated_at, checks"
 
 # Version 1 knew neither the state 'forbidden' (its CHECK rejects it) nor the column 'checks': SQLite
-# cannot change a CHECK in place, so the table is rebuilt, in one transaction, on first open for writing.
-_MIGRATE_1_TO_2 = (
+# cannot change a CHECK in place, so the table is rebuilt (in the current shape), in one transaction, on
+# first open for writing.
+_MIGRATE_1 = (
     """
 ALTER TABLE images RENAME TO images_v1;
 DROP INDEX IF EXISTS images_state;
@@ -90,9 +92,12 @@ DROP INDEX IF EXISTS images_updated;
 INSERT INTO images (image_id, key, dest, state, bytes, md5, etag, attempts, last_error, run_id, created_at, updated_at)
     SELECT image_id, key, dest, state, bytes, md5, etag, attempts, last_error, run_id, created_at, updated_at FROM images_v1;
 DROP TABLE images_v1;
-UPDATE meta SET value = '2' WHERE name = 'schema_version';
 """
 )
+# Version 2 lacks 'fold_claimed': added in place (O(1): SQLite stores no value for a column added with a
+# default), every row 0 (unknown); the first resume asks each name once and flags the rows that hold theirs.
+_MIGRATE_2 = "ALTER TABLE images ADD COLUMN fold_claimed INTEGER NOT NULL DEFAULT 0"
+_SET_VERSION = f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE name = 'schema_version';"
 
 
 def _disk_error(path: Path, exc: sqlite3.Error) -> DiskError | None:
@@ -172,10 +177,21 @@ class Manifest:
         self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         if check and existed:  # after the switch to WAL: a reader beside the writer
             self._integrity = IntegrityCheck(self.path)
+        self._migrate()
+        self._db.executescript(folds.FLAG_TRIGGER)
+        return self._db
+
+    def _migrate(self) -> None:
+        """An older manifest made current, each step in one transaction. Version 2's step reads the version
+        again inside its transaction: the processes of a run open the manifest one after another."""
         if self.meta("schema_version") == "1":
             self.confirm_intact()  # a damaged table is not copied into the new one
-            self._db.executescript("BEGIN IMMEDIATE;" + _MIGRATE_1_TO_2 + "COMMIT;")
-        return self._db
+            self._db.executescript("BEGIN IMMEDIATE;" + _MIGRATE_1 + _SET_VERSION + "COMMIT;")
+        if self.meta("schema_version") == "2":
+            with self._transaction(heartbeat=False) as db:
+                if db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0] == "2":
+                    db.execute(_MIGRATE_2)
+                    db.execute(_SET_VERSION)
 
     @_disk_errors
     def confirm_intact(self) -> None:
@@ -304,11 +320,16 @@ class Manifest:
     ) -> tuple[list[Decision], list[Reject]]:
         """``plan``, with the batch's folded destinations claimed first (keys.collisions) in the same
         transaction: a resume then rewrites none of the claims its images already hold, and another process
-        of the run sees an image's claim and its row's run id together (folds.claim, ``planned``)."""
+        of the run sees an image's claim and its row's run id together (folds.claim, ``planned``).
+
+        The batch's rows are read before the claims: a row whose flag (``fold_claimed``) says its image holds
+        its dest's folded name, with the task's dest, is not looked up in ``folded`` (on a resume, none is),
+        and each row's flag is written with the batch's own (folds.claim_planned)."""
         with self._transaction() as db:
-            kept, rejects = check.apply(tasks, functools.partial(folds.claim, db, run_id, planned=True))
-            found = self._rows.find(db, kept)
-            decisions = _Planner(db, kept, found, run_id, self._output_root(root), retry_missing).run()
+            found = self._rows.find(db, tasks)
+            claims = folds.PlannedClaims(db, run_id, {(r[0], r[2]) for r in found if r[7]})
+            kept, rejects = check.apply(tasks, claims)
+            decisions = _Planner(db, kept, found, run_id, self._output_root(root), retry_missing).run(claims.holds)
         return decisions, rejects
 
     @_disk_errors
@@ -569,7 +590,7 @@ def _state_where(state: State, run_id: int | None) -> tuple[str, Row]:
     return "state = ? AND run_id IN (?, ?)", (state.value, run_id, -run_id)  # -run_id: claimed by its feed
 
 
-_ROW = "image_id, key, dest, state, bytes, run_id, rowid"  # what the planner reads of a row
+_ROW = "image_id, key, dest, state, bytes, run_id, rowid, fold_claimed"  # what the planner reads of a row
 
 
 class _RowFinder:
@@ -640,25 +661,35 @@ class _Planner:
         self.inserts: list[Row] = []
         self.touched: list[Row] = []
         self.reset: list[Row] = []
+        self.holds: set[tuple[str, str]] | None = None
 
-    def run(self) -> list[Decision]:
+    def run(self, holds: set[tuple[str, str]] | None = None) -> list[Decision]:
+        """``holds``: the (image_id, dest) pairs that hold their folded name after this batch's claims
+        (plan_checked), their rows' new ``fold_claimed``; None (``plan``, no claims): a row keeps its flag
+        while its dest stays, and loses it when its dest changes."""
+        self.holds = holds
         decisions = [self._one(task) for task in self.tasks]
         db = self.db
         db.executemany(
-            "INSERT INTO images (image_id, key, dest, state, attempts, run_id, created_at, updated_at) "
-            "VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)",
+            "INSERT INTO images (image_id, key, dest, state, attempts, run_id, created_at, updated_at, fold_claimed) "
+            "VALUES (?, ?, ?, 'pending', 0, ?, ?, ?, ?)",
             self.inserts,
         )
-        db.executemany("UPDATE images SET run_id = ? WHERE rowid = ?", self.touched)  # rowid: no index search
+        # rowid: no index search
+        db.executemany("UPDATE images SET run_id = ?, fold_claimed = ? WHERE rowid = ?", self.touched)
         db.executemany(
             "UPDATE images SET state = 'pending', last_error = ?, updated_at = ? WHERE rowid = ?", self.reset
         )
         return decisions
 
+    def _claimed(self, task: Task, flag: int) -> int:
+        """The row's ``fold_claimed`` once this task is planned into it (``flag``: the row's, its dest kept)."""
+        return flag if self.holds is None else int((task.image_id, task.dest) in self.holds)
+
     def _queued(self, task: Task, row: Row) -> Decision:
         """The COCO pass meets a row this run's feed handed out: it is this run's now, and not fetched again."""
-        self.touched.append((self.run_id, row[6]))
-        self.rows[task.image_id] = (*row[:5], self.run_id, row[6])
+        self.touched.append((self.run_id, self._claimed(task, row[7]), row[6]))
+        self.rows[task.image_id] = (*row[:5], self.run_id, *row[6:])
         self.holders[task.dest] = (task.image_id, self.run_id)
         return Decision(task=task, action=Action.queued)
 
@@ -679,21 +710,28 @@ class _Planner:
         found = Action.adopt if size_on_disk is not None else Action.fetch
         self.holders[task.dest] = (image_id, run_id)
         if row is None:
-            self.inserts.append((image_id, task.key, task.dest, run_id, self.now, self.now))
-            self.rows[image_id] = (image_id, task.key, task.dest, State.pending.value, None, run_id, None)
+            self.inserts.append((image_id, task.key, task.dest, run_id, self.now, self.now, self._claimed(task, 0)))
+            self.rows[image_id] = (image_id, task.key, task.dest, State.pending.value, None, run_id, None, 0)
             return Decision(task=task, action=found)
-        _, key, dest, state, size, _, rowid = row
-        self.rows[image_id] = (image_id, key, dest, state, size, run_id, rowid)
+        _, key, dest, state, size, _, rowid, flag = row
+        self.rows[image_id] = (image_id, key, dest, state, size, run_id, rowid, flag)
         if key != task.key or dest != task.dest:
             # Another variant or template than last time: the old row says nothing about this object.
             self.holders.pop(dest, None)
             self.db.execute(
                 "UPDATE images SET key = ?, dest = ?, state = 'pending', bytes = NULL, md5 = NULL, etag = NULL, "
-                "attempts = 0, last_error = NULL, run_id = ?, updated_at = ? WHERE image_id = ?",
-                (task.key, task.dest, run_id, self.now, image_id),
+                "attempts = 0, last_error = NULL, run_id = ?, updated_at = ?, fold_claimed = ? WHERE image_id = ?",
+                (
+                    task.key,
+                    task.dest,
+                    run_id,
+                    self.now,
+                    self._claimed(task, flag if dest == task.dest else 0),
+                    image_id,
+                ),
             )
             return Decision(task=task, action=found)
-        self.touched.append((run_id, rowid))
+        self.touched.append((run_id, self._claimed(task, flag), rowid))
         if state == State.done.value:
             if size_on_disk is not None and size_on_disk == size:
                 return Decision(task=task, action=Action.skip_done)
