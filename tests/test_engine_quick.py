@@ -76,3 +76,26 @@ def test_verify_marking_an_image_pending_ends_the_quick_check(s3_env, dataset, t
     assert download(settings) == 0
     summary = last_summary(settings)
     assert "quick_check" not in summary and summary["adopted"] + summary["fetched"] == 1
+
+
+def test_the_quick_check_keeps_the_trusted_runs_unusable_records_listed_and_counted(
+    s3_env, dataset, tmp_path, monkeypatch, capsys
+):
+    coco, images, _ = dataset
+    doc = json.loads(coco.read_text())
+    doc["images"] += [{"id": "bad-1", "file_name": "../outside.jpg"}, dict(doc["images"][0])]
+    local = tmp_path / "coco.json"
+    local.write_text(json.dumps(doc))
+    settings = settings_for(s3_env, local, tmp_path / "out")
+    failures = settings.state_file("failures", "csv")
+    assert download(settings) == 0
+    first = failures.read_bytes()
+    assert b"bad-1" in first and b"duplicate id" in first and first.count(b"\r\n") == 3  # header and two rows
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        no_parse(patch)
+        assert download(settings) == 0
+    printed = capsys.readouterr().out
+    assert last_summary(settings)["quick_check"] is True
+    assert failures.read_bytes() == first  # not emptied by a run that read no COCO file
+    assert "invalid 1, duplicates 1" in printed and "failures: 2 listed" in printed

@@ -118,8 +118,13 @@ async def quick_resume(settings: Settings) -> tuple[int, Stats, dict[str, int]] 
         done = await asyncio.to_thread(_all_done_on_disk, manifest, settings.output, saved["run_id"])
         if done is None:
             return None
-        stats = Stats(total=done, planned=done, skipped_done=done)
         run_id = manifest.begin_run(settings.model_dump(mode="json"))
+        # The trusted run's invalid and duplicate records stay listed (failures.csv) and counted.
+        kinds = manifest.carry_rejects(saved["run_id"], run_id)
+        invalid, duplicates = kinds.get("invalid", 0), kinds.get("duplicate", 0)
+        stats = Stats(
+            total=done + invalid + duplicates, planned=done, skipped_done=done, invalid=invalid, duplicates=duplicates
+        )
         manifest.end_run(run_id, 0, stats.as_dict() | {"quick_check": True})
         shard = f"{settings.shard_index}/{settings.shard_count}"
         write_final(

@@ -390,6 +390,19 @@ class Manifest:
             db.executemany("INSERT INTO rejects VALUES (?, ?, ?, ?, ?, ?, ?)", [(run_id, *r) for r in rejects])
 
     @_disk_errors
+    def carry_rejects(self, trusted: int, run_id: int) -> dict[str, int]:
+        """List the records a trusted earlier run could not use as this run's too, and count them by kind: the
+        quick check reads no COCO file, and its failures.csv and counts must still name every unusable record."""
+        with self._transaction(heartbeat=False) as db:
+            db.execute(
+                "INSERT INTO rejects SELECT ?, kind, record, image_id, key, dest, reason FROM rejects "
+                "WHERE run_id = ? ORDER BY rowid",
+                (run_id, trusted),
+            )
+            kinds = db.execute("SELECT kind, COUNT(*) FROM rejects WHERE run_id = ? GROUP BY kind", (run_id,))
+            return {kind: int(count) for kind, count in kinds.fetchall()}
+
+    @_disk_errors
     def rejects(self, run_id: int) -> list[tuple[str, str, str | None, str | None, str | None, str]]:
         with self._lock:
             return self._db.execute(
