@@ -78,19 +78,21 @@ def test_verify_marking_an_image_pending_ends_the_quick_check(s3_env, dataset, t
     assert "quick_check" not in summary and summary["adopted"] + summary["fetched"] == 1
 
 
-def test_the_quick_check_keeps_the_trusted_runs_unusable_records_listed_and_counted(
+def test_the_quick_check_keeps_the_trusted_runs_duplicates_listed_and_counted(
     s3_env, dataset, tmp_path, monkeypatch, capsys
 ):
+    """Duplicates leave a run's exit code 0, so its fingerprint is kept: the quick run that trusts it lists them
+    in failures.csv and counts them as it did (invalid records end a run with 1, so never reach the quick check)."""
     coco, images, _ = dataset
     doc = json.loads(coco.read_text())
-    doc["images"] += [{"id": "bad-1", "file_name": "../outside.jpg"}, dict(doc["images"][0])]
+    doc["images"] += [dict(doc["images"][0]), dict(doc["images"][1], id="other-id")]  # a duplicate id, a dest
     local = tmp_path / "coco.json"
     local.write_text(json.dumps(doc))
     settings = settings_for(s3_env, local, tmp_path / "out")
     failures = settings.state_file("failures", "csv")
     assert download(settings) == 0
     first = failures.read_bytes()
-    assert b"bad-1" in first and b"duplicate id" in first and first.count(b"\r\n") == 3  # header and two rows
+    assert b"duplicate id" in first and b"duplicate destination" in first and first.count(b"\r\n") == 3
     capsys.readouterr()
     with monkeypatch.context() as patch:
         no_parse(patch)
@@ -98,4 +100,4 @@ def test_the_quick_check_keeps_the_trusted_runs_unusable_records_listed_and_coun
     printed = capsys.readouterr().out
     assert last_summary(settings)["quick_check"] is True
     assert failures.read_bytes() == first  # not emptied by a run that read no COCO file
-    assert "invalid 1, duplicates 1" in printed and "failures: 2 listed" in printed
+    assert "invalid 0, duplicates 2" in printed and "failures: 2 listed" in printed
