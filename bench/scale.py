@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -162,20 +163,24 @@ def first_pending(fig: Figures, out: Path) -> None:
 def crashed_on(coco: Path, out: Path, endpoint: str | None) -> None:
     """Make the crashed job's manifest say its runs ran on these settings (a crash by this sci-fetch writes
     that at its start, so its next run has the feed), or, with no endpoint, that they did not (an older
-    sci-fetch's crash: no feed, the whole COCO file is planned first)."""
-    manifest = Manifest(out / MANIFEST)
+    sci-fetch's crash: no feed, the whole COCO file is planned first).
+
+    Written with sqlite3 itself, not Manifest: a writable Manifest would bring the file to this tree's schema,
+    and an older tree of an interleaved pair (``--trees``) refuses a newer schema."""
+    db = sqlite3.connect(out / MANIFEST, isolation_level=None)
     try:
         if endpoint is None:
-            manifest.delete_meta(feed.META)
+            db.execute("DELETE FROM meta WHERE name = ?", (feed.META,))
             return
         settings = load_settings(
             use_files=False,
             overrides={"coco": coco, "output": out, "bucket": "bench-bucket", "endpoint_url": endpoint, "profile": ""},
         )
-        runs = [r[0] for r in manifest._db.execute("SELECT run_id FROM runs ORDER BY run_id").fetchall()]
-        manifest.set_meta(feed.META, json.dumps({"fingerprint": quick.fingerprint(settings), "runs": runs[-20:]}))
+        runs = [r[0] for r in db.execute("SELECT run_id FROM runs ORDER BY run_id").fetchall()]
+        note = json.dumps({"fingerprint": quick.fingerprint(settings), "runs": runs[-20:]})
+        db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (feed.META, note))
     finally:
-        manifest.close()
+        db.close()
 
 
 def first_get(fig: Figures, coco: Path, out: Path, use_feed: bool = True, limit: float = 300.0) -> None:
