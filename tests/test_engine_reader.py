@@ -125,10 +125,13 @@ def test_a_child_decides_what_the_planning_thread_decides(monkeypatch, tmp_path,
         assert ("more than 1 MiB (left out)" in reasons) is ("limit" not in overrides)  # --limit 800 stops before
 
 
-def test_a_child_sizes_the_files_on_disk_as_the_planning_thread_does(monkeypatch, tmp_path):
-    """A resume over a finished run's files (reader.Sizes: the child's stat instead of the planner's): a file
-    gone, a file of another size and a folder that is now a link out of the output dir are fetched again or
-    refused alike, and every other file is trusted (no GET)."""
+@pytest.mark.parametrize("sizes_from", [0, reader.BEHIND_BYTES, 1 << 40], ids=["always", "when-behind", "never"])
+def test_a_child_sizes_the_files_on_disk_as_the_planning_thread_does(monkeypatch, tmp_path, sizes_from):
+    """A resume over a finished run's files (reader.Sizes: the child's stat instead of the planner's, for
+    every batch, for those it reads while the planner is behind, for none): a file gone, a file of another
+    size and a folder that is now a link out of the output dir are fetched again or refused alike, and every
+    other file is trusted (no GET)."""
+    monkeypatch.setattr(reader, "BEHIND_BYTES", sizes_from)
     images, objects = hostile_records()
     coco = write_records(tmp_path / "coco.json", images)
     first = fake_settings(coco, tmp_path / "first")

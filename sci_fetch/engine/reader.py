@@ -4,10 +4,12 @@ A resume of a million images spends about 40 % of its one planning thread readin
 coco.guard, pydantic) and mapping its records (``make_task``), and the rest in the manifest (a stat per image,
 SQLite), while the second core idles. For a big file one child process reads, validates, maps and filters
 (shard, process share, ``--limit``) and sends compact batches up a pipe; the planning thread turns them into
-decisions, so the two halves run on two cores. The child also asks the disk for the size of each task's file
-(``Sizes``), the planner's stat of every done image: with it the planner is the lighter half (a resume of a
-million images: the child 14 s of CPU and 8.6 s blocked on a full pipe, the parent 23.5 s with 8 s of it in
-that stat; measured in bench/results/2026-12-03-sizes.md). ``plan_chunk`` is the one implementation of a batch: the
+decisions, so the two halves run on two cores. Whichever half is ahead also asks the disk for the size of
+each task's file (``Sizes``), the planner's stat of every done image: the child does it for a batch while
+earlier batches wait unread in the pipe (the planner is behind), else the planner does. Measured on a resume
+of a million images (bench/results/2026-12-03-sizes.md): with the planner asking every size, the child
+spent 14 s of CPU and 8.6 s blocked on a full pipe while the planner spent 23.5 s, 8 of them in that stat;
+with the child asking every size, the child became the slower half (22.7 s against 19.1 s). ``plan_chunk`` is the one implementation of a batch: the
 planning thread calls it for a small file, the child for a big one, so both paths decide the same.
 
 The child is a fresh interpreter (the parent has threads and an event loop: never fork), started as
@@ -22,6 +24,7 @@ generator closed early), and ends on a broken pipe when the parent is gone.
 
 from __future__ import annotations
 
+import array
 import base64
 import contextlib
 import fcntl
@@ -32,6 +35,7 @@ import os
 import pickle
 import subprocess
 import sys
+import termios
 import traceback
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -61,12 +65,16 @@ has nothing to plan; after that each image costs the parent ~3 µs (unpickle, Ta
 reading it. So it pays from about 20,000 images (~8 MB); the threshold is a few times that, so that a small
 job never waits on a process start and the SCI export (110,320 images, 43 MB) already gets the child."""
 PIPE_BYTES = 2**20  # the pipe's kernel buffer: ~8 batches (~130 KB pickled each) read ahead, memory flat
+BEHIND_BYTES = 32 * 2**10
+"""Unread bytes in the pipe from which the child asks the next batch's Sizes itself: the planner has not taken
+a quarter of a batch yet, so it is busy (a planner that waits drains each batch as it comes)."""
 POLL_SECONDS = 0.2  # how often a planner waiting for a batch asks whether the run was stopped
 
 Batch = tuple[list[Task], list[Reject]]
 Sizes = dict[str, int | None]
 """A batch's destinations -> the size of the file there (None: absent, or its folder leads out of the output
-dir): OutputRoot.size_of, asked by the child a few batches (at most a pipe's worth) before the planner decides.
+dir): OutputRoot.size_of, asked by the child (when the planner is behind: BEHIND_BYTES) a few batches (at most
+a pipe's worth) before the planner decides.
 That early is as good: a file this run writes is one the planner already chose to fetch, and a later record
 of the same destination is a duplicate that needs no size; a feed's image is planned as ``queued``, also
 without one."""
@@ -107,6 +115,7 @@ class ReadSpec:
     shard: tuple[int, int] = (0, 1)  # (index, count) of --shard
     share: tuple[int, int] = (0, 1)  # (index, count) of --processes
     output: Path | None = None  # where the child asks for the files' sizes (Sizes); None: it does not
+    sizes_from: int = BEHIND_BYTES  # the pipe's unread bytes from which it does (0: every batch)
 
     @classmethod
     def of(cls, settings: Settings, share: tuple[int, int]) -> ReadSpec:
@@ -121,6 +130,7 @@ class ReadSpec:
             shard,
             share,
             settings.output.absolute(),
+            BEHIND_BYTES,
         )
 
     def mine(self, image_id: str) -> bool:
@@ -309,7 +319,9 @@ def child_main(spec: ReadSpec, conn: Connection) -> None:
     output = None if spec.output is None else OutputRoot(spec.output)
     try:
         for tasks, rejects in read_here(spec):
-            sizes = None if output is None else [output.size_of(t.dest) for t in tasks]
+            sizes = None
+            if output is not None and _unread(conn) >= spec.sizes_from:  # the planner is behind: ask them here
+                sizes = [output.size_of(t.dest) for t in tasks]
             if not _send(conn, ("batch", list(map(_task_fields, tasks)), rejects, sizes)):
                 return  # the parent is gone or no longer reading
         last = ("end",)
@@ -319,6 +331,17 @@ def child_main(spec: ReadSpec, conn: Connection) -> None:
         last = ("bug", f"{type(exc).__name__}: {exc}", traceback.format_exc())
     _send(conn, last)
     conn.close()
+
+
+def _unread(conn: Connection) -> int:
+    """The bytes written to the pipe and not read yet (Linux: FIONREAD on either end; elsewhere 0 is possible,
+    and then the planner asks every size, as it did before the child could)."""
+    count = array.array("i", [0])
+    try:
+        fcntl.ioctl(conn.fileno(), termios.FIONREAD, count)
+    except OSError:
+        return 0
+    return count[0]
 
 
 def _send(conn: Connection, message: tuple[Any, ...]) -> bool:
