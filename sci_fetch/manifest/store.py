@@ -304,7 +304,7 @@ class Manifest:
         """
         with self._transaction() as db:
             found = self._rows.find(db, tasks)
-            decisions = _Planner(db, tasks, found, run_id, self._output_root(root), retry_missing).run()
+            decisions = _Planner(db, tasks, found, run_id, self._output_root(root).size_of, retry_missing).run()
         return decisions
 
     def _output_root(self, root: Path) -> OutputRoot:
@@ -337,8 +337,8 @@ class Manifest:
             found = self._rows.find(db, tasks)
             claims = folds.PlannedClaims(db, run_id, {(r[0], r[2]) for r in found if r[7]})
             kept, rejects = check.apply(tasks, claims)
-            planner = _Planner(db, kept, found, run_id, self._output_root(root), retry_missing, sizes)
-            decisions = planner.run(claims.holds)
+            size_of = self._output_root(root).size_of if sizes is None else sizes.__getitem__
+            decisions = _Planner(db, kept, found, run_id, size_of, retry_missing).run(claims.holds)
         return decisions, rejects
 
     @_disk_errors
@@ -663,14 +663,13 @@ class _Planner:
         tasks: list[Task],
         found: list[Row],
         run_id: int,
-        output: OutputRoot,
+        size_of: Callable[[str], int | None],
         retry_missing: bool,
-        sizes: Mapping[str, int | None] | None = None,
     ) -> None:
+        """``size_of``: the size of the file at a destination (OutputRoot.size_of, or what the reader asked)."""
         self.db, self.tasks, self.run_id, self.retry_missing = db, tasks, run_id, retry_missing
         self.now = time.time()
-        self.output = output
-        self.sizes = sizes
+        self.size_of = size_of
         self.rows = {r[0]: r for r in found}
         # dest is unique: a row found by id holds its own dest, so only the other dests need a look-up (on a
         # resume, none: one index search per image instead of two, each a random page of a large index).
@@ -730,8 +729,7 @@ class _Planner:
                 return Decision(task=task, action=Action.duplicate_dest, other=holder[0])
             self.db.execute("DELETE FROM images WHERE image_id = ?", (holder[0],))  # a stale row from an older export
             self.rows.pop(holder[0], None)
-        # None: absent, or its folder leads outside
-        size_on_disk = self.output.size_of(task.dest) if self.sizes is None else self.sizes[task.dest]
+        size_on_disk = self.size_of(task.dest)  # None: absent, or its folder leads outside
         found = Action.adopt if size_on_disk is not None else Action.fetch
         self.holders[task.dest] = (image_id, run_id)
         if row is None:
