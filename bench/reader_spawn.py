@@ -26,9 +26,9 @@ def main() -> None:
         reader.CHILD_FROM_BYTES = 0 if mode == "child" else 1 << 62
         start, cpu = time.perf_counter(), time.process_time()
         with reader.batches(spec, lambda: False) as batches:
-            tasks, _rejects = next(batches)
+            tasks, _rejects, _sizes = next(batches)
             first = time.perf_counter() - start
-            count = len(tasks) + sum(len(t) for t, _ in batches)
+            count = len(tasks) + sum(len(t) for t, _, _ in batches)
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         print(
             f"{mode:5s} {count} images: first batch {first:.3f} s, end {time.perf_counter() - start:.3f} s, "

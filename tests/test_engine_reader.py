@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -124,6 +125,41 @@ def test_a_child_decides_what_the_planning_thread_decides(monkeypatch, tmp_path,
         assert ("more than 1 MiB (left out)" in reasons) is ("limit" not in overrides)  # --limit 800 stops before
 
 
+@pytest.mark.parametrize("sizes_from", [0, reader.BEHIND_BYTES, 1 << 40], ids=["always", "when-behind", "never"])
+def test_a_child_sizes_the_files_on_disk_as_the_planning_thread_does(monkeypatch, tmp_path, sizes_from):
+    """A resume over a finished run's files (reader.Sizes: the child's stat instead of the planner's, for
+    every batch, for those it reads while the planner is behind, for none): a file gone, a file of another
+    size and a folder that is now a link out of the output dir are fetched again or refused alike, and every
+    other file is trusted (no GET)."""
+    monkeypatch.setattr(reader, "BEHIND_BYTES", sizes_from)
+    images, objects = hostile_records()
+    coco = write_records(tmp_path / "coco.json", images)
+    first = fake_settings(coco, tmp_path / "first")
+    assert download_with(first, FakeBucket(objects)).exit_code == ExitCode.INCOMPLETE  # the invalid records
+    for name in ("thread", "child"):
+        out = shutil.copytree(first.output, tmp_path / name, symlinks=True)
+        files = sorted((out / "rd" / "CAM2" / "dep1").iterdir())
+        files[0].unlink()
+        with files[1].open("ab") as grown:
+            grown.write(b"x")
+        outside = tmp_path / "outside"  # one for both, so the refusals name the same place
+        if outside.exists():
+            shutil.rmtree(out / "rd" / "CAM3")
+        else:
+            shutil.move(out / "rd" / "CAM3", outside)
+        (out / "rd" / "CAM3").symlink_to(outside, target_is_directory=True)
+    thread, child = both_paths(monkeypatch, tmp_path, coco, FakeBucket(objects))
+    assert thread == child
+    cam3 = sum(1 for row in thread["rows"] if "/CAM3/" in row[3])  # type: ignore[attr-defined]
+    assert cam3 > 100 and thread["tally"]["to_fetch"] == 2 + cam3 and thread["tally"]["fetched"] == 2  # type: ignore[index]
+    unsafe = [row for row in thread["failures"] if "leads outside the output dir" in row["reason"]]  # type: ignore[attr-defined]
+    assert len(unsafe) == cam3
+    files = sorted((tmp_path / "child" / "rd" / "CAM2" / "dep1").iterdir())
+    assert [f.read_bytes() for f in files[:2]] == [
+        objects[f"original/{f.stem.replace('-', ':', 1)}-original.jpg"] for f in files[:2]
+    ]
+
+
 @pytest.mark.parametrize("where", ["truncated", "deep", "endless-number"])
 def test_an_input_error_in_a_child_is_the_same_line_after_the_same_batches(monkeypatch, tmp_path, where):
     """Broken JSON, nesting too deep, a value of megabytes that is not a string: in record 1,100 (the third
@@ -182,7 +218,7 @@ def test_the_child_is_reaped_on_every_way_out(monkeypatch, tmp_path):
     coco = write_records(tmp_path / "coco.json", images)
     spawned = Spawned(monkeypatch, 0)
     with reader.batches(spec_of(coco), lambda: False) as batches:  # to the end
-        assert sum(len(tasks) for tasks, _rejects in batches) == N - 4  # 3 invalid records, 1 unsafe name
+        assert sum(len(tasks) for tasks, _rejects, _sizes in batches) == N - 4  # 3 invalid records, 1 unsafe name
     with reader.batches(spec_of(coco), lambda: False) as batches:  # the pass closed after one batch
         next(batches)
     stop = threading.Event()
@@ -229,7 +265,7 @@ def test_the_child_ignores_sigint_and_sigterm(monkeypatch, tmp_path):
         os.kill(pid, signal.SIGINT)
         os.kill(pid, signal.SIGTERM)
         rest = list(batches)  # to the end: the child lived on
-    assert len(first[0]) + sum(len(tasks) for tasks, _ in rest) == 3000 - 4
+    assert len(first[0]) + sum(len(tasks) for tasks, _, _ in rest) == 3000 - 4
     assert gone(spawned.processes()[0])
 
 
@@ -315,7 +351,7 @@ def test_a_script_without_a_main_guard_is_not_run_again_in_the_child(tmp_path):
         "reader.CHILD_FROM_BYTES = 0\n"
         f"spec = reader.ReadSpec(Path({str(coco)!r}), None, Variant.original, None, True)\n"
         "with reader.batches(spec, lambda: False) as batches:\n"
-        "    print('images', sum(len(tasks) for tasks, _rejects in batches))\n"
+        "    print('images', sum(len(tasks) for tasks, _rejects, _sizes in batches))\n"
     )
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert (done.returncode, done.stdout, done.stderr) == (0, f"images {N - 4}\n", "")

@@ -22,7 +22,7 @@ from typing import Any
 
 from sci_fetch.engine import feed, reader
 from sci_fetch.engine.outcomes import Flusher, Settler
-from sci_fetch.engine.reader import BATCH, ReaderDied, ReadSpec
+from sci_fetch.engine.reader import BATCH, ReaderDied, ReadSpec, Sizes
 from sci_fetch.engine.stop import Stop, cancel_all, start_supervised
 from sci_fetch.engine.worker import Fetcher
 from sci_fetch.errors import DiskError, InputError, SciFetchError
@@ -180,23 +180,26 @@ class Pipeline:
 
     def _planned(self) -> Generator[tuple[list[Decision], list[Reject]], None, None]:
         """Plan the COCO file's batches of tasks (engine/reader.py: read here or in a child process) one at a
-        time; the stat and the manifest's work stay in this thread."""
+        time; the manifest's work stays in this thread, and so does the stat of each file unless the child
+        asked it (reader.Sizes)."""
         spec = ReadSpec.of(self.settings, self.share)
         # Destinations that are one file on macOS/Windows (case, Unicode form): claimed in the manifest, warned once.
         folds = FoldCheck(partial(self.manifest.claim_folds, self.run_id), self.settings.case_insensitive_names)
         with reader.batches(spec, self.stop.is_set, self.settings.dry_run) as batches:
-            for tasks, rejects in batches:
+            for tasks, rejects, sizes in batches:
                 if self.stop.is_set():  # the planning thread stops with the run
                     return
-                yield self._plan(tasks, rejects, folds)
+                yield self._plan(tasks, rejects, sizes, folds)
         if not self.stop.is_set():
             folds.warn(log)
 
-    def _plan(self, tasks: list[Task], rejects: list[Reject], folds: FoldCheck) -> tuple[list[Decision], list[Reject]]:
+    def _plan(
+        self, tasks: list[Task], rejects: list[Reject], sizes: Sizes | None, folds: FoldCheck
+    ) -> tuple[list[Decision], list[Reject]]:
         settings = self.settings
         # folds drops the later names of a group when they count as duplicates
         decisions, folded = self.manifest.plan_checked(
-            tasks, self.run_id, settings.output, settings.retry_missing, folds
+            tasks, self.run_id, settings.output, settings.retry_missing, folds, sizes
         )
         rejects += folded
         rejects += duplicates(decisions)

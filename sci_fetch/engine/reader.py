@@ -4,7 +4,12 @@ A resume of a million images spends about 40 % of its one planning thread readin
 coco.guard, pydantic) and mapping its records (``make_task``), and the rest in the manifest (a stat per image,
 SQLite), while the second core idles. For a big file one child process reads, validates, maps and filters
 (shard, process share, ``--limit``) and sends compact batches up a pipe; the planning thread turns them into
-decisions, so the two halves run on two cores. ``plan_chunk`` is the one implementation of a batch: the
+decisions, so the two halves run on two cores. Whichever half is ahead also asks the disk for the size of
+each task's file (``Sizes``), the planner's stat of every done image: the child does it for a batch while
+earlier batches wait unread in the pipe (the planner is behind), else the planner does. Measured on a resume
+of a million images (bench/results/2026-12-03-sizes.md): with the planner asking every size, the child
+spent 14 s of CPU and 8.6 s blocked on a full pipe while the planner spent 23.5 s, 8 of them in that stat;
+with the child asking every size, the child became the slower half (22.7 s against 19.1 s). ``plan_chunk`` is the one implementation of a batch: the
 planning thread calls it for a small file, the child for a big one, so both paths decide the same.
 
 The child is a fresh interpreter (the parent has threads and an event loop: never fork), started as
@@ -19,6 +24,7 @@ generator closed early), and ends on a broken pipe when the parent is gone.
 
 from __future__ import annotations
 
+import array
 import base64
 import contextlib
 import fcntl
@@ -29,6 +35,7 @@ import os
 import pickle
 import subprocess
 import sys
+import termios
 import traceback
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -40,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from sci_fetch.coco.models import CocoImage
 from sci_fetch.coco.source import iter_images
 from sci_fetch.errors import InputError, RecordError, SciFetchError
+from sci_fetch.fs.root import OutputRoot
 from sci_fetch.keys.collisions import Reject
 from sci_fetch.keys.mapping import Task, UnsafePathError, Variant, make_task
 from sci_fetch.keys.shard import process_of, shard_of
@@ -57,9 +65,20 @@ has nothing to plan; after that each image costs the parent ~3 µs (unpickle, Ta
 reading it. So it pays from about 20,000 images (~8 MB); the threshold is a few times that, so that a small
 job never waits on a process start and the SCI export (110,320 images, 43 MB) already gets the child."""
 PIPE_BYTES = 2**20  # the pipe's kernel buffer: ~8 batches (~130 KB pickled each) read ahead, memory flat
+BEHIND_BYTES = 32 * 2**10
+"""Unread bytes in the pipe from which the child asks the next batch's Sizes itself: the planner has not taken
+a quarter of a batch yet, so it is busy (a planner that waits drains each batch as it comes)."""
 POLL_SECONDS = 0.2  # how often a planner waiting for a batch asks whether the run was stopped
 
 Batch = tuple[list[Task], list[Reject]]
+Sizes = dict[str, int | None]
+"""A batch's destinations -> the size of the file there (None: absent, or its folder leads out of the output
+dir): OutputRoot.size_of, asked by the child (when the planner is behind: BEHIND_BYTES) a few batches (at most
+a pipe's worth) before the planner decides.
+That early is as good: a file this run writes is one the planner already chose to fetch, and a later record
+of the same destination is a duplicate that needs no size; a feed's image is planned as ``queued``, also
+without one."""
+Read = tuple[list[Task], list[Reject], Sizes | None]  # what ``batches`` yields; sizes None: the planner asks
 # A Task as the tuple of its fields in Task(*fields) order: a quarter of the pickling of the objects
 _task_fields = operator.attrgetter(*Task.__match_args__)
 Numbered = tuple[int, CocoImage | RecordError]
@@ -95,13 +114,23 @@ class ReadSpec:
     verify_id_md5: bool
     shard: tuple[int, int] = (0, 1)  # (index, count) of --shard
     share: tuple[int, int] = (0, 1)  # (index, count) of --processes
+    output: Path | None = None  # where the child asks for the files' sizes (Sizes); None: it does not
+    sizes_from: int = BEHIND_BYTES  # the pipe's unread bytes from which it does (0: every batch)
 
     @classmethod
     def of(cls, settings: Settings, share: tuple[int, int]) -> ReadSpec:
         assert settings.coco is not None  # checked before a run starts (engine.job)
         shard = (settings.shard_index or 0, settings.shard_count)
         return cls(
-            settings.coco, settings.limit, settings.variant, settings.key_template, settings.verify_id_md5, shard, share
+            settings.coco,
+            settings.limit,
+            settings.variant,
+            settings.key_template,
+            settings.verify_id_md5,
+            shard,
+            share,
+            settings.output.absolute(),
+            BEHIND_BYTES,
         )
 
     def mine(self, image_id: str) -> bool:
@@ -167,12 +196,13 @@ def uses_child(spec: ReadSpec, dry_run: bool) -> bool:
 
 
 @contextlib.contextmanager
-def batches(spec: ReadSpec, stopped: Callable[[], bool], dry_run: bool = False) -> Iterator[Iterator[Batch]]:
-    """The file's batches, from a child for a big file, else read here; ``stopped()`` ends a wait for the child
-    early. The child is killed and joined when the block ends, however it ends."""
+def batches(spec: ReadSpec, stopped: Callable[[], bool], dry_run: bool = False) -> Iterator[Iterator[Read]]:
+    """The file's batches, from a child for a big file (with their Sizes when ``spec.output`` is set), else read
+    here (no Sizes); ``stopped()`` ends a wait for the child early. The child is killed and joined when the
+    block ends, however it ends."""
     if not uses_child(spec, dry_run):
         with contextlib.closing(read_here(spec)) as here:
-            yield here
+            yield ((tasks, rejects, None) for tasks, rejects in here)
         return
     child = ChildReader(spec, stopped)
     try:
@@ -202,13 +232,18 @@ class ChildReader:
         finally:
             os.close(send)  # the child holds the only write end: its death is an EOF here
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[Read]:
         while (message := self._receive()) is not None:
             kind = message[0]
             if kind == "batch":
                 tasks = [Task(*t) for t in message[1]]
                 self._images += len(tasks)
-                yield tasks, message[2]
+                sizes = message[3]
+                yield (
+                    tasks,
+                    message[2],
+                    None if sizes is None else dict(zip([t.dest for t in tasks], sizes, strict=True)),
+                )
             elif kind == "end":
                 return
             elif kind == "input":
@@ -281,9 +316,13 @@ def child_main(spec: ReadSpec, conn: Connection) -> None:
     """The child: every batch up the pipe, then ``end``, or the InputError's line, or a bug's traceback."""
     gc.set_threshold(50_000, 20, 100)  # many short-lived records, no cycles: as the parent's quiet_gc
     last: tuple[Any, ...]
+    output = None if spec.output is None else OutputRoot(spec.output)
     try:
         for tasks, rejects in read_here(spec):
-            if not _send(conn, ("batch", list(map(_task_fields, tasks)), rejects)):
+            sizes = None
+            if output is not None and _unread(conn) >= spec.sizes_from:  # the planner is behind: ask them here
+                sizes = [output.size_of(t.dest) for t in tasks]
+            if not _send(conn, ("batch", list(map(_task_fields, tasks)), rejects, sizes)):
                 return  # the parent is gone or no longer reading
         last = ("end",)
     except InputError as exc:
@@ -292,6 +331,17 @@ def child_main(spec: ReadSpec, conn: Connection) -> None:
         last = ("bug", f"{type(exc).__name__}: {exc}", traceback.format_exc())
     _send(conn, last)
     conn.close()
+
+
+def _unread(conn: Connection) -> int:
+    """The bytes written to the pipe and not read yet (Linux: FIONREAD on either end; elsewhere 0 is possible,
+    and then the planner asks every size, as it did before the child could)."""
+    count = array.array("i", [0])
+    try:
+        fcntl.ioctl(conn.fileno(), termios.FIONREAD, count)
+    except OSError:
+        return 0
+    return count[0]
 
 
 def _send(conn: Connection, message: tuple[Any, ...]) -> bool:

@@ -16,7 +16,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -304,7 +304,7 @@ class Manifest:
         """
         with self._transaction() as db:
             found = self._rows.find(db, tasks)
-            decisions = _Planner(db, tasks, found, run_id, self._output_root(root), retry_missing).run()
+            decisions = _Planner(db, tasks, found, run_id, self._output_root(root).size_of, retry_missing).run()
         return decisions
 
     def _output_root(self, root: Path) -> OutputRoot:
@@ -316,7 +316,13 @@ class Manifest:
 
     @_disk_errors
     def plan_checked(
-        self, tasks: list[Task], run_id: int, root: Path, retry_missing: bool, check: FoldCheck
+        self,
+        tasks: list[Task],
+        run_id: int,
+        root: Path,
+        retry_missing: bool,
+        check: FoldCheck,
+        sizes: Mapping[str, int | None] | None = None,
     ) -> tuple[list[Decision], list[Reject]]:
         """``plan``, with the batch's folded destinations claimed first (keys.collisions) in the same
         transaction: a resume then rewrites none of the claims its images already hold, and another process
@@ -324,12 +330,15 @@ class Manifest:
 
         The batch's rows are read before the claims: a row whose flag (``fold_claimed``) says its image holds
         its dest's folded name, with the task's dest, is not looked up in ``folded`` (on a resume, none is),
-        and each row's flag is written with the batch's own (folds.claim_planned)."""
+        and each row's flag is written with the batch's own (folds.claim_planned).
+
+        ``sizes``: each task's file size, already asked of the disk (engine.reader's child does); None: asked here."""
         with self._transaction() as db:
             found = self._rows.find(db, tasks)
             claims = folds.PlannedClaims(db, run_id, {(r[0], r[2]) for r in found if r[7]})
             kept, rejects = check.apply(tasks, claims)
-            decisions = _Planner(db, kept, found, run_id, self._output_root(root), retry_missing).run(claims.holds)
+            size_of = self._output_root(root).size_of if sizes is None else sizes.__getitem__
+            decisions = _Planner(db, kept, found, run_id, size_of, retry_missing).run(claims.holds)
         return decisions, rejects
 
     @_disk_errors
@@ -654,12 +663,13 @@ class _Planner:
         tasks: list[Task],
         found: list[Row],
         run_id: int,
-        output: OutputRoot,
+        size_of: Callable[[str], int | None],
         retry_missing: bool,
     ) -> None:
+        """``size_of``: the size of the file at a destination (OutputRoot.size_of, or what the reader asked)."""
         self.db, self.tasks, self.run_id, self.retry_missing = db, tasks, run_id, retry_missing
         self.now = time.time()
-        self.output = output
+        self.size_of = size_of
         self.rows = {r[0]: r for r in found}
         # dest is unique: a row found by id holds its own dest, so only the other dests need a look-up (on a
         # resume, none: one index search per image instead of two, each a random page of a large index).
@@ -719,7 +729,7 @@ class _Planner:
                 return Decision(task=task, action=Action.duplicate_dest, other=holder[0])
             self.db.execute("DELETE FROM images WHERE image_id = ?", (holder[0],))  # a stale row from an older export
             self.rows.pop(holder[0], None)
-        size_on_disk = self.output.size_of(task.dest)  # None: absent, or its folder leads outside
+        size_on_disk = self.size_of(task.dest)  # None: absent, or its folder leads outside
         found = Action.adopt if size_on_disk is not None else Action.fetch
         self.holders[task.dest] = (image_id, run_id)
         if row is None:
