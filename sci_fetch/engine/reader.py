@@ -9,8 +9,9 @@ each task's file (``Sizes``), the planner's stat of every done image: the child 
 earlier batches wait unread in the pipe (the planner is behind), else the planner does. Measured on a resume
 of a million images (bench/results/2026-12-03-sizes.md): with the planner asking every size, the child
 spent 14 s of CPU and 8.6 s blocked on a full pipe while the planner spent 23.5 s, 8 of them in that stat;
-with the child asking every size, the child became the slower half (22.7 s against 19.1 s). ``plan_chunk`` is the one implementation of a batch: the
-planning thread calls it for a small file, the child for a big one, so both paths decide the same.
+with the child asking every size, the child became the slower half (22.7 s against 19.1 s). ``plan_chunk``
+is the one implementation of a batch: the planning thread calls it for a small file, the child for a big one,
+so both paths decide the same.
 
 The child is a fresh interpreter (the parent has threads and an event loop: never fork), started as
 multiprocessing's spawn does but without its re-import of the parent's main module: a script that calls
@@ -74,10 +75,9 @@ Batch = tuple[list[Task], list[Reject]]
 Sizes = dict[str, int | None]
 """A batch's destinations -> the size of the file there (None: absent, or its folder leads out of the output
 dir): OutputRoot.size_of, asked by the child (when the planner is behind: BEHIND_BYTES) a few batches (at most
-a pipe's worth) before the planner decides.
-That early is as good: a file this run writes is one the planner already chose to fetch, and a later record
-of the same destination is a duplicate that needs no size; a feed's image is planned as ``queued``, also
-without one."""
+a pipe's worth) before the planner decides. That early is as good: a file this run writes is one the planner
+already chose to fetch, and a later record of the same destination is a duplicate that needs no size; a
+feed's image is planned as ``queued``, also without one."""
 Read = tuple[list[Task], list[Reject], Sizes | None]  # what ``batches`` yields; sizes None: the planner asks
 # A Task as the tuple of its fields in Task(*fields) order: a quarter of the pickling of the objects
 _task_fields = operator.attrgetter(*Task.__match_args__)
