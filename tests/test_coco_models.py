@@ -64,7 +64,7 @@ _KEYS = st.sampled_from(
 )
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(st.dictionaries(_KEYS, _VALUES, max_size=10))
 def test_pydantic_core_checks_say_what_the_python_validators_said(raw):
     assert verdict(CocoImage, raw) == verdict(PythonCheckedImage, raw)

@@ -129,7 +129,7 @@ def _outcome(check, name: str) -> tuple[str, str]:
         return ("refused", str(exc))
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(st.lists(_NAME_CHARS, max_size=12).map("".join) | st.text(max_size=40))
 def test_the_fast_path_accepts_and_refuses_as_every_check_in_turn(name):
     """The one-search path with its folder cache says exactly what the full sequence of checks says: the same
@@ -160,7 +160,7 @@ def test_names_near_each_rule_get_the_same_verdict_both_ways(name):
 _REFERENCE_ANIML_ID = re.compile(r"^[^:/]+:([0-9a-f]{32})$")
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(
     st.lists(st.sampled_from(["p", ":", "/", "\n", MD5, MD5[:31], MD5.upper(), "g", "0"]), max_size=5).map("".join)
     | st.text(max_size=40)
