@@ -53,20 +53,13 @@ class OutputRoot:
         folder, _, name = rel.rpartition("/")
         fd = self._open.get(folder)
         if fd is None:
-            inside = self._checked.get(folder)
-            if not (self._check(folder) if inside is None else inside):
+            if not self._inside(folder):
                 return None
-            if folder == self._last:
-                fd = self._open_folder(folder)
-            else:
-                fd, name = self._root if self._root is not None else self._root_fd(), rel
+            fd, name = (self._open_folder(folder), name) if folder == self._last else (self._root_fd(), rel)
             self._last = folder
             if fd is None:  # no descriptor to ask through (or no dir_fd on this system): the whole path
                 return _size(os.path.join(self.root, rel))
-        try:  # _size, inlined: a million calls (the hot path of a resume, measured)
-            return os.stat(name, dir_fd=fd).st_size
-        except OSError:
-            return None
+        return _size(name, fd)
 
     def _root_fd(self) -> int | None:
         if self._root is None and _BY_DESCRIPTOR:
@@ -100,15 +93,15 @@ class OutputRoot:
         planner asks before it trusts a file already there. Asked of the disk once per folder while the
         folder is remembered (as ``path_for`` makes each folder once): a million images sit in a few
         thousand folders, and a realpath per image was a fifth of a resume's CPU."""
-        folder = rel.rpartition("/")[0]
-        inside = self._checked.get(folder)
-        return self._check(folder) if inside is None else inside
+        return self._inside(rel.rpartition("/")[0])
 
-    def _check(self, folder: str) -> bool:
-        """Asks the disk whether ``folder`` (relative) is inside, and remembers it."""
-        if len(self._checked) >= CHECKED_FOLDERS:  # bounded: one folder per image must not fill the memory
-            self._checked.clear()
-        inside = self._checked[folder] = _within(os.path.realpath(os.path.join(self.root, folder)), str(self.real))
+    def _inside(self, folder: str) -> bool:
+        """``contains`` for a relative folder, keyed by its text (no path joined per image)."""
+        inside = self._checked.get(folder)
+        if inside is None:
+            if len(self._checked) >= CHECKED_FOLDERS:  # bounded: one folder per image must not fill the memory
+                self._checked.clear()
+            inside = self._checked[folder] = _within(os.path.realpath(os.path.join(self.root, folder)), str(self.real))
         return inside
 
     def path_for(self, rel: str) -> Path:
